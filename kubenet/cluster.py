@@ -1,0 +1,120 @@
+"""The cluster as data: roles expand into VMs with names, resources, MACs and IPs.
+
+Everything here is pure; config.py builds these objects from cluster.yaml.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv4Network
+from pathlib import Path
+
+NETWORK_MODES = ("auto", "vmnet-shared", "bridge", "user")
+ACCELERATORS = ("hvf", "kvm", "tcg")
+IMAGE_KINDS = ("cloud", "kernel")
+
+# MACs end in one octet per VM: ids 0-255.
+MAX_MAC_IDS = 256
+
+
+@dataclass(frozen=True)
+class Role:
+    name: str
+    count: int | None  # None: a single machine that keeps the bare role name
+    vcpus: int
+    memory: str  # as qemu's -m takes it, e.g. "2G"
+
+    def vm_names(self) -> list[str]:
+        if self.count is None:
+            return [self.name]
+        return [f"{self.name}{index}" for index in range(self.count)]
+
+
+@dataclass(frozen=True)
+class Network:
+    mode: str = "auto"
+    subnet: IPv4Network = IPv4Network("192.168.1.0/24")
+    host_address: IPv4Address = IPv4Address("192.168.1.1")
+    first_vm_offset: int = 10
+    mac_prefix: str = "52:52:52:00:00"
+    bridge: str = "kubr0"
+    domain: str = "kubenet"
+    api_address: IPv4Address = IPv4Address("192.168.1.21")
+    dhcp_end: IPv4Address = IPv4Address("192.168.1.20")
+    ssh_port_base: int = 2200
+
+
+@dataclass(frozen=True)
+class Image:
+    kind: str = "cloud"
+    # cloud: a disk image each VM's disk overlays; {arch} becomes amd64 or arm64
+    url: str = "https://cloud-images.ubuntu.com/jammy/current/jammy-server-cloudimg-{arch}.img"
+    sha256: str | None = None
+    # kernel: direct kernel boot, no firmware
+    kernel: str | None = None
+    initrd: str | None = None
+    cmdline: str = ""  # the serial console for the architecture is added
+
+
+@dataclass(frozen=True)
+class VM:
+    id: int
+    name: str
+    role: str
+    vcpus: int
+    memory: str
+    mac: str
+    ip: IPv4Address
+
+
+@dataclass(frozen=True)
+class Cluster:
+    name: str
+    roles: tuple[Role, ...]
+    network: Network = field(default_factory=Network)
+    image: Image = field(default_factory=Image)
+    disk_size: str = "20G"
+    user: str = "ubuntu"
+    ssh_key: Path | None = None
+    accel: str | None = None
+    state_dir: Path = Path(".kubenet")
+    source: Path = Path("cluster.yaml")
+    vms: tuple[VM, ...] = ()
+
+    def vm_by_id(self, vm_id: int) -> VM | None:
+        return next((vm for vm in self.vms if vm.id == vm_id), None)
+
+    def vm_by_name(self, name: str) -> VM | None:
+        return next((vm for vm in self.vms if vm.name == name), None)
+
+    def vms_of_role(self, role: str) -> list[VM]:
+        return [vm for vm in self.vms if vm.role == role]
+
+
+def mac_address(prefix: str, vm_id: int) -> str:
+    """The tutorial's 52:52:52:00:00:0<id>, as two hex digits so ids past 9 stay valid."""
+    return f"{prefix}:{vm_id:02x}"
+
+
+def ip_address(network: Network, vm_id: int) -> IPv4Address:
+    return network.subnet.network_address + network.first_vm_offset + vm_id
+
+
+def expand_vms(roles: tuple[Role, ...], network: Network) -> tuple[VM, ...]:
+    """Ids are given in role order, starting at 0 with the first role's first VM."""
+    vms = []
+    for role in roles:
+        for name in role.vm_names():
+            vm_id = len(vms)
+            vms.append(
+                VM(
+                    id=vm_id,
+                    name=name,
+                    role=role.name,
+                    vcpus=role.vcpus,
+                    memory=role.memory,
+                    mac=mac_address(network.mac_prefix, vm_id),
+                    ip=ip_address(network, vm_id),
+                )
+            )
+    return tuple(vms)

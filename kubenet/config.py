@@ -1,0 +1,305 @@
+"""Read cluster.yaml, fill in the tutorial's defaults and validate, in that order.
+
+Every problem is reported as one line naming the file, the key, the bad value
+and what is allowed. Validation sits on the load path: a Cluster that exists is
+a Cluster that is valid.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from dataclasses import fields
+from ipaddress import AddressValueError, IPv4Address, IPv4Network, NetmaskValueError
+from pathlib import Path
+from typing import Any, Callable
+
+from . import errors
+from .cluster import (
+    ACCELERATORS,
+    IMAGE_KINDS,
+    MAX_MAC_IDS,
+    NETWORK_MODES,
+    Cluster,
+    Image,
+    Network,
+    Role,
+    expand_vms,
+)
+
+CONFIG_ENV = "KUBENET_CONFIG"
+DEFAULT_CONFIG = "cluster.yaml"
+
+# The tutorial's cluster, used when cluster.yaml names no roles.
+DEFAULT_ROLES = (
+    Role("gateway", None, 2, "2G"),
+    Role("control", 3, 2, "2G"),
+    Role("worker", 3, 4, "4G"),
+)
+
+SIZE_PATTERN = re.compile(r"^[1-9][0-9]*[KMGT]$")
+NAME_PATTERN = re.compile(r"^[a-z]([a-z0-9-]*[a-z0-9])?$")
+CLUSTER_NAME_PATTERN = re.compile(r"^[A-Za-z0-9_-]+$")
+MAC_PREFIX_PATTERN = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){4}$")
+SHA256_PATTERN = re.compile(r"^[0-9a-f]{64}$")
+TOP_KEYS = ("name", "roles", "network", "image", "disk_size", "user", "ssh_key", "accel", "state_dir")
+ROLE_KEYS = ("name", "count", "vcpus", "memory")
+
+
+def config_path(option: str | None, environ=os.environ) -> Path:
+    """--config wins over $KUBENET_CONFIG, which wins over ./cluster.yaml."""
+    return Path(option or environ.get(CONFIG_ENV) or DEFAULT_CONFIG)
+
+
+def load_cluster(path: Path) -> Cluster:
+    import yaml  # imported here: only tasks that read the cluster pay for it
+
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise errors.ConfigFileError(
+            f"{path}: no such cluster file",
+            f"run from the directory holding cluster.yaml, or pass --config PATH / set {CONFIG_ENV}",
+        ) from None
+    except OSError as error:
+        raise errors.ConfigFileError(f"{path}: cannot read: {error.strerror}") from None
+    try:
+        data = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f"line {mark.line + 1}: " if mark else ""
+        problem = getattr(error, "problem", None) or "not valid YAML"
+        raise errors.ConfigFileError(
+            f"{path}: {where}{problem}", "check indentation and quoting near that line"
+        ) from None
+    return build_cluster(data if data is not None else {}, path)
+
+
+class _Checker:
+    """Validators that know which file they read, so every message can name it."""
+
+    def __init__(self, source: Path):
+        self.source = source
+
+    def fail(self, kind: type[errors.ConfigError], key: str, message: str, hint: str | None = None):
+        raise kind(f"{self.source}: {key}: {message}", hint)
+
+    def mapping(self, value: Any, key: str, allowed: tuple[str, ...]) -> dict:
+        if not isinstance(value, dict):
+            self.fail(errors.WrongTypeError, key, f"expected a mapping, got {_describe(value)}")
+        for name in value:
+            if name not in allowed:
+                close = difflib.get_close_matches(str(name), allowed, n=1)
+                hint = f"did you mean '{close[0]}'?" if close else None
+                self.fail(
+                    errors.UnknownKeyError,
+                    _join(key, name),
+                    f"unknown key; allowed: {', '.join(allowed)}",
+                    hint,
+                )
+        return value
+
+    def integer(self, value: Any, key: str, minimum: int, maximum: int | None = None) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.fail(errors.WrongTypeError, key, f"expected a whole number, got {_describe(value)}")
+        if value < minimum or (maximum is not None and value > maximum):
+            allowed = f"from {minimum} to {maximum}" if maximum is not None else f"{minimum} or more"
+            self.fail(errors.BadValueError, key, f"{value} is out of range; allowed: {allowed}")
+        return value
+
+    def string(self, value: Any, key: str) -> str:
+        if not isinstance(value, str):
+            self.fail(errors.WrongTypeError, key, f"expected a string, got {_describe(value)}")
+        return value
+
+    def matching(self, value: Any, key: str, pattern: re.Pattern, allowed: str) -> str:
+        text = self.string(value, key)
+        if not pattern.match(text):
+            self.fail(errors.BadValueError, key, f"{text!r} is not allowed; allowed: {allowed}")
+        return text
+
+    def size(self, value: Any, key: str) -> str:
+        if isinstance(value, str):
+            value = value.upper()
+        return self.matching(
+            value, key, SIZE_PATTERN, "a whole number with a unit K, M, G or T, e.g. 4G"
+        )
+
+    def choice(self, value: Any, key: str, choices: tuple[str, ...]) -> str:
+        text = self.string(value, key)
+        if text not in choices:
+            self.fail(errors.BadValueError, key, f"{text!r} is not allowed; allowed: {', '.join(choices)}")
+        return text
+
+    def address(self, value: Any, key: str) -> IPv4Address:
+        try:
+            return IPv4Address(self.string(value, key))
+        except AddressValueError:
+            self.fail(errors.BadValueError, key, f"{value!r} is not an IPv4 address; e.g. 192.168.1.1")
+
+    def subnet(self, value: Any, key: str) -> IPv4Network:
+        try:
+            return IPv4Network(self.string(value, key))
+        except (AddressValueError, NetmaskValueError, ValueError):
+            self.fail(errors.BadValueError, key, f"{value!r} is not an IPv4 network; e.g. 192.168.1.0/24")
+
+
+def build_cluster(data: Any, source: Path) -> Cluster:
+    """Turn parsed YAML into a Cluster, or raise the first ConfigError found."""
+    check = _Checker(source)
+    top = check.mapping(data, "(top level)", TOP_KEYS)
+    base = source.absolute().parent
+    roles = _roles(check, top.get("roles"))
+    network = _network(check, top.get("network", {}))
+    cluster = Cluster(
+        name=check.matching(
+            top.get("name", "kubenet"), "name", CLUSTER_NAME_PATTERN, "letters, digits, '-' and '_'"
+        ),
+        roles=roles,
+        network=network,
+        image=_image(check, top.get("image", {})),
+        disk_size=check.size(top.get("disk_size", "20G"), "disk_size"),
+        user=check.matching(top.get("user", "ubuntu"), "user", NAME_PATTERN, "a lower-case login name"),
+        ssh_key=_path(check, top.get("ssh_key"), "ssh_key", base),
+        accel=check.choice(top["accel"], "accel", ACCELERATORS) if top.get("accel") is not None else None,
+        state_dir=_path(check, top.get("state_dir", ".kubenet"), "state_dir", base),
+        source=source,
+        vms=expand_vms(roles, network),
+    )
+    _check_names(check, cluster)
+    _check_capacity(check, cluster)
+    return cluster
+
+
+def _roles(check: _Checker, value: Any) -> tuple[Role, ...]:
+    if value is None:
+        return DEFAULT_ROLES
+    if not isinstance(value, list) or not value:
+        check.fail(errors.WrongTypeError, "roles", f"expected a non-empty list of roles, got {_describe(value)}")
+    roles = []
+    for index, item in enumerate(value):
+        key = f"roles[{index}]"
+        entry = check.mapping(item, key, ROLE_KEYS)
+        if "name" not in entry:
+            check.fail(errors.BadValueError, key, "missing 'name'", "e.g. - {name: worker, count: 3, vcpus: 4, memory: 4G}")
+        name = check.matching(
+            entry["name"], f"{key}.name", NAME_PATTERN, "lower-case letters, digits and '-', starting with a letter"
+        )
+        count = entry.get("count")
+        roles.append(
+            Role(
+                name=name,
+                count=None if count is None else check.integer(count, f"{key}.count", 0),
+                vcpus=check.integer(entry.get("vcpus", 2), f"{key}.vcpus", 1, 512),
+                memory=check.size(entry.get("memory", "2G"), f"{key}.memory"),
+            )
+        )
+    return tuple(roles)
+
+
+def _network(check: _Checker, value: Any) -> Network:
+    allowed = tuple(f.name for f in fields(Network))
+    entry = check.mapping(value, "network", allowed)
+    defaults = Network()
+    parsers: dict[str, Callable[[Any, str], Any]] = {
+        "mode": lambda v, k: check.choice(v, k, NETWORK_MODES),
+        "subnet": check.subnet,
+        "host_address": check.address,
+        "first_vm_offset": lambda v, k: check.integer(v, k, 1),
+        "mac_prefix": lambda v, k: check.matching(
+            v.lower() if isinstance(v, str) else v, k, MAC_PREFIX_PATTERN, "five hex octets, e.g. 52:52:52:00:00"
+        ),
+        "bridge": lambda v, k: check.matching(v, k, re.compile(r"^[A-Za-z0-9_.-]{1,15}$"), "an interface name"),
+        "domain": lambda v, k: check.matching(v, k, re.compile(r"^[a-z0-9.-]+$"), "a DNS domain, e.g. kubenet"),
+        "api_address": check.address,
+        "dhcp_end": check.address,
+        "ssh_port_base": lambda v, k: check.integer(v, k, 1024, 65535),
+    }
+    parsed = {name: parsers[name](entry[name], f"network.{name}") for name in entry}
+    network = Network(**{name: parsed.get(name, getattr(defaults, name)) for name in allowed})
+    for name in ("host_address", "api_address"):
+        address = getattr(network, name)
+        if address not in network.subnet:
+            check.fail(errors.BadValueError, f"network.{name}", f"{address} is outside {network.subnet}")
+    return network
+
+
+def _image(check: _Checker, value: Any) -> Image:
+    allowed = tuple(f.name for f in fields(Image))
+    entry = check.mapping(value, "image", allowed)
+    kind = check.choice(entry.get("kind", "cloud"), "image.kind", IMAGE_KINDS)
+    strings = {name: check.string(entry[name], f"image.{name}") for name in entry if name != "kind"}
+    if "sha256" in strings:
+        strings["sha256"] = check.matching(
+            strings["sha256"].lower().removeprefix("sha256:"), "image.sha256", SHA256_PATTERN, "64 hex digits"
+        )
+    if kind == "kernel":
+        for name in ("kernel", "initrd"):
+            if name not in strings:
+                check.fail(errors.BadValueError, f"image.{name}", "missing; a kernel image needs kernel and initrd paths")
+            strings[name] = str(_path(check, strings[name], f"image.{name}", check.source.parent))
+    return Image(kind=kind, **strings)
+
+
+def _path(check: _Checker, value: Any, key: str, base: Path) -> Path | None:
+    if value is None:
+        return None
+    path = Path(check.string(value, key)).expanduser()
+    return path if path.is_absolute() else base / path
+
+
+def _check_names(check: _Checker, cluster: Cluster) -> None:
+    seen: dict[str, str] = {}
+    for index, role in enumerate(cluster.roles):
+        if role.name in (r.name for r in cluster.roles[:index]):
+            check.fail(errors.DuplicateNameError, f"roles[{index}].name", f"role {role.name!r} is declared twice")
+    for vm in cluster.vms:
+        if vm.name in seen:
+            check.fail(
+                errors.DuplicateNameError,
+                "roles",
+                f"VM name {vm.name!r} is made by both role {seen[vm.name]!r} and role {vm.role!r}",
+                "rename one of the roles",
+            )
+        seen[vm.name] = vm.role
+    if not cluster.vms:
+        check.fail(errors.BadValueError, "roles", "the cluster has no VMs; give a role a count of 1 or more")
+
+
+def _check_capacity(check: _Checker, cluster: Cluster) -> None:
+    network, count = cluster.network, len(cluster.vms)
+    if count > MAX_MAC_IDS:
+        check.fail(errors.CapacityError, "roles", f"{count} VMs, but MACs {network.mac_prefix}:xx address at most {MAX_MAC_IDS}")
+    last = cluster.vms[-1].ip
+    if last >= network.subnet.broadcast_address:
+        room = int(network.subnet.broadcast_address) - int(network.subnet.network_address) - network.first_vm_offset
+        check.fail(
+            errors.CapacityError,
+            "roles",
+            f"{count} VMs need addresses up to {last}, but {network.subnet} holds only {max(room, 0)} from offset {network.first_vm_offset}",
+            "use fewer VMs, a larger network.subnet or a smaller network.first_vm_offset",
+        )
+    for name in ("host_address", "api_address"):
+        address = getattr(network, name)
+        clash = next((vm for vm in cluster.vms if vm.ip == address), None)
+        if clash:
+            check.fail(
+                errors.CapacityError,
+                f"network.{name}",
+                f"{address} is also the address of VM {clash.name}",
+                "move it out of the VMs' range or change network.first_vm_offset",
+            )
+    if network.ssh_port_base + count - 1 > 65535:
+        check.fail(errors.CapacityError, "network.ssh_port_base", f"{network.ssh_port_base} + {count} VMs runs past port 65535")
+
+
+def _join(key: str, name: Any) -> str:
+    return str(name) if key == "(top level)" else f"{key}.{name}"
+
+
+def _describe(value: Any) -> str:
+    if value is None:
+        return "nothing"
+    kind = {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean", int: "a number", float: "a number"}
+    return f"{kind.get(type(value), type(value).__name__)} ({value!r})" if not isinstance(value, (dict, list)) else kind[type(value)]

@@ -1,0 +1,68 @@
+"""The qemu command line of one VM, as a list with one option and its value per line.
+
+`qemu_argv` is pure: the host, accelerator and network mode are decided by the
+caller (see host.py and network.py), so every kind of host can be tested here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import errors
+from .cluster import VM, Cluster
+from .host import Host
+from .network import nic_options
+from .paths import vde_socket_path, vm_paths
+
+
+@dataclass(frozen=True)
+class Management:
+    """Options kubenet adds when it runs a VM for `up`: control socket, console log, entropy."""
+
+    qmp: Path
+    serial_log: Path
+
+
+def qemu_argv(
+    cluster: Cluster, vm: VM, host: Host, accel: str, mode: str, management: Management | None = None
+) -> list[str]:
+    paths = vm_paths(cluster, vm)
+    arch = host.arch
+    machine = ",".join((arch.machine_type(), f"accel={accel}", *arch.machine_options()))
+    argv = [
+        host.qemu,
+        "-nographic",
+        "-machine", machine,
+        "-cpu", "host" if accel in ("kvm", "hvf") else "max",
+        "-smp", str(vm.vcpus),
+        "-m", vm.memory,
+    ]  # fmt: skip
+    argv += boot_options(cluster, host, paths.efivars)
+    argv += nic_options(cluster.network, mode, vm, vde_socket_path(cluster))
+    argv += arch.disk_options(paths.disk)
+    argv += ["-drive", f"file={paths.seed},driver=raw,if=virtio"]
+    if management:
+        argv += management_options(management)
+    return argv
+
+
+def boot_options(cluster: Cluster, host: Host, efivars: Path) -> list[str]:
+    image = cluster.image
+    if image.kind == "kernel":
+        cmdline = image.cmdline if "console=" in image.cmdline else f"{image.cmdline} console={host.arch.serial_console()}"
+        return ["-kernel", str(image.kernel), "-initrd", str(image.initrd), "-append", cmdline.strip()]
+    if host.firmware is None:
+        raise errors.HostError(host.firmware_error or f"no UEFI firmware for {host.arch.value}")
+    return host.arch.firmware_options(host.firmware, efivars)
+
+
+def management_options(management: Management) -> list[str]:
+    return [
+        # The console stays on stdio (the tmux pane) and is also logged to a file.
+        "-chardev", f"stdio,id=console,mux=on,signal=off,logfile={management.serial_log}",
+        "-serial", "chardev:console",
+        "-mon", "chardev=console,mode=readline",
+        "-qmp", f"unix:{management.qmp},server=on,wait=off",
+        "-device", "virtio-rng-pci",
+    ]  # fmt: skip

@@ -1,0 +1,73 @@
+"""The rootless cluster segment: one vde_switch per cluster, started when a VM needs it."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from . import errors
+from .cluster import Cluster
+from .fsutil import locked
+from .paths import vde_socket_path
+
+
+def pid_file(cluster: Cluster) -> Path:
+    return cluster.state_dir / "vde.pid"
+
+
+def running_pid(cluster: Cluster) -> int | None:
+    """The switch's pid if it is alive and its control socket exists."""
+    try:
+        pid = int(pid_file(cluster).read_text().strip())
+    except (OSError, ValueError):
+        return None
+    if not (vde_socket_path(cluster) / "ctl").exists():
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        pass  # alive, started by root (e.g. with sudo)
+    return pid
+
+
+def switch_argv(cluster: Cluster) -> list[str]:
+    return [
+        "vde_switch",
+        "--sock", str(vde_socket_path(cluster)),
+        "--pidfile", str(pid_file(cluster).absolute()),
+        "--numports", str(max(32, 2 * len(cluster.vms))),  # the default 32 ports is too few for big clusters
+        "--dirmode", "0700",
+        "--daemon",
+    ]  # fmt: skip
+
+
+def ensure_switch(cluster: Cluster, timeout: float = 5.0) -> int:
+    """Start the cluster's switch unless it runs; VMs starting at once start it once."""
+    from .run import run
+
+    cluster.state_dir.mkdir(parents=True, exist_ok=True)
+    with locked(cluster.state_dir / "vde.lock"):
+        pid = running_pid(cluster)
+        if pid:
+            return pid
+        pid_file(cluster).unlink(missing_ok=True)
+        run(switch_argv(cluster), hint="install vde2 (`apt install vde2`, `brew install vde`) or use network.mode: bridge")
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            pid = running_pid(cluster)
+            if pid:
+                return pid
+            time.sleep(0.02)
+    raise errors.LaunchError(f"vde_switch did not come up within {timeout} s at {vde_socket_path(cluster)}")
+
+
+def stop_switch(cluster: Cluster) -> bool:
+    pid = running_pid(cluster)
+    if pid is None:
+        return False
+    os.kill(pid, 15)
+    pid_file(cluster).unlink(missing_ok=True)
+    return True

@@ -1,0 +1,161 @@
+"""One test per kind of configuration error, asserting the whole one-line message."""
+
+from pathlib import Path
+
+import pytest
+
+from kubenet import errors
+from kubenet.config import config_path, load_cluster
+
+
+def load(cluster_file, text):
+    return load_cluster(cluster_file(text))
+
+
+def message(excinfo, tmp_path):
+    return str(excinfo.value).replace(str(tmp_path / "cluster.yaml"), "cluster.yaml")
+
+
+def test_the_repository_cluster_file_is_the_tutorials():
+    cluster = load_cluster(Path(__file__).parent.parent / "cluster.yaml")
+    assert [vm.name for vm in cluster.vms] == [
+        "gateway", "control0", "control1", "control2", "worker0", "worker1", "worker2",
+    ]  # fmt: skip
+    assert cluster.network.mode == "auto" and str(cluster.network.api_address) == "192.168.1.21"
+
+
+def test_an_empty_file_gives_the_defaults(cluster_file):
+    assert len(load(cluster_file, "").vms) == 7
+
+
+@pytest.mark.parametrize(
+    "text, kind, expected",
+    [
+        (
+            "roles:\n  - {name: worker, count: 3, memory: 4G, vcpu: 4}\n",
+            errors.UnknownKeyError,
+            "cluster.yaml: roles[0].vcpu: unknown key; allowed: name, count, vcpus, memory (hint: did you mean 'vcpus'?)",
+        ),
+        (
+            "colour: blue\n",
+            errors.UnknownKeyError,
+            "cluster.yaml: colour: unknown key; allowed: name, roles, network, image, disk_size, user, ssh_key, accel, state_dir",
+        ),
+        (
+            "roles:\n  - {name: worker, count: three}\n",
+            errors.WrongTypeError,
+            "cluster.yaml: roles[0].count: expected a whole number, got a string ('three')",
+        ),
+        (
+            "network: [bridge]\n",
+            errors.WrongTypeError,
+            "cluster.yaml: network: expected a mapping, got a list",
+        ),
+        (
+            "roles:\n  - {name: worker, count: 3, memory: 4X}\n",
+            errors.BadValueError,
+            "cluster.yaml: roles[0].memory: '4X' is not allowed; allowed: a whole number with a unit K, M, G or T, e.g. 4G",
+        ),
+        (
+            "roles:\n  - {name: worker, count: -1}\n",
+            errors.BadValueError,
+            "cluster.yaml: roles[0].count: -1 is out of range; allowed: 0 or more",
+        ),
+        (
+            "roles:\n  - {name: worker, count: 2}\n  - {name: worker1}\n",
+            errors.DuplicateNameError,
+            "cluster.yaml: roles: VM name 'worker1' is made by both role 'worker' and role 'worker1' (hint: rename one of the roles)",
+        ),
+        (
+            "roles:\n  - {name: worker, count: 2}\n  - {name: worker, count: 1}\n",
+            errors.DuplicateNameError,
+            "cluster.yaml: roles[1].name: role 'worker' is declared twice",
+        ),
+        (
+            "roles:\n  - {name: worker, count: 300}\n",
+            errors.CapacityError,
+            "cluster.yaml: roles: 300 VMs, but MACs 52:52:52:00:00:xx address at most 256",
+        ),
+        (
+            "roles:\n  - {name: worker, count: 250}\nnetwork: {api_address: 192.168.1.2}\n",
+            errors.CapacityError,
+            "cluster.yaml: roles: 250 VMs need addresses up to 192.168.2.3, but 192.168.1.0/24 holds only 245 from offset 10"
+            " (hint: use fewer VMs, a larger network.subnet or a smaller network.first_vm_offset)",
+        ),
+        (
+            "roles:\n  - {name: worker, count: 12}\n",
+            errors.CapacityError,
+            "cluster.yaml: network.api_address: 192.168.1.21 is also the address of VM worker11"
+            " (hint: move it out of the VMs' range or change network.first_vm_offset)",
+        ),
+        (
+            "network: {mode: nat}\n",
+            errors.BadValueError,
+            "cluster.yaml: network.mode: 'nat' is not allowed; allowed: auto, vmnet-shared, bridge, user",
+        ),
+        (
+            "network: {subnet: 192.168.1.0/33}\n",
+            errors.BadValueError,
+            "cluster.yaml: network.subnet: '192.168.1.0/33' is not an IPv4 network; e.g. 192.168.1.0/24",
+        ),
+        (
+            "accel: whpx\n",
+            errors.BadValueError,
+            "cluster.yaml: accel: 'whpx' is not allowed; allowed: hvf, kvm, tcg",
+        ),
+        (
+            "roles:\n  - {name: Worker, count: 1}\n",
+            errors.BadValueError,
+            "cluster.yaml: roles[0].name: 'Worker' is not allowed; allowed: lower-case letters, digits and '-', starting with a letter",
+        ),
+        (
+            "roles: []\n",
+            errors.WrongTypeError,
+            "cluster.yaml: roles: expected a non-empty list of roles, got a list",
+        ),
+        (
+            "roles:\n  - {name: worker, count: 0}\n",
+            errors.BadValueError,
+            "cluster.yaml: roles: the cluster has no VMs; give a role a count of 1 or more",
+        ),
+        (
+            "image: {kind: kernel, kernel: vmlinuz}\n",
+            errors.BadValueError,
+            "cluster.yaml: image.initrd: missing; a kernel image needs kernel and initrd paths",
+        ),
+        (
+            "roles:\n  - name: worker\n   count: 3\n",
+            errors.ConfigFileError,
+            "cluster.yaml: line 3: did not find expected '-' indicator (hint: check indentation and quoting near that line)",
+        ),
+    ],
+)
+def test_each_kind_of_error_is_one_clear_line(cluster_file, tmp_path, text, kind, expected):
+    with pytest.raises(kind) as excinfo:
+        load(cluster_file, text)
+    assert isinstance(excinfo.value, errors.ConfigError)
+    assert message(excinfo, tmp_path) == expected
+    assert "\n" not in str(excinfo.value)
+
+
+def test_a_missing_file_says_how_to_choose_one(tmp_path):
+    with pytest.raises(errors.ConfigFileError) as excinfo:
+        load_cluster(tmp_path / "nope.yaml")
+    assert str(excinfo.value) == (
+        f"{tmp_path}/nope.yaml: no such cluster file (hint: run from the directory holding cluster.yaml,"
+        " or pass --config PATH / set KUBENET_CONFIG)"
+    )
+
+
+def test_config_path_prefers_option_then_environment():
+    assert config_path("a.yaml", {"KUBENET_CONFIG": "b.yaml"}) == Path("a.yaml")
+    assert config_path(None, {"KUBENET_CONFIG": "b.yaml"}) == Path("b.yaml")
+    assert config_path(None, {}) == Path("cluster.yaml")
+
+
+def test_sizes_are_normalised_and_paths_resolved(cluster_file, tmp_path):
+    cluster = load(cluster_file, "disk_size: 10g\nstate_dir: vms\nssh_key: keys/me.pub\nroles:\n  - {name: node, count: 2, memory: 512m}\n")
+    assert cluster.disk_size == "10G"
+    assert cluster.vms[0].memory == "512M"
+    assert cluster.state_dir == tmp_path / "vms"
+    assert cluster.ssh_key == tmp_path / "keys/me.pub"

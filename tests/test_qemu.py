@@ -1,0 +1,190 @@
+"""Whole qemu command lines, per kind of host."""
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from kubenet import errors
+from kubenet.config import build_cluster
+from kubenet.firmware import Firmware
+from kubenet.host import Arch, Host, host_profile
+from kubenet.network import resolve_mode
+from kubenet.qemu import Management, qemu_argv
+
+STATE = Path("/home/me/kubenet/.kubenet")
+HOMEBREW_FIRMWARE = "/opt/homebrew/share/qemu/edk2-aarch64-code.fd"
+NAMES = ["gateway", "control0", "control1", "control2", "worker0", "worker1", "worker2"]
+
+
+def cluster(text: dict | None = None):
+    return build_cluster(text or {}, Path("/home/me/kubenet/cluster.yaml"))
+
+
+def tutorial_command(vmid: int) -> list[str]:
+    """vmlaunch.sh from the tutorial, with $vmdir, $vcpus, $memory and $mac filled in."""
+    vmdir = STATE / NAMES[vmid]
+    vcpus, memory = (4, "4G") if NAMES[vmid].startswith("worker") else (2, "2G")
+    return [
+        "qemu-system-aarch64",
+        "-nographic",
+        "-machine", "virt,accel=hvf,highmem=on",
+        "-cpu", "host",
+        "-smp", str(vcpus),
+        "-m", memory,
+        "-bios", HOMEBREW_FIRMWARE,
+        "-nic", f"vmnet-shared,start-address=192.168.1.1,end-address=192.168.1.20,subnet-mask=255.255.255.0,mac=52:52:52:00:00:0{vmid}",
+        "-hda", f"{vmdir}/disk.img",
+        "-drive", f"file={vmdir}/cidata.iso,driver=raw,if=virtio",
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("vmid", range(7))
+def test_macos_hvf_vmnet_is_the_tutorials_command(vmid):
+    c = cluster()
+    host = host_profile("darwin-arm64")
+    mode = resolve_mode(c.network, host)
+    assert mode == "vmnet-shared"
+    assert qemu_argv(c, c.vms[vmid], host, "hvf", mode) == tutorial_command(vmid)
+
+
+OVMF = Firmware(Path("/usr/share/OVMF/OVMF_CODE_4M.fd"), Path("/usr/share/OVMF/OVMF_VARS_4M.fd"))
+AAVMF = Firmware(Path("/usr/share/AAVMF/AAVMF_CODE.fd"), Path("/usr/share/AAVMF/AAVMF_VARS.fd"))
+
+
+@pytest.mark.parametrize(
+    "host, accel, mode, vmid, expected",
+    [
+        (
+            Host("linux", Arch.x86_64, "kvm", "qemu-system-x86_64", firmware=OVMF, bridges=frozenset({"kubr0"})),
+            "kvm",
+            "bridge",
+            5,
+            [
+                "qemu-system-x86_64", "-nographic",
+                "-machine", "q35,accel=kvm",
+                "-cpu", "host", "-smp", "4", "-m", "4G",
+                "-drive", "if=pflash,format=raw,unit=0,file=/usr/share/OVMF/OVMF_CODE_4M.fd,readonly=on",
+                "-drive", f"if=pflash,format=raw,unit=1,file={STATE}/worker1/efivars.fd",
+                "-nic", "bridge,br=kubr0,model=virtio-net-pci,mac=52:52:52:00:00:05",
+                "-drive", f"file={STATE}/worker1/disk.img,if=virtio,format=qcow2",
+                "-drive", f"file={STATE}/worker1/cidata.iso,driver=raw,if=virtio",
+            ],
+        ),
+        (
+            Host("linux", Arch.x86_64, "tcg", "qemu-system-x86_64", firmware=OVMF, bridges=frozenset()),
+            "tcg",
+            "user",
+            0,
+            [
+                "qemu-system-x86_64", "-nographic",
+                "-machine", "q35,accel=tcg",
+                "-cpu", "max", "-smp", "2", "-m", "2G",
+                "-drive", "if=pflash,format=raw,unit=0,file=/usr/share/OVMF/OVMF_CODE_4M.fd,readonly=on",
+                "-drive", f"if=pflash,format=raw,unit=1,file={STATE}/gateway/efivars.fd",
+                "-nic", "user,model=virtio-net-pci,mac=52:54:00:00:00:00,hostfwd=tcp:127.0.0.1:2200-:22",
+                "-nic", f"vde,sock={STATE}/vde.ctl,model=virtio-net-pci,mac=52:52:52:00:00:00",
+                "-drive", f"file={STATE}/gateway/disk.img,if=virtio,format=qcow2",
+                "-drive", f"file={STATE}/gateway/cidata.iso,driver=raw,if=virtio",
+            ],
+        ),
+        (
+            Host("linux", Arch.aarch64, "tcg", "qemu-system-aarch64", firmware=AAVMF, bridges=frozenset()),
+            "tcg",
+            "user",
+            3,
+            [
+                "qemu-system-aarch64", "-nographic",
+                "-machine", "virt,accel=tcg,highmem=on",
+                "-cpu", "max", "-smp", "2", "-m", "2G",
+                "-bios", "/usr/share/AAVMF/AAVMF_CODE.fd",
+                "-nic", "user,model=virtio-net-pci,mac=52:54:00:00:00:03,hostfwd=tcp:127.0.0.1:2203-:22",
+                "-nic", f"vde,sock={STATE}/vde.ctl,model=virtio-net-pci,mac=52:52:52:00:00:03",
+                "-hda", f"{STATE}/control2/disk.img",
+                "-drive", f"file={STATE}/control2/cidata.iso,driver=raw,if=virtio",
+            ],
+        ),
+    ],
+    ids=["linux-x86_64-kvm-bridge", "linux-x86_64-tcg-user", "linux-aarch64-tcg-user"],
+)
+def test_linux_commands(host, accel, mode, vmid, expected):
+    c = cluster()
+    assert resolve_mode(c.network, host) == mode
+    assert qemu_argv(c, c.vms[vmid], host, accel, mode) == expected
+
+
+def test_direct_kernel_boot_needs_no_firmware_and_adds_management():
+    c = cluster({"image": {"kind": "kernel", "kernel": "/boot/vmlinuz", "initrd": "/boot/initrd.img", "cmdline": "quiet"}})
+    host = Host("linux", Arch.x86_64, "tcg", "qemu-system-x86_64", firmware=None, bridges=frozenset())
+    management = Management(qmp=STATE / "gateway/qmp.sock", serial_log=STATE / "gateway/serial.log")
+    assert qemu_argv(c, c.vms[0], host, "tcg", "user", management) == [
+        "qemu-system-x86_64", "-nographic",
+        "-machine", "q35,accel=tcg",
+        "-cpu", "max", "-smp", "2", "-m", "2G",
+        "-kernel", "/boot/vmlinuz", "-initrd", "/boot/initrd.img", "-append", "quiet console=ttyS0",
+        "-nic", "user,model=virtio-net-pci,mac=52:54:00:00:00:00,hostfwd=tcp:127.0.0.1:2200-:22",
+        "-nic", f"vde,sock={STATE}/vde.ctl,model=virtio-net-pci,mac=52:52:52:00:00:00",
+        "-drive", f"file={STATE}/gateway/disk.img,if=virtio,format=qcow2",
+        "-drive", f"file={STATE}/gateway/cidata.iso,driver=raw,if=virtio",
+        "-chardev", f"stdio,id=console,mux=on,signal=off,logfile={STATE}/gateway/serial.log",
+        "-serial", "chardev:console",
+        "-mon", "chardev=console,mode=readline",
+        "-qmp", f"unix:{STATE}/gateway/qmp.sock,server=on,wait=off",
+        "-device", "virtio-rng-pci",
+    ]  # fmt: skip
+
+
+def test_a_cloud_image_without_firmware_is_a_clear_error():
+    c = cluster()
+    host = Host("linux", Arch.x86_64, "tcg", "qemu-system-x86_64", bridges=frozenset(), firmware_error="no UEFI firmware for x86_64 (hint: apt install ovmf)")
+    with pytest.raises(errors.HostError, match="no UEFI firmware for x86_64"):
+        qemu_argv(c, c.vms[0], host, "tcg", "user")
+
+
+@pytest.mark.parametrize(
+    "system, mode, bridges, expected",
+    [
+        ("darwin", "auto", frozenset(), "vmnet-shared"),
+        ("linux", "auto", frozenset({"kubr0"}), "bridge"),
+        ("linux", "auto", frozenset({"virbr0"}), "user"),
+        ("linux", "user", frozenset({"kubr0"}), "user"),
+        ("darwin", "user", frozenset(), "user"),
+    ],
+)
+def test_network_mode_resolution(system, mode, bridges, expected):
+    c = cluster({"network": {"mode": mode}})
+    host = Host(system, Arch.aarch64, "tcg", "q", bridges=bridges)
+    assert resolve_mode(c.network, host) == expected
+
+
+@pytest.mark.parametrize(
+    "system, mode, message",
+    [
+        (
+            "linux",
+            "bridge",
+            "bridge kubr0 does not exist (hint: create it (sudo ip link add kubr0 type bridge && "
+            "sudo ip addr add 192.168.1.1/24 dev kubr0 && sudo ip link set kubr0 up) or set network.mode: user)",
+        ),
+        ("linux", "vmnet-shared", "network mode vmnet-shared needs macOS (hint: set network.mode to bridge or user)"),
+        ("darwin", "bridge", "network mode bridge needs Linux (hint: set network.mode to vmnet-shared or user)"),
+    ],
+)
+def test_network_modes_this_host_cannot_run(system, mode, message):
+    c = cluster({"network": {"mode": mode}})
+    with pytest.raises(errors.HostError) as excinfo:
+        resolve_mode(c.network, Host(system, Arch.x86_64, "tcg", "q", bridges=frozenset()))
+    assert str(excinfo.value) == message
+
+
+def test_tcg_uses_cpu_max_even_on_macos():
+    c = cluster()
+    argv = qemu_argv(c, c.vms[0], host_profile("darwin-arm64"), "tcg", "vmnet-shared")
+    assert argv[argv.index("-machine") + 1] == "virt,accel=tcg,highmem=on"
+    assert argv[argv.index("-cpu") + 1] == "max"
+
+
+def test_qemu_binary_override_is_used():
+    c = cluster()
+    host = replace(host_profile("linux-x86_64"), qemu="/opt/stub/qemu")
+    assert qemu_argv(c, c.vms[0], host, "kvm", "bridge")[0] == "/opt/stub/qemu"
