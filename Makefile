@@ -6,8 +6,13 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 INVOKE := $(BIN)/invoke
 
+# The cluster file; per-VM rules come from it through `invoke makevars`.
+CONFIG ?= $(or $(KUBENET_CONFIG),cluster.yaml)
+CLUSTER_MK := $(dir $(CONFIG)).$(basename $(notdir $(CONFIG))).mk
+CLUSTER_GOALS := setup
+
 .DEFAULT_GOAL := help
-.PHONY: help deps test-deps venv test bench clean-venv
+.PHONY: help deps test-deps venv test bench clean-venv $(CLUSTER_GOALS)
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -34,3 +39,42 @@ bench: venv ## measure how fast `invoke ls` and `invoke argv` start
 
 clean-venv: ## remove .venv (your VMs under state_dir are kept)
 	rm -rf $(VENV)
+
+# ---- the cluster: per-VM files with their real prerequisites --------------
+
+ifneq ($(filter $(CLUSTER_GOALS),$(MAKECMDGOALS)),)
+include $(CLUSTER_MK)
+endif
+
+$(CLUSTER_MK): $(CONFIG) | deps $(BIN)/.installed
+	@$(INVOKE) makevars --config $(CONFIG) > $@.tmp && mv $@.tmp $@
+
+VM_DIRS := $(addprefix $(KUBENET_STATE)/,$(KUBENET_VMS))
+DISKS := $(addsuffix /disk.img,$(VM_DIRS))
+SEEDS := $(addsuffix /cidata.iso,$(VM_DIRS))
+EFIVARS := $(if $(KUBENET_EFIVARS),$(addsuffix /efivars.fd,$(VM_DIRS)))
+
+ifneq ($(KUBENET_BASE_IMAGE),)
+$(KUBENET_BASE_IMAGE):
+	$(INVOKE) image --config $(CONFIG)
+endif
+
+# A disk needs the base image to exist, but is never remade when the image
+# changes: once created it holds the VM's data (order-only prerequisite).
+$(KUBENET_STATE)/%/disk.img: | $(KUBENET_BASE_IMAGE)
+	@$(INVOKE) vmsetup --config $(CONFIG) --name $* --disk
+
+$(KUBENET_STATE)/%/efivars.fd:
+	@$(INVOKE) vmsetup --config $(CONFIG) --name $* --disk
+
+# A seed is remade whenever what it is made from changes.
+$(KUBENET_STATE)/%/cidata.iso: $(CONFIG) $(KUBENET_SEED_INPUTS)
+	@$(INVOKE) vmsetup --config $(CONFIG) --name $* --seed
+
+$(KUBENET_STATE)/ssh_config: $(CONFIG) $(SEEDS)
+	@$(INVOKE) vmsetup --config $(CONFIG) --ssh
+
+setup: $(DISKS) $(EFIVARS) $(SEEDS) $(KUBENET_STATE)/ssh_config ## prepare every VM: base image, disks, cloud-init seeds, host keys, ssh_config
+
+# Never delete a disk, UEFI store or base image because a recipe was interrupted.
+.PRECIOUS: $(DISKS) $(EFIVARS) $(KUBENET_BASE_IMAGE)

@@ -69,3 +69,78 @@ def vm(c, id=None, name=None, config=None, accel=None, managed=False):
     from kubenet.launch import exec_vm
 
     exec_vm(cluster, chosen, host, cli.effective_accel(cluster, host, accel), managed)
+
+
+@task(help={"config": CONFIG_HELP})
+@user_errors
+def image(c, config=None):
+    """Fetch the base image into the cache and verify its SHA-256 (reuses a verified copy)."""
+    from kubenet import cli
+    from kubenet.image import fetch_image
+
+    cluster = cli.open_cluster(config)
+    if cluster.image.kind != "cloud":
+        cli.say(f"kubenet: image.kind is {cluster.image.kind}: no base image to fetch")
+        return
+    print(fetch_image(cluster, cli.pick_host()))
+
+
+@task(
+    iterable=["id", "name"],
+    help={
+        "id": "VM id (repeatable; default: every VM)",
+        "name": "VM name (repeatable)",
+        "config": CONFIG_HELP,
+        "disk": "only the disk (and UEFI variables)",
+        "seed": "only the host key and cloud-init seed",
+        "ssh": "only the cluster's known_hosts and ssh_config",
+    },
+)
+@user_errors
+def vmsetup(c, id=None, name=None, config=None, disk=False, seed=False, ssh=False):
+    """Prepare VMs: disk overlay, cloud-init seed, host key, ssh_config. Never recreates a disk."""
+    from kubenet import cli
+    from kubenet.vmsetup import PARTS, setup_ssh, setup_vm
+
+    cluster = cli.open_cluster(config)
+    context = cli.setup_context(cluster, cli.pick_host())
+    parts = [part for part, wanted in zip(PARTS, (disk, seed, ssh)) if wanted] or PARTS
+    if "disk" in parts or "seed" in parts:
+        for chosen in cli.pick_vms(cluster, id, name):
+            setup_vm(context, chosen, parts, say=cli.say)
+    if "ssh" in parts:
+        for path in setup_ssh(context):
+            cli.say(f"kubenet: wrote {path}")
+
+
+@task(help={"id": ID_HELP, "name": NAME_HELP, "config": CONFIG_HELP, "yes": "do not ask for confirmation"})
+@user_errors
+def reset(c, id=None, name=None, config=None, yes=False):
+    """Delete one VM's disk and UEFI variables so that the next setup makes it afresh."""
+    from kubenet import cli, errors
+    from kubenet.paths import vm_paths
+    from kubenet.vmsetup import reset_vm
+    from kubenet.vmstate import is_running
+
+    cluster = cli.open_cluster(config)
+    chosen = cli.pick_vm(cluster, id, name)
+    if is_running(cluster, chosen):
+        raise errors.KubenetError(f"{chosen.name} is running", f"stop it first: `invoke stop --id {chosen.id}`")
+    paths = vm_paths(cluster, chosen)
+    if not cli.confirm(f"delete {chosen.name}'s disk {paths.disk} and UEFI variables, losing all its data?", yes):
+        raise errors.KubenetError("reset cancelled; nothing was deleted")
+    deleted = reset_vm(cluster, chosen)
+    for path in deleted:
+        cli.say(f"kubenet: deleted {path}")
+    if not deleted:
+        cli.say(f"kubenet: {chosen.name} had no disk; nothing deleted")
+
+
+@task(help={"config": CONFIG_HELP})
+@user_errors
+def makevars(c, config=None):
+    """Print the cluster as Make variables (used by the Makefile's per-VM rules)."""
+    from kubenet import cli
+
+    cluster = cli.open_cluster(config)
+    print(cli.make_variables(cluster, cli.pick_host()), end="")

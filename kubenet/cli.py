@@ -10,6 +10,7 @@ import json
 import os
 import shlex
 import sys
+from pathlib import Path
 from typing import Callable, Iterable
 
 from . import errors
@@ -134,3 +135,43 @@ def shell_line(argv: list[str]) -> str:
 def say(message: str) -> None:
     """Progress for people goes to stderr; stdout is for data."""
     print(message, file=sys.stderr, flush=True)
+
+
+def setup_context(cluster: Cluster, host):
+    from .image import base_image_path
+    from .network import resolve_mode
+    from .vmsetup import SetupContext
+
+    base = base_image_path(cluster, host) if cluster.image.kind == "cloud" else None
+    return SetupContext(cluster=cluster, host=host, mode=resolve_mode(cluster.network, host), base_image=base)
+
+
+def confirm(question: str, assume_yes: bool) -> bool:
+    """Ask on a terminal; elsewhere only --yes says yes."""
+    if assume_yes:
+        return True
+    if not sys.stdin.isatty():
+        raise errors.KubenetError(f"{question} needs confirmation", "pass --yes to confirm without a terminal")
+    return input(f"{question} [y/N] ").strip().lower() in ("y", "yes")
+
+
+def make_variables(cluster: Cluster, host) -> str:
+    """Make variable assignments describing the cluster, for the Makefile's per-VM rules."""
+    from .seed import template_paths
+    from .sshkeys import login_key_path
+
+    from .vmsetup import needs_efivars
+
+    context = setup_context(cluster, host)
+    values = {
+        "KUBENET_STATE": str(cluster.state_dir),
+        "KUBENET_VMS": " ".join(vm.name for vm in cluster.vms),
+        "KUBENET_BASE_IMAGE": str(context.base_image or ""),
+        # the seed is also remade when the code that writes it changes
+        "KUBENET_SEED_INPUTS": " ".join(str(p) for p in [*template_paths(cluster), login_key_path(cluster), Path(__file__).with_name("seed.py")]),
+        "KUBENET_EFIVARS": "yes" if needs_efivars(cluster, host) else "",
+    }
+    for name, value in values.items():
+        if " " in value and name in ("KUBENET_STATE", "KUBENET_BASE_IMAGE"):
+            raise errors.SetupError(f"{name} {value!r} has a space, which make cannot handle", "choose a path without spaces")
+    return "".join(f"{name} := {value}\n" for name, value in values.items())

@@ -1,0 +1,53 @@
+"""Each VM's disk: a qcow2 overlay on the base image, made once and then the VM's own data."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from . import errors
+from .fsutil import atomic_output
+
+QEMU_IMG_HINT = "install qemu-img (`apt install qemu-utils`, `brew install qemu`)"
+
+
+def image_format(path: Path) -> str:
+    from .run import run
+
+    info = json.loads(run(["qemu-img", "info", "--output=json", str(path)], hint=QEMU_IMG_HINT))
+    return info["format"]
+
+
+def create_disk_argv(disk: Path, size: str, base: Path | None, base_format: str | None) -> list[str]:
+    argv = ["qemu-img", "create", "-q", "-f", "qcow2"]
+    if base is not None:
+        # An absolute backing path keeps the overlay valid wherever it is opened from.
+        argv += ["-b", str(base.absolute()), "-F", base_format or "qcow2"]
+    return argv + [str(disk), size]
+
+
+def create_disk(disk: Path, size: str, base: Path | None) -> bool:
+    """Create the disk unless it exists; an existing disk is never touched. True if created.
+
+    Callers hold the VM's lock, so no one else creates it meanwhile.
+    """
+    from .run import run
+
+    if disk.exists():
+        return False
+    if base is not None and not base.is_file():
+        raise errors.SetupError(f"base image {base} is missing", "run `invoke image` (or `make setup`) first")
+    base_format = image_format(base) if base is not None else None
+    with atomic_output(disk, 0o600) as temporary:
+        run(create_disk_argv(temporary, size, base, base_format), hint=QEMU_IMG_HINT)
+    return True
+
+
+def create_efivars(efivars: Path, template: Path) -> bool:
+    """A VM's own UEFI variable store, copied once from the firmware's template."""
+    if efivars.exists():
+        return False
+    with atomic_output(efivars, 0o600) as temporary:
+        shutil.copyfile(template, temporary)
+    return True
