@@ -166,6 +166,7 @@ def download(url: str, part: Path, report: Callable[[int, int | None], None] | N
 
 
 def _read_url(url: str) -> bytes:
+    import http.client
     import urllib.error
     import urllib.request
 
@@ -174,8 +175,8 @@ def _read_url(url: str) -> bytes:
             return response.read()
     except urllib.error.HTTPError as error:
         raise errors.DownloadError(f"{url}: HTTP {error.code} {error.reason}", "give image.sha256 in cluster.yaml") from None
-    except (urllib.error.URLError, OSError) as error:
-        raise errors.DownloadError(f"{url}: cannot connect: {getattr(error, 'reason', error)}") from None
+    except (urllib.error.URLError, OSError, http.client.HTTPException) as error:
+        raise errors.DownloadError(f"{url}: cannot read: {getattr(error, 'reason', error)}", "check the network and image.url") from None
 
 
 def _check_digest(path: Path, expected: str, url: str) -> None:
