@@ -9,7 +9,7 @@ INVOKE := $(BIN)/invoke
 # The cluster file; per-VM rules come from it through `invoke makevars`.
 CONFIG ?= $(or $(KUBENET_CONFIG),cluster.yaml)
 CLUSTER_MK := $(dir $(CONFIG)).$(basename $(notdir $(CONFIG))).mk
-CLUSTER_GOALS := setup
+CLUSTER_GOALS := setup up
 
 .DEFAULT_GOAL := help
 .PHONY: help deps test-deps venv test bench clean-venv $(CLUSTER_GOALS)
@@ -78,3 +78,6 @@ setup: $(DISKS) $(EFIVARS) $(SEEDS) $(KUBENET_STATE)/ssh_config ## prepare every
 
 # Never delete a disk, UEFI store or base image because a recipe was interrupted.
 .PRECIOUS: $(DISKS) $(EFIVARS) $(KUBENET_BASE_IMAGE)
+
+up: setup ## prepare what is missing, launch every VM in tmux session <cluster>-qemu and wait for SSH
+	@$(INVOKE) up --config $(CONFIG)

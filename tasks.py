@@ -26,6 +26,8 @@ def ls(c, config=None, json=False, names=False):
         return
     rows = cli.vm_rows(cluster, resolve_mode(cluster.network, cli.pick_host()))
     print(cli.format_json(rows) if json else cli.format_table(rows))
+    if not json:
+        cli.say(f"kubenet: {sum(row['state'] == 'running' for row in rows)} of {len(rows)} VMs running")
 
 
 @task(
@@ -45,7 +47,7 @@ def argv(c, id=None, name=None, config=None, host=None, accel=None, managed=Fals
 
     cluster = cli.open_cluster(config)
     vm = cli.pick_vm(cluster, id, name)
-    target = cli.pick_host(host)
+    target = cli.pick_host(host, cluster, accel)
     print(cli.shell_line(cli.vm_argv(cluster, vm, target, cli.effective_accel(cluster, target, accel), managed)))
 
 
@@ -65,7 +67,7 @@ def vm(c, id=None, name=None, config=None, accel=None, managed=False):
 
     cluster = cli.open_cluster(config)
     chosen = cli.pick_vm(cluster, id, name)
-    host = cli.pick_host()
+    host = cli.pick_host(cluster=cluster, accel_option=accel)
     from kubenet.launch import exec_vm
 
     exec_vm(cluster, chosen, host, cli.effective_accel(cluster, host, accel), managed)
@@ -144,3 +146,92 @@ def makevars(c, config=None):
 
     cluster = cli.open_cluster(config)
     print(cli.make_variables(cluster, cli.pick_host()), end="")
+
+
+WAIT_HELP = "seconds to wait for every VM to answer SSH"
+
+
+@task(
+    iterable=["id"],
+    help={
+        "config": CONFIG_HELP,
+        "id": "start only this VM (repeatable; default: every VM)",
+        "timeout": WAIT_HELP,
+        "wait": "wait until every VM answers SSH (--no-wait to return at once)",
+    },
+)
+@user_errors
+def up(c, config=None, id=None, timeout=600.0, wait=True):
+    """Launch the cluster in the detached tmux session <cluster>-qemu, then wait for SSH."""
+    from kubenet import cli
+
+    cluster = cli.open_cluster(config)
+    host = cli.pick_host(cluster=cluster)
+    cli.launch_and_wait(cluster, cli.pick_vms(cluster, id), host, cli.effective_accel(cluster, host, None), timeout if wait else None)
+
+
+@task(help={"config": CONFIG_HELP, "attach": "attach when done (--no-attach for scripts)"})
+@user_errors
+def ssh_all(c, config=None, attach=True):
+    """Open the <cluster>-ssh session: a window per role and ssh-nodes; prefix + C-s syncs panes."""
+    from kubenet import cli
+
+    cli.ssh_session(cli.open_cluster(config), attach)
+
+
+@task(help={"id": ID_HELP, "name": NAME_HELP, "config": CONFIG_HELP})
+@user_errors
+def ssh(c, id=None, name=None, config=None):
+    """Open an SSH session to one VM, with its pinned host key."""
+    from kubenet import cli
+    from kubenet.ready import ssh_argv
+    from kubenet.run import replace_process
+
+    cluster = cli.open_cluster(config)
+    replace_process(ssh_argv(cluster, cli.pick_vm(cluster, id, name), "")[:-1])
+
+
+@task(
+    name="exec",
+    iterable=["id", "name", "role"],
+    help={"role": "VMs of this role (repeatable)", "id": "VM id (repeatable)", "name": "VM name (repeatable)", "config": CONFIG_HELP},
+)
+@user_errors
+def exec_(c, role=None, id=None, name=None, config=None):
+    """Run the command after `--` on the VMs in parallel; lines come out as `<vm>: <line>`."""
+    from kubenet import cli
+
+    cluster = cli.open_cluster(config)
+    cli.exec_everywhere(cluster, cli.pick_vms(cluster, id, name, role), c.remainder)
+
+
+@task(iterable=["id"], help={"config": CONFIG_HELP, "id": "stop only this VM (repeatable)", "timeout": "seconds to wait after the power button"})
+@user_errors
+def down(c, config=None, id=None, timeout=60.0):
+    """Power VMs off (ACPI, then quit, then kill); with every VM down, remove the tmux sessions."""
+    from kubenet import cli
+
+    cluster = cli.open_cluster(config)
+    cli.shut_down(cluster, cli.pick_vms(cluster, id), timeout, cleanup=True)
+
+
+@task(help={"id": ID_HELP, "name": NAME_HELP, "config": CONFIG_HELP, "timeout": "seconds to wait after the power button"})
+@user_errors
+def stop(c, id=None, name=None, config=None, timeout=60.0):
+    """Power one VM off; its pane keeps its last output."""
+    from kubenet import cli
+
+    cluster = cli.open_cluster(config)
+    cli.shut_down(cluster, [cli.pick_vm(cluster, id, name)], timeout, cleanup=False)
+
+
+@task(help={"id": ID_HELP, "name": NAME_HELP, "config": CONFIG_HELP, "timeout": WAIT_HELP, "wait": "wait for SSH"})
+@user_errors
+def start(c, id=None, name=None, config=None, timeout=600.0, wait=True):
+    """Start one VM in its pane of the qemu session (made if needed), then wait for SSH."""
+    from kubenet import cli
+
+    cluster = cli.open_cluster(config)
+    host = cli.pick_host(cluster=cluster)
+    chosen = [cli.pick_vm(cluster, id, name)]
+    cli.launch_and_wait(cluster, chosen, host, cli.effective_accel(cluster, host, None), timeout if wait else None)

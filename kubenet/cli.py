@@ -42,13 +42,19 @@ def open_cluster(config: str | None) -> Cluster:
     return load_cluster(config_path(config))
 
 
-def pick_vms(cluster: Cluster, ids: Iterable[str] = (), names: Iterable[str] = ()) -> list[VM]:
-    """The VMs named by --id/--name options, in cluster order; all of them when none is given."""
-    ids, names = list(ids), list(names)
-    if not ids and not names:
+def pick_vms(cluster: Cluster, ids: Iterable[str] = (), names: Iterable[str] = (), roles: Iterable[str] = ()) -> list[VM]:
+    """The VMs named by --id/--name/--role options, in cluster order; all of them when none is given."""
+    ids, names, roles = list(ids or ()), list(names or ()), list(roles or ())
+    if not ids and not names and not roles:
         return list(cluster.vms)
     chosen = {pick_vm(cluster, vm_id, None).id for vm_id in ids}
     chosen |= {pick_vm(cluster, None, name).id for name in names}
+    for role in roles:
+        members = cluster.vms_of_role(role)
+        if not members:
+            known = ", ".join(r.name for r in cluster.roles)
+            raise errors.UnknownVMError(f"no VMs of role {role!r} in {cluster.source}; roles are {known}")
+        chosen |= {vm.id for vm in members}
     return [vm for vm in cluster.vms if vm.id in chosen]
 
 
@@ -72,11 +78,18 @@ def pick_vm(cluster: Cluster, vm_id: str | int | None, name: str | None) -> VM:
     return vm
 
 
-def pick_host(described: str | None = None):
-    """This machine, probed, or the kind of machine named by --host."""
-    from .host import host_profile, probe_host
+def pick_host(described: str | None = None, cluster: Cluster | None = None, accel_option: str | None = None):
+    """This machine, probed, or the kind of machine named by --host.
 
-    return host_profile(described) if described else probe_host()
+    The accelerator is probed (by running qemu) only for tasks that build a
+    qemu command (they pass `cluster`) and only when no override chooses it.
+    """
+    from .host import ACCEL_ENV, host_profile, probe_host
+
+    if described:
+        return host_profile(described)
+    chosen = cluster is None or bool(accel_option or os.environ.get(ACCEL_ENV) or cluster.accel)
+    return probe_host(accel_chosen=chosen)
 
 
 def effective_accel(cluster: Cluster, host, accel_option: str | None) -> str:
@@ -97,8 +110,10 @@ def vm_argv(cluster: Cluster, vm: VM, host, accel: str, managed: bool = False) -
 
 
 def vm_rows(cluster: Cluster, mode: str) -> list[dict]:
+    from .lifecycle import vm_state
     from .network import ssh_endpoint
 
+    states = {vm.name: vm_state(cluster, vm) for vm in cluster.vms}
     return [
         {
             "id": vm.id,
@@ -109,6 +124,9 @@ def vm_rows(cluster: Cluster, mode: str) -> list[dict]:
             "mac": vm.mac,
             "ip": str(vm.ip),
             "ssh": str(ssh_endpoint(cluster.network, mode, vm)),
+            "state": "running" if states[vm.name].running else "stopped",
+            "pid": states[vm.name].pid,
+            "ready": states[vm.name].ready,
         }
         for vm in cluster.vms
     ]
@@ -118,7 +136,7 @@ def format_table(rows: list[dict]) -> str:
     if not rows:
         return ""
     headers = list(rows[0])
-    cells = [[str(row[h]) for h in headers] for row in rows]
+    cells = [["-" if row[h] is None else str(row[h]).lower() if isinstance(row[h], bool) else str(row[h]) for h in headers] for row in rows]
     widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(headers)]
     lines = [[h.upper() for h in headers], *cells]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip() for line in lines)
@@ -175,3 +193,112 @@ def make_variables(cluster: Cluster, host) -> str:
         if " " in value and name in ("KUBENET_STATE", "KUBENET_BASE_IMAGE"):
             raise errors.SetupError(f"{name} {value!r} has a space, which make cannot handle", "choose a path without spaces")
     return "".join(f"{name} := {value}\n" for name, value in values.items())
+
+
+def launch_and_wait(cluster: Cluster, vms: list[VM], host, accel: str, timeout: float | None) -> None:
+    """Start what is not running, then (unless timeout is None) wait for SSH and report."""
+    from .launch import launch_cluster
+    from .network import resolve_mode
+    from .ready import wait_ready, summary
+
+    result = launch_cluster(cluster, vms, host, accel)
+    attach = f"{'sudo ' if result.sudo else ''}tmux attach -t {result.session}"
+    if result.started:
+        say(f"kubenet: started {' '.join(result.started)} in tmux session {result.session} (watch: {attach})")
+    if result.already_running:
+        say(f"kubenet: already running: {' '.join(result.already_running)}")
+    if timeout is None:
+        return
+    mode = resolve_mode(cluster.network, host)
+
+    def report(readiness) -> None:
+        if readiness.ready:
+            say(f"kubenet: {readiness.vm} ready after {readiness.seconds:.1f} s")
+
+    waiting = [vm for vm in vms]
+    say(f"kubenet: waiting up to {timeout:.0f} s for SSH on {len(waiting)} VMs")
+    results = wait_ready(cluster, waiting, mode, timeout, report)
+    lines = summary(cluster, results)
+    for line in lines:
+        say(f"kubenet: {line}")
+    if not all(r.ready for r in results):
+        raise errors.LaunchError(f"{sum(not r.ready for r in results)} VMs did not become ready", "read their console logs named above")
+
+
+def ssh_session(cluster: Cluster, attach: bool) -> None:
+    from .launch import bind_sync_key
+    from .layout import ssh_session as layout
+    from .paths import ssh_config_path
+    from .run import replace_process
+    from .tmux import Tmux, session_groups
+
+    tmux = Tmux.from_environment()
+    spec = layout(cluster, ssh_config_path(cluster).absolute())
+    window = None  # an existing session is attached as the user left it
+    if not tmux.has_session(spec.name):
+        if not ssh_config_path(cluster).exists():
+            raise errors.SetupError(f"{ssh_config_path(cluster)} does not exist", "run `make up` (or `make setup`) first")
+        tmux.run_groups(session_groups(spec))
+        window = spec.attach_window
+        say(f"kubenet: opened tmux session {spec.name}")
+    bind_sync_key(tmux)
+    if not attach:
+        print(spec.name)
+        return
+    inside = bool(os.environ.get("TMUX"))
+    argv = tmux.attach_argv(spec.name, window, inside)
+    if inside and tmux.socket is None:
+        tmux.run([argv[-3:]])  # switch-client returns at once
+    else:
+        replace_process(argv)
+
+
+def exec_everywhere(cluster: Cluster, vms: list[VM], command: str) -> None:
+    from .remote import run_everywhere
+
+    if not command.strip():
+        raise errors.KubenetError("no command given", "put it after `--`, e.g. invoke exec --role worker -- uname -a")
+    results = run_everywhere(cluster, vms, command)
+    failed = [r for r in results if r.exit_code != 0]
+    ok = len(results) - len(failed)
+    say(f"kubenet: exec: {ok} of {len(results)} VMs succeeded" + "".join(f"; {r.vm} exited {r.exit_code}" for r in failed))
+    if failed:
+        from invoke import Exit
+
+        raise Exit(code=1)
+
+
+def shut_down(cluster: Cluster, vms: list[VM], timeout: float, cleanup: bool) -> None:
+    """Power VMs off in parallel; with cleanup and every VM down, remove sessions and the switch."""
+    import threading
+
+    from .layout import qemu_session_name, ssh_session_name
+    from .lifecycle import power_off, qemu_pid
+    from .network import needs_root, resolve_mode
+    from .tmux import Tmux
+
+    lock = threading.Lock()
+
+    def stop(vm: VM) -> None:
+        how = power_off(cluster, vm, timeout)
+        with lock:
+            say(f"kubenet: {vm.name}: {how}")
+
+    threads = [threading.Thread(target=stop, args=(vm,)) for vm in vms]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if cleanup and all(qemu_pid(cluster, vm) is None for vm in cluster.vms):
+        host = pick_host()
+        mode = resolve_mode(cluster.network, host)
+        for tmux, session in (
+            (Tmux.from_environment(sudo=needs_root(mode, host)), qemu_session_name(cluster)),
+            (Tmux.from_environment(), ssh_session_name(cluster)),
+        ):
+            if tmux.kill_session(session):
+                say(f"kubenet: removed tmux session {session}")
+        from .vde import stop_switch
+
+        if stop_switch(cluster):
+            say("kubenet: stopped the VDE switch")

@@ -133,8 +133,13 @@ def probe_host(
     system: str | None = None,
     machine: str | None = None,
     capture: Callable[[list[str]], str] | None = None,
+    accel_chosen: bool = False,
 ) -> Host:
-    """Look at this machine. Everything it reads can be redirected for tests."""
+    """Look at this machine. Everything it reads can be redirected for tests.
+
+    With `accel_chosen` (an override is set) the accelerator is not probed,
+    which saves running qemu.
+    """
     system = (system or platform.system()).lower()
     arch = Arch.from_machine(machine or platform.machine())
     if capture is None:
@@ -149,7 +154,8 @@ def probe_host(
         bridges=_bridges(root) if system == "linux" else frozenset(),
         is_root=hasattr(os, "geteuid") and os.geteuid() == 0,
     )
-    host = replace(host, accel=_native_accel(host, root, capture))
+    if not accel_chosen:
+        host = replace(host, accel=_native_accel(host, root, capture))
     prefixes = [Path(os.path.realpath(qemu)).parent.parent] if qemu else []
     prefixes += [Path("/usr"), Path("/usr/local"), Path("/opt/homebrew")]
     try:

@@ -85,3 +85,29 @@ def nic_options(network: Network, mode: str, vm: VM, vde_socket: Path) -> list[s
         f"vde,sock={vde_socket},model={NIC_MODEL},mac={vm.mac}",
     ]
 
+
+
+BRIDGE_HELPERS = (
+    "usr/lib/qemu/qemu-bridge-helper",
+    "usr/libexec/qemu-bridge-helper",
+    "usr/local/libexec/qemu-bridge-helper",
+)
+
+
+def needs_root(mode: str, host: Host, root: Path = Path("/")) -> bool:
+    """vmnet needs root; a bridge does too unless qemu's bridge helper is setuid root."""
+    if host.is_root:
+        return False
+    if mode == "vmnet-shared":
+        return True
+    if mode == "bridge":
+        return not any(_setuid_root(root / helper) for helper in BRIDGE_HELPERS)
+    return False
+
+
+def _setuid_root(path: Path) -> bool:
+    try:
+        info = path.stat()
+    except OSError:
+        return False
+    return info.st_uid == 0 and bool(info.st_mode & 0o4000)

@@ -37,6 +37,15 @@ class VMPaths:
         return self.dir / "serial.log"
 
     @property
+    def pidfile(self) -> Path:
+        return self.dir / "qemu.pid"
+
+    @property
+    def ready_marker(self) -> Path:
+        """Holds the pid of the qemu whose SSH answered; stale once that qemu is gone."""
+        return self.dir / "ready"
+
+    @property
     def lock(self) -> Path:
         return self.dir / ".lock"
 

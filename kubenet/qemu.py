@@ -18,9 +18,10 @@ from .paths import vde_socket_path, vm_paths
 
 @dataclass(frozen=True)
 class Management:
-    """Options kubenet adds when it runs a VM for `up`: control socket, console log, entropy."""
+    """Options kubenet adds when it runs a VM for `up`: control socket, pid file, console log, entropy."""
 
     qmp: Path
+    pidfile: Path
     serial_log: Path
 
 
@@ -64,5 +65,6 @@ def management_options(management: Management) -> list[str]:
         "-serial", "chardev:console",
         "-mon", "chardev=console,mode=readline",
         "-qmp", f"unix:{management.qmp},server=on,wait=off",
+        "-pidfile", str(management.pidfile),
         "-device", "virtio-rng-pci",
     ]  # fmt: skip

@@ -26,6 +26,44 @@ def capture(argv: list[str], timeout: float = 10) -> str:
     return done.stdout
 
 
+def check_output(argv: list[str], hint: str | None = None, timeout: float = 30) -> str:
+    """A quick command's output; a failure carries the command and what it said."""
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+    except FileNotFoundError:
+        raise errors.HostError(f"{argv[0]}: command not found", hint) from None
+    except subprocess.TimeoutExpired:
+        raise errors.LaunchError(f"`{_short(argv)}` did not finish within {timeout} s") from None
+    if done.returncode != 0:
+        said = (done.stderr or done.stdout).strip().splitlines()
+        raise errors.LaunchError(f"`{_short(argv)}` failed: {said[-1] if said else f'exit code {done.returncode}'}", hint)
+    return done.stdout
+
+
+def outcome(argv: list[str], timeout: float = 30) -> tuple[int, str]:
+    """Exit code and the last line of stderr, for commands whose failure is an answer (ssh probes)."""
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL, check=False)
+    except FileNotFoundError:
+        return 127, f"{argv[0]}: command not found"
+    except subprocess.TimeoutExpired:
+        return 124, f"timed out after {timeout} s"
+    said = done.stderr.strip().splitlines()
+    return done.returncode, said[-1] if said else ""
+
+
+def succeeds(argv: list[str], timeout: float = 30) -> bool:
+    try:
+        return subprocess.run(argv, capture_output=True, timeout=timeout, check=False).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def _short(argv: list[str], limit: int = 300) -> str:
+    text = shlex.join(argv)
+    return text if len(text) <= limit else text[:limit] + " ..."
+
+
 def run(argv: list[str], hint: str | None = None, **kwargs) -> str:
     """Run a program to completion; a failure carries the command and its output."""
     import sh

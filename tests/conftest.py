@@ -40,3 +40,47 @@ def cluster_file(tmp_path):
         return path
 
     return write
+
+
+STUBS = Path(__file__).parent / "stubs"
+
+
+@pytest.fixture
+def short_dir():
+    """A directory with a short path: unix socket paths (QMP, tmux) must stay under ~100 bytes."""
+    import shutil
+    import tempfile
+
+    path = Path(tempfile.mkdtemp(prefix="kn"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def tmux_server(short_dir):
+    """A private tmux server socket; every server process on it is killed afterwards."""
+    socket = short_dir / "tmux.sock"
+    yield str(socket)
+    subprocess.run(["tmux", "-S", str(socket), "kill-server"], capture_output=True)
+
+
+def stop_vde_switch(state_dir: Path) -> None:
+    import signal
+
+    pid_file = state_dir / "vde.pid"
+    if pid_file.exists():
+        try:
+            os.kill(int(pid_file.read_text()), signal.SIGTERM)
+        except (ProcessLookupError, ValueError):
+            pass
+
+
+def kill_recorded_qemus(state_dir: Path) -> None:
+    """Kill what a test's stub qemus left running, by the pids they recorded."""
+    import signal
+
+    for pid_file in state_dir.glob("*/qemu.pid"):
+        try:
+            os.kill(int(pid_file.read_text()), signal.SIGKILL)
+        except (ProcessLookupError, ValueError):
+            pass

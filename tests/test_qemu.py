@@ -116,7 +116,7 @@ def test_linux_commands(host, accel, mode, vmid, expected):
 def test_direct_kernel_boot_needs_no_firmware_and_adds_management():
     c = cluster({"image": {"kind": "kernel", "kernel": "/boot/vmlinuz", "initrd": "/boot/initrd.img", "cmdline": "quiet"}})
     host = Host("linux", Arch.x86_64, "tcg", "qemu-system-x86_64", firmware=None, bridges=frozenset())
-    management = Management(qmp=STATE / "gateway/qmp.sock", serial_log=STATE / "gateway/serial.log")
+    management = Management(qmp=STATE / "gateway/qmp.sock", pidfile=STATE / "gateway/qemu.pid", serial_log=STATE / "gateway/serial.log")
     assert qemu_argv(c, c.vms[0], host, "tcg", "user", management) == [
         "qemu-system-x86_64", "-nographic",
         "-machine", "q35,accel=tcg",
@@ -130,6 +130,7 @@ def test_direct_kernel_boot_needs_no_firmware_and_adds_management():
         "-serial", "chardev:console",
         "-mon", "chardev=console,mode=readline",
         "-qmp", f"unix:{STATE}/gateway/qmp.sock,server=on,wait=off",
+        "-pidfile", f"{STATE}/gateway/qemu.pid",
         "-device", "virtio-rng-pci",
     ]  # fmt: skip
 

@@ -1,0 +1,103 @@
+"""The tmux sessions as data: which windows, which panes, which command in each.
+
+Pure functions; tmux.py turns a SessionSpec into tmux commands.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from .cluster import Cluster
+
+# A detached session is 80x24 unless told otherwise, where `tiled` soon fails
+# with "no space for new pane"; we give it room and cap the panes per window.
+SESSION_COLUMNS = 200
+SESSION_ROWS = 60
+MIN_PANE_COLUMNS = 40
+MIN_PANE_ROWS = 8
+QEMU_WINDOW = "qemu"
+SSH_NODES_WINDOW = "ssh-nodes"
+
+
+@dataclass(frozen=True)
+class PaneSpec:
+    vm: str  # the VM the pane belongs to; also its title
+    command: str  # a shell command line
+
+
+@dataclass(frozen=True)
+class WindowSpec:
+    name: str
+    layout: str
+    panes: tuple[PaneSpec, ...]
+
+
+@dataclass(frozen=True)
+class SessionSpec:
+    name: str
+    windows: tuple[WindowSpec, ...]
+    attach_window: str | None = None  # where `attach` lands
+    remain_on_exit: bool = False  # keep a dead pane's last output readable
+
+
+def window_capacity(layout: str = "tiled", columns: int = SESSION_COLUMNS, rows: int = SESSION_ROWS) -> int:
+    """How many panes a window holds in this layout while each keeps a usable size."""
+    if layout == "even-vertical":
+        return max(1, rows // MIN_PANE_ROWS)
+    return max(1, (columns // MIN_PANE_COLUMNS) * (rows // MIN_PANE_ROWS))
+
+
+def spill(name: str, layout: str, panes: list[PaneSpec], capacity: int | None = None) -> list[WindowSpec]:
+    """`name` holds as many panes as fit; the rest go to `name-2`, `name-3`, ..."""
+    groups = chunks(panes, capacity or window_capacity(layout))
+    return [WindowSpec(name if i == 0 else f"{name}-{i + 1}", layout, tuple(group)) for i, group in enumerate(groups)]
+
+
+def qemu_session_name(cluster: Cluster) -> str:
+    return f"{cluster.name}-qemu"
+
+
+def ssh_session_name(cluster: Cluster) -> str:
+    return f"{cluster.name}-ssh"
+
+
+def chunks(items: list, size: int) -> list[list]:
+    return [items[start : start + size] for start in range(0, len(items), size)]
+
+
+def qemu_session(cluster: Cluster, commands: dict[str, str], capacity: int | None = None) -> SessionSpec:
+    """One pane per VM running its qemu, `tiled`, spilling into further windows when full."""
+    panes = [PaneSpec(name, command) for name, command in commands.items()]
+    windows = tuple(spill(QEMU_WINDOW, "tiled", panes, capacity))
+    return SessionSpec(qemu_session_name(cluster), windows, attach_window=QEMU_WINDOW, remain_on_exit=True)
+
+
+def role_window_name(cluster: Cluster, role: str) -> str:
+    """`ssh-gateway` for a single machine, `ssh-controls` for a role with a count."""
+    single = next(r for r in cluster.roles if r.name == role).count is None
+    return f"ssh-{role}" if single else f"ssh-{role}s"
+
+
+def ssh_command(ssh_config: Path, vm: str) -> str:
+    """Connect, and reconnect while the connection itself fails (exit 255); a logout ends it."""
+    return (
+        f"while :; do ssh -F '{ssh_config}' {vm}; [ $? -eq 255 ] || break; "
+        f"echo 'kubenet: {vm} not reachable yet; retrying (Ctrl-C to stop)'; sleep 2; done"
+    )
+
+
+def ssh_session(cluster: Cluster, ssh_config: Path) -> SessionSpec:
+    """A window per role (even-vertical), and `ssh-nodes` (tiled) with every VM of the counted roles."""
+    windows = []
+    for role in cluster.roles:
+        vms = cluster.vms_of_role(role.name)
+        if vms:
+            panes = [PaneSpec(vm.name, ssh_command(ssh_config, vm.name)) for vm in vms]
+            windows += spill(role_window_name(cluster, role.name), "even-vertical", panes)
+    nodes = [vm for role in cluster.roles if role.count is not None for vm in cluster.vms_of_role(role.name)]
+    if nodes:
+        windows += spill(SSH_NODES_WINDOW, "tiled", [PaneSpec(vm.name, ssh_command(ssh_config, vm.name)) for vm in nodes])
+    names = [w.name for w in windows]
+    attach = "ssh-controls" if "ssh-controls" in names else names[0]
+    return SessionSpec(ssh_session_name(cluster), tuple(windows), attach_window=attach)

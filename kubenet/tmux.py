@@ -1,0 +1,177 @@
+"""Apply layout.SessionSpec to tmux, and read back what tmux runs.
+
+A whole session is built by ONE tmux process: its commands go in a single
+argv, separated by ";" arguments. Within such a sequence each new session,
+window or pane becomes the target of the commands after it, so nothing is
+addressed by index and users' base-index/pane-base-index do not matter.
+(Building 7 panes this way takes ~20 ms; one tmux process per command, as
+libtmux does it, ~170 ms plus ~60 ms to import.) Big clusters take a few
+calls, as tmux limits the size of one; every call names its targets.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+from dataclasses import dataclass
+
+from .layout import SESSION_COLUMNS, SESSION_ROWS, PaneSpec, SessionSpec, WindowSpec
+
+SOCKET_ENV = "KUBENET_TMUX_SOCKET"  # a socket path, for a private server (tests, CI)
+VM_OPTION = "@kubenet-vm"  # pane option naming the pane's VM; titles can be changed by programs
+SESSION_OPTION = "@kubenet"  # marks kubenet's sessions, for the synchronize-panes key
+SYNC_KEY = "C-s"
+# tmux refuses a client message over 16 KiB ("command too long"); stay well below.
+MESSAGE_LIMIT = 12_000
+PANE_FORMAT = "\t".join(
+    ["#{pane_id}", "#{window_id}", "#{window_name}", "#{pane_dead}", "#{pane_pid}", "#{" + VM_OPTION + "}"]
+)
+
+
+@dataclass(frozen=True)
+class Pane:
+    id: str
+    window_id: str
+    window_name: str
+    dead: bool
+    pid: int
+    vm: str
+
+
+@dataclass(frozen=True)
+class Tmux:
+    socket: str | None = None
+    sudo: bool = False  # the tutorial's root-owned session, for networks that need root
+
+    @classmethod
+    def from_environment(cls, environ=os.environ, sudo: bool = False) -> "Tmux":
+        return cls(socket=environ.get(SOCKET_ENV) or None, sudo=sudo)
+
+    def argv(self, commands: list[list[str]]) -> list[str]:
+        return [*(["sudo"] if self.sudo else []), "tmux", *(["-S", self.socket] if self.socket else []), *join(commands)]
+
+    def run(self, commands: list[list[str]]) -> str:
+        from .run import check_output
+
+        return check_output(self.argv(commands), hint="is tmux installed? (`apt install tmux`, `brew install tmux`)")
+
+    def run_groups(self, groups: list["Group"]) -> None:
+        for batch in batches(groups):
+            self.run(batch)
+
+    def has_session(self, name: str) -> bool:
+        from .run import succeeds
+
+        return succeeds(self.argv([["has-session", "-t", f"={name}"]]))
+
+    def panes(self, session: str) -> list[Pane]:
+        if not self.has_session(session):
+            return []
+        output = self.run([["list-panes", "-s", "-t", f"={session}", "-F", PANE_FORMAT]])
+        return [parse_pane(line) for line in output.splitlines() if line]
+
+    def kill_session(self, name: str) -> bool:
+        if not self.has_session(name):
+            return False
+        self.run([["kill-session", "-t", f"={name}"]])
+        return True
+
+    def attach_argv(self, session: str, window: str | None, inside_tmux: bool) -> list[str]:
+        """`attach`, or `switch-client` from inside tmux, where attach would nest."""
+        target = f"={session}:{window}" if window else f"={session}"
+        return self.argv([["switch-client" if inside_tmux else "attach-session", "-t", target]])
+
+
+def join(commands: list[list[str]]) -> list[str]:
+    """One argv for a command sequence; a trailing ';' in an argument would split it, so escape it."""
+    argv: list[str] = []
+    for command in commands:
+        if argv:
+            argv.append(";")
+        argv += [arg + " " if arg.endswith(";") else arg for arg in command]
+    return argv
+
+
+def parse_pane(line: str) -> Pane:
+    pane_id, window_id, window_name, dead, pid, vm = line.split("\t")
+    return Pane(pane_id, window_id, window_name, dead == "1", int(pid or 0), vm)
+
+
+Group = list[list[str]]  # commands that must reach tmux in one call, in order
+
+
+def pane_commands(pane: PaneSpec) -> list[list[str]]:
+    """Mark the current pane as the VM's."""
+    return [["set-option", "-p", VM_OPTION, pane.vm], ["select-pane", "-T", pane.vm]]
+
+
+def targeted(commands: list[list[str]], target: str) -> list[list[str]]:
+    """The same commands aimed at `target` instead of the sequence's current window or pane."""
+    return [[command[0], "-t", target, *command[1:]] for command in commands]
+
+
+def window_options(remain_on_exit: bool) -> list[list[str]]:
+    commands = [
+        ["set-option", "-w", "pane-border-status", "top"],
+        ["set-option", "-w", "pane-border-format", " #{" + VM_OPTION + "} "],
+    ]
+    if remain_on_exit:
+        commands.append(["set-option", "-w", "remain-on-exit", "on"])
+    return commands
+
+
+def split_groups(panes: tuple[PaneSpec, ...] | list[PaneSpec], layout: str, target: str) -> list[Group]:
+    """One split of `target` per pane; the new pane is current for the commands after its split,
+    and re-tiling after every split leaves room for the next."""
+    return [
+        [["split-window", "-t", target, pane.command], *pane_commands(pane), ["select-layout", "-t", target, layout]]
+        for pane in panes
+    ]
+
+
+def window_groups(session: str, window: WindowSpec, remain_on_exit: bool, create: list[str]) -> list[Group]:
+    """Create a window with `create` (whose last argument runs its first pane) and fill it."""
+    target = f"={session}:{window.name}"
+    first = [create, *targeted(window_options(remain_on_exit) + pane_commands(window.panes[0]), target)]
+    return [first, *split_groups(window.panes[1:], window.layout, target)]
+
+
+def session_groups(spec: SessionSpec, columns: int = SESSION_COLUMNS, rows: int = SESSION_ROWS) -> list[Group]:
+    """Every tmux command that builds `spec`. Windows are named, never numbered."""
+    groups: list[Group] = []
+    for index, window in enumerate(spec.windows):
+        if index == 0:
+            create = ["new-session", "-d", "-s", spec.name, "-n", window.name, "-x", str(columns), "-y", str(rows)]
+        else:
+            create = ["new-window", "-d", "-t", f"={spec.name}:", "-n", window.name]
+        groups += window_groups(spec.name, window, spec.remain_on_exit, [*create, window.panes[0].command])
+        if index == 0:
+            groups[0].append(["set-option", "-t", f"={spec.name}:", SESSION_OPTION, "1"])  # "=name" alone would name a window
+    if spec.attach_window and spec.attach_window != spec.windows[0].name:
+        groups.append([["select-window", "-t", f"={spec.name}:{spec.attach_window}"]])
+    return groups
+
+
+def batches(groups: list[Group], limit: int = MESSAGE_LIMIT) -> list[list[list[str]]]:
+    """Pack groups into as few tmux calls as its message size allows."""
+    packed: list[list[list[str]]] = []
+    size = limit
+    for group in groups:
+        group_size = sum(len(arg) + 2 for command in group for arg in command)
+        if size + group_size > limit:
+            packed.append([])
+            size = 0
+        packed[-1] += group
+        size += group_size
+    return packed
+
+
+def sync_key_commands() -> list[list[str]]:
+    """prefix + C-s toggles synchronize-panes in kubenet's sessions and does nothing elsewhere."""
+    toggle = "set-window-option synchronize-panes; display-message 'synchronize-panes #{?synchronize-panes,on,off}'"
+    return [["bind-key", SYNC_KEY, "if-shell", "-F", "#{" + SESSION_OPTION + "}", toggle]]
+
+
+def shell_command(argv: list[str]) -> str:
+    """A pane command that becomes the program, so the pane's pid is the program's."""
+    return "exec " + shlex.join(argv)

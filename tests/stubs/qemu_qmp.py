@@ -1,0 +1,63 @@
+#!/usr/bin/env python3
+"""Stands in for qemu-system-*: writes its pid file and answers QMP on the -qmp socket.
+
+system_powerdown makes it exit, unless its VM is named in $STUB_IGNORE_POWERDOWN
+(comma-separated) — a guest that ignores the power button; likewise `quit` and
+$STUB_IGNORE_QUIT, for a qemu that has to be killed.
+"""
+
+import json
+import os
+import socket
+import sys
+import threading
+import time
+
+
+def option(name):
+    args = sys.argv[1:]
+    return args[args.index(name) + 1] if name in args else None
+
+
+def main():
+    pidfile = option("-pidfile")
+    qmp = option("-qmp").removeprefix("unix:").split(",")[0]
+    vm = os.path.basename(os.path.dirname(pidfile))
+    ignore_powerdown = vm in os.environ.get("STUB_IGNORE_POWERDOWN", "").split(",")
+    ignore_quit = vm in os.environ.get("STUB_IGNORE_QUIT", "").split(",")
+    if os.path.exists(qmp):
+        os.unlink(qmp)
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(qmp)
+    server.listen(4)
+    with open(pidfile, "w") as stream:
+        stream.write(f"{os.getpid()}\n")
+    print(f"stub qemu {vm} running", flush=True)
+
+    def serve(connection):
+        stream = connection.makefile("rw")
+        stream.write(json.dumps({"QMP": {"version": {"qemu": {"micro": 0, "minor": 2, "major": 7}, "package": ""}, "capabilities": []}}) + "\n")
+        stream.flush()
+        for line in stream:
+            command = json.loads(line)
+            reply = {"return": {}}
+            if "id" in command:
+                reply["id"] = command["id"]
+            stream.write(json.dumps(reply) + "\n")
+            stream.flush()
+            name = command.get("execute")
+            if name == "system_powerdown":
+                print("stub qemu: power button pressed", flush=True)
+                if not ignore_powerdown:
+                    threading.Timer(0.2, lambda: os._exit(0)).start()
+            elif name == "quit" and not ignore_quit:
+                print("stub qemu: quit", flush=True)
+                threading.Timer(0.1, lambda: os._exit(0)).start()
+
+    while True:
+        connection, _ = server.accept()
+        threading.Thread(target=serve, args=(connection,), daemon=True).start()
+
+
+if __name__ == "__main__":
+    main()
