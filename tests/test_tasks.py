@@ -23,6 +23,7 @@ def test_ls_json_is_a_json_array_of_the_tutorials_vms():
     assert rows[5] | {"ssh": None} == {
         "id": 5, "name": "worker1", "role": "worker", "vcpus": 4, "memory": "4G",
         "mac": "52:52:52:00:00:05", "ip": "192.168.1.15", "ssh": None,
+        "state": "stopped", "pid": None, "ready": False,
     }  # fmt: skip
     assert done.stderr == ""
 
@@ -33,8 +34,8 @@ def test_ls_names_and_table(cluster_file):
         "control0", "control1", "worker0", "worker1", "worker2", "worker3", "worker4",
     ]  # fmt: skip
     table = run_invoke("ls", env={"KUBENET_CONFIG": str(path)}, check=True).stdout.splitlines()
-    assert table[0].split() == ["ID", "NAME", "ROLE", "VCPUS", "MEMORY", "MAC", "IP", "SSH"]
-    assert table[3].split() == ["2", "worker0", "worker", "2", "2G", "52:52:52:00:00:02", "192.168.1.12", "127.0.0.1:2202"]
+    assert table[0].split() == ["ID", "NAME", "ROLE", "VCPUS", "MEMORY", "MAC", "IP", "SSH", "STATE", "PID", "READY"]
+    assert table[3].split() == ["2", "worker0", "worker", "2", "2G", "52:52:52:00:00:02", "192.168.1.12", "127.0.0.1:2202", "stopped", "-", "false"]
 
 
 @pytest.mark.parametrize("vmid", range(7))

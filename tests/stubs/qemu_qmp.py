@@ -34,17 +34,27 @@ def main():
         stream.write(f"{os.getpid()}\n")
     print(f"stub qemu {vm} running", flush=True)
 
+    def messages(connection):
+        """QMP is a stream of JSON objects, not of lines."""
+        decoder, buffer = json.JSONDecoder(), ""
+        while chunk := connection.recv(4096):
+            buffer += chunk.decode()
+            while buffer.strip():
+                try:
+                    message, end = decoder.raw_decode(buffer.lstrip())
+                except ValueError:
+                    break
+                buffer = buffer.lstrip()[end:]
+                yield message
+
     def serve(connection):
-        stream = connection.makefile("rw")
-        stream.write(json.dumps({"QMP": {"version": {"qemu": {"micro": 0, "minor": 2, "major": 7}, "package": ""}, "capabilities": []}}) + "\n")
-        stream.flush()
-        for line in stream:
-            command = json.loads(line)
+        send = lambda message: connection.sendall((json.dumps(message) + "\r\n").encode())
+        send({"QMP": {"version": {"qemu": {"micro": 0, "minor": 2, "major": 7}, "package": ""}, "capabilities": []}})
+        for command in messages(connection):
             reply = {"return": {}}
             if "id" in command:
                 reply["id"] = command["id"]
-            stream.write(json.dumps(reply) + "\n")
-            stream.flush()
+            send(reply)
             name = command.get("execute")
             if name == "system_powerdown":
                 print("stub qemu: power button pressed", flush=True)
