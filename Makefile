@@ -34,8 +34,9 @@ venv: $(BIN)/.installed ## create .venv with kubenet, invoke and the test tools
 test: test-deps venv ## run the whole test suite, the real-VM tests included
 	$(BIN)/pytest
 
-bench: venv ## measure how fast `invoke ls` and `invoke argv` start
+bench: venv ## measure start-up of `invoke ls`/`argv` and how fast `invoke up` launches 7, 30, 60 stub VMs
 	$(BIN)/python bench/cli_latency.py
+	$(BIN)/python bench/launch.py
 
 clean-venv: ## remove .venv (your VMs under state_dir are kept)
 	rm -rf $(VENV)

@@ -6,9 +6,7 @@ Kept free of heavy imports: `invoke ls` and `invoke argv` run in pipelines.
 from __future__ import annotations
 
 import functools
-import json
 import os
-import shlex
 import sys
 from pathlib import Path
 from typing import Callable, Iterable
@@ -89,7 +87,7 @@ def pick_host(described: str | None = None, cluster: Cluster | None = None, acce
     if described:
         return host_profile(described)
     chosen = cluster is None or bool(accel_option or os.environ.get(ACCEL_ENV) or cluster.accel)
-    return probe_host(accel_chosen=chosen)
+    return probe_host(accel_chosen=chosen, firmware_needed=cluster is None or cluster.image.kind == "cloud")
 
 
 def effective_accel(cluster: Cluster, host, accel_option: str | None) -> str:
@@ -143,10 +141,14 @@ def format_table(rows: list[dict]) -> str:
 
 
 def format_json(rows: list[dict]) -> str:
+    import json
+
     return json.dumps(rows, indent=2)
 
 
 def shell_line(argv: list[str]) -> str:
+    import shlex
+
     return shlex.join(argv)
 
 

@@ -7,7 +7,6 @@ a Cluster that is valid.
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
 from dataclasses import fields
@@ -90,6 +89,8 @@ class _Checker:
             self.fail(errors.WrongTypeError, key, f"expected a mapping, got {_describe(value)}")
         for name in value:
             if name not in allowed:
+                import difflib
+
                 close = difflib.get_close_matches(str(name), allowed, n=1)
                 hint = f"did you mean '{close[0]}'?" if close else None
                 self.fail(

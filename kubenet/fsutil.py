@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-import tempfile
 from pathlib import Path
 from typing import Iterator
 
@@ -22,6 +21,8 @@ def atomic_output(path: Path, mode: int = 0o600) -> Iterator[Path]:
 
     Ctrl-C or a failure leaves the old file (or none) in place, never a truncated one.
     """
+    import tempfile
+
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(handle)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import enum
 import os
-import platform
 import shutil
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -134,14 +133,16 @@ def probe_host(
     machine: str | None = None,
     capture: Callable[[list[str]], str] | None = None,
     accel_chosen: bool = False,
+    firmware_needed: bool = True,
 ) -> Host:
     """Look at this machine. Everything it reads can be redirected for tests.
 
     With `accel_chosen` (an override is set) the accelerator is not probed,
-    which saves running qemu.
+    which saves running qemu; without `firmware_needed` (kernel images)
+    firmware is not looked for.
     """
-    system = (system or platform.system()).lower()
-    arch = Arch.from_machine(machine or platform.machine())
+    system = (system or os.uname().sysname).lower()
+    arch = Arch.from_machine(machine or os.uname().machine)
     if capture is None:
         from .run import capture
     qemu = environ.get(QEMU_ENV) or shutil.which(arch.qemu_binary())
@@ -156,6 +157,8 @@ def probe_host(
     )
     if not accel_chosen:
         host = replace(host, accel=_native_accel(host, root, capture))
+    if not firmware_needed:
+        return host
     prefixes = [Path(os.path.realpath(qemu)).parent.parent] if qemu else []
     prefixes += [Path("/usr"), Path("/usr/local"), Path("/opt/homebrew")]
     try:

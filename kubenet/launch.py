@@ -79,7 +79,8 @@ def launch_cluster(cluster: Cluster, vms: list[VM], host: Host, accel: str, tmux
     mode = resolve_mode(cluster.network, host)
     tmux = tmux or Tmux.from_environment(sudo=needs_root(mode, host))
     session = qemu_session_name(cluster)
-    panes = tmux.panes(session)
+    # Ask tmux only if the session exists; a fresh launch spares the query.
+    panes = tmux.panes(session) if tmux.server_has(session) else []
     alive = {pane.vm for pane in panes if not pane.dead}
     running = [vm.name for vm in vms if vm.name in alive or qemu_pid(cluster, vm) is not None]
     to_start = [vm for vm in vms if vm.name not in running]
@@ -96,7 +97,6 @@ def launch_cluster(cluster: Cluster, vms: list[VM], host: Host, accel: str, tmux
             tmux.run_groups(extend_groups(session, panes, commands))
         else:
             tmux.run_groups(session_groups(qemu_session(cluster, commands)))
-    bind_sync_key(tmux)
     return LaunchResult(session, [vm.name for vm in to_start], running, tmux.sudo)
 
 

@@ -52,6 +52,15 @@ def outcome(argv: list[str], timeout: float = 30) -> tuple[int, str]:
     return done.returncode, said[-1] if said else ""
 
 
+def outcome_with_output(argv: list[str], timeout: float = 30) -> tuple[int, str]:
+    """Exit code and stdout, for queries whose failure means "nothing there"."""
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return 127, ""
+    return done.returncode, done.stdout
+
+
 def succeeds(argv: list[str], timeout: float = 30) -> bool:
     try:
         return subprocess.run(argv, capture_output=True, timeout=timeout, check=False).returncode == 0

@@ -59,16 +59,22 @@ class Tmux:
         for batch in batches(groups):
             self.run(batch)
 
+    def server_has(self, session: str) -> bool:
+        """Whether `session` may exist, judged without starting a process: no server socket, no session."""
+        socket = self.socket or (None if self.sudo else _default_socket())  # root's socket is not ours to see
+        return socket is None or os.path.exists(socket)
+
     def has_session(self, name: str) -> bool:
         from .run import succeeds
 
         return succeeds(self.argv([["has-session", "-t", f"={name}"]]))
 
     def panes(self, session: str) -> list[Pane]:
-        if not self.has_session(session):
-            return []
-        output = self.run([["list-panes", "-s", "-t", f"={session}", "-F", PANE_FORMAT]])
-        return [parse_pane(line) for line in output.splitlines() if line]
+        """The session's panes; none when the session (or the server) does not exist."""
+        from .run import outcome_with_output
+
+        code, output = outcome_with_output(self.argv([["list-panes", "-s", "-t", f"={session}", "-F", PANE_FORMAT]]))
+        return [parse_pane(line) for line in output.splitlines() if line] if code == 0 else []
 
     def kill_session(self, name: str) -> bool:
         if not self.has_session(name):
@@ -80,6 +86,14 @@ class Tmux:
         """`attach`, or `switch-client` from inside tmux, where attach would nest."""
         target = f"={session}:{window}" if window else f"={session}"
         return self.argv([["switch-client" if inside_tmux else "attach-session", "-t", target]])
+
+
+def _default_socket() -> str | None:
+    """Where tmux puts the default server's socket, or None when we cannot tell."""
+    if os.environ.get("TMUX"):
+        return os.environ["TMUX"].split(",")[0]
+    base = os.environ.get("TMUX_TMPDIR") or "/tmp"
+    return os.path.join(base, f"tmux-{os.getuid()}", "default") if hasattr(os, "getuid") else None
 
 
 def join(commands: list[list[str]]) -> list[str]:

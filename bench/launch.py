@@ -1,0 +1,146 @@
+"""How fast `invoke up` launches a cluster: from the command's start until every stub qemu runs.
+
+Uses the stub qemu from tests/stubs (records its argv, writes its pid file,
+sleeps) and a private tmux server, for 7, 30 and 60 VMs; for 7 VMs it also
+times the tutorial's approach (one tmux process per command) on the same
+machine. Targets: 7 VMs faster than the tutorial's scripts (~0.15 s here),
+60 VMs under 1 s. Run: `make bench` (or python bench/launch.py).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+# Time what users get: Python caches compiled modules unless told not to.
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+
+ROOT = Path(__file__).resolve().parent.parent
+INVOKE = str(Path(sys.executable).parent / "invoke")
+STUB = ROOT / "tests" / "stubs" / "qemu-sleep"
+RUNS = 5
+
+
+def make_cluster(directory: Path, count: int) -> Path:
+    config = directory / "cluster.yaml"
+    config.write_text(
+        "name: bench\nnetwork: {mode: user, api_address: 192.168.1.250}\n"
+        "image: {kind: kernel, kernel: /boot/k, initrd: /boot/i}\n"
+        f"roles:\n  - {{name: node, count: {count}, memory: 128M}}\n"
+    )
+    for index in range(count):
+        vm = directory / ".kubenet" / f"node{index}"
+        vm.mkdir(parents=True, exist_ok=True)
+        (vm / "disk.img").touch()
+        (vm / "cidata.iso").touch()
+    return config
+
+
+def clean(directory: Path, socket: Path, switch: bool = False) -> None:
+    subprocess.run(["tmux", "-S", str(socket), "kill-server"], capture_output=True)
+    switch_pid = [directory / ".kubenet" / "vde.pid"] if switch else []
+    for pid_file in [*directory.glob(".kubenet/*/qemu.pid"), *switch_pid]:
+        try:
+            os.kill(int(pid_file.read_text()), signal.SIGKILL)
+        except (OSError, ValueError):
+            pass
+        pid_file.unlink(missing_ok=True)
+
+
+def time_up(count: int) -> float:
+    directory = Path(tempfile.mkdtemp(prefix="knb"))
+    socket = directory / "tmux.sock"
+    config = make_cluster(directory, count)
+    env = {**os.environ, "KUBENET_TMUX_SOCKET": str(socket), "KUBENET_QEMU": str(STUB), "KUBENET_ACCEL": "tcg"}
+    pid_files = [directory / ".kubenet" / f"node{i}" / "qemu.pid" for i in range(count)]
+    try:
+        # the VDE switch is started once per cluster, not per launch: start it outside the timing
+        subprocess.run([INVOKE, "--search-root", str(ROOT), "up", "--no-wait", "--config", str(config)], env=env, check=True, capture_output=True)
+        clean(directory, socket)
+        times = []
+        for _ in range(RUNS):
+            start = time.perf_counter()
+            subprocess.run([INVOKE, "--search-root", str(ROOT), "up", "--no-wait", "--config", str(config)], env=env, check=True, capture_output=True)
+            while not all(path.exists() for path in pid_files):
+                time.sleep(0.002)
+            times.append(time.perf_counter() - start)
+            clean(directory, socket)
+        return statistics.median(times)
+    finally:
+        clean(directory, socket, switch=True)
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def time_tutorial_style(count: int) -> float:
+    """The tutorial's vmlaunchall.sh shape: new-session, then send-keys/split/select-layout per VM."""
+    directory = Path(tempfile.mkdtemp(prefix="knt"))
+    script = directory / "launchall.sh"
+    lines = ['socket=$1', "tmux -S $socket new-session -s t -n qemu -d"]
+    for vm in range(count):
+        lines.append(f"tmux -S $socket send-keys -t t 'cd {directory}' C-m")
+        lines.append(f"tmux -S $socket send-keys -t t 'vmid={vm}' C-m")
+        lines.append(f"tmux -S $socket send-keys -t t 'echo $$ > {directory}/vm{vm}.pid; exec sleep 3600' C-m")
+        if vm != count - 1:
+            lines.append(f"tmux -S $socket split-window -t t -v")
+        lines.append(f"tmux -S $socket select-layout -t t tiled")
+    script.write_text("\n".join(lines) + "\n")
+    times = []
+    sockets = [str(directory / f"tmux{run}.sock") for run in range(RUNS)]  # a fresh server each run
+    try:
+        for socket in sockets:
+            start = time.perf_counter()
+            done = subprocess.run(["bash", str(script), socket], capture_output=True, text=True)
+            if done.returncode:
+                raise RuntimeError(done.stderr[:1500])
+            while len(list(directory.glob("vm*.pid"))) < count:
+                time.sleep(0.002)
+            times.append(time.perf_counter() - start)
+            subprocess.run(["tmux", "-S", socket, "kill-server"], capture_output=True)
+            for pid in directory.glob("vm*.pid"):
+                pid.unlink()
+        return statistics.median(times)
+    finally:
+        for socket in sockets:
+            subprocess.run(["tmux", "-S", socket, "kill-server"], capture_output=True)
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+TARGET_7 = 0.15  # the tutorial's scripts, timed on the reference machine
+TARGET_60 = 1.0
+
+
+def time_bare_invoke() -> float:
+    directory = Path(tempfile.mkdtemp(prefix="kni"))
+    (directory / "tasks.py").write_text("from invoke import task\n\n@task\ndef noop(c):\n    pass\n")
+    times = []
+    try:
+        for _ in range(RUNS):
+            start = time.perf_counter()
+            subprocess.run([INVOKE, "noop"], cwd=directory, check=True)
+            times.append(time.perf_counter() - start)
+        return statistics.median(times)
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def main() -> int:
+    print(f"a bare invoke task:            {time_bare_invoke():.3f} s (median of {RUNS}; part of every number below)")
+    tutorial = time_tutorial_style(7)
+    print(f"tutorial-style scripts, 7 VMs: {tutorial:.3f} s (one tmux process per command, send-keys into shells)")
+    results = {count: time_up(count) for count in (7, 30, 60)}
+    for count, seconds in results.items():
+        print(f"invoke up, {count:2d} stub VMs:        {seconds:.3f} s (median of {RUNS})")
+    ok = results[7] < TARGET_7 and results[60] < TARGET_60
+    print(f"targets (7 VMs under {TARGET_7} s, 60 under {TARGET_60} s):", "met" if ok else "NOT met")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
