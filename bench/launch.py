@@ -32,9 +32,11 @@ def make_cluster(directory: Path, count: int) -> Path:
     config = directory / "cluster.yaml"
     config.write_text(
         "name: bench\nnetwork: {mode: user, api_address: 192.168.1.250}\n"
-        "image: {kind: kernel, kernel: /boot/k, initrd: /boot/i}\n"
+        "image: {kind: kernel, kernel: vmlinuz, initrd: initrd.img}\n"
         f"roles:\n  - {{name: node, count: {count}, memory: 128M}}\n"
     )
+    (directory / "vmlinuz").touch()
+    (directory / "initrd.img").touch()
     for index in range(count):
         vm = directory / ".kubenet" / f"node{index}"
         vm.mkdir(parents=True, exist_ok=True)

@@ -159,7 +159,7 @@ def build_cluster(data: Any, source: Path) -> Cluster:
         ),
         roles=roles,
         network=network,
-        image=_image(check, top.get("image", {})),
+        image=_image(check, top.get("image", {}), base),
         disk_size=check.size(top.get("disk_size", "20G"), "disk_size"),
         user=check.matching(top.get("user", "ubuntu"), "user", NAME_PATTERN, "a lower-case login name"),
         ssh_key=_path(check, top.get("ssh_key"), "ssh_key", base),
@@ -226,7 +226,7 @@ def _network(check: _Checker, value: Any) -> Network:
     return network
 
 
-def _image(check: _Checker, value: Any) -> Image:
+def _image(check: _Checker, value: Any, base: Path) -> Image:
     allowed = tuple(f.name for f in fields(Image))
     entry = check.mapping(value, "image", allowed)
     kind = check.choice(entry.get("kind", "cloud"), "image.kind", IMAGE_KINDS)
@@ -239,7 +239,8 @@ def _image(check: _Checker, value: Any) -> Image:
         for name in ("kernel", "initrd"):
             if name not in strings:
                 check.fail(errors.BadValueError, f"image.{name}", "missing; a kernel image needs kernel and initrd paths")
-            strings[name] = str(_path(check, strings[name], f"image.{name}", check.source.parent))
+            # absolute: qemu runs in a tmux pane whose working directory is not ours
+            strings[name] = str(_path(check, strings[name], f"image.{name}", base))
     return Image(kind=kind, **strings)
 
 

@@ -35,6 +35,13 @@ def check_launchable(cluster: Cluster, vms: list[VM], host: Host) -> None:
             f"{host.qemu} not found",
             "install qemu (`apt install qemu-system`, `brew install qemu`) or set KUBENET_QEMU",
         )
+    if cluster.image.kind == "kernel":
+        for key in ("kernel", "initrd"):
+            path = getattr(cluster.image, key)
+            if not os.path.isfile(path):
+                raise errors.SetupError(
+                    f"{cluster.source}: image.{key}: {path} does not exist", f"point image.{key} at your {key} file"
+                )
     for vm in vms:
         missing = missing_files(cluster, vm, host)
         if missing:

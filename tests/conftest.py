@@ -84,3 +84,40 @@ def kill_recorded_qemus(state_dir: Path) -> None:
             os.kill(int(pid_file.read_text()), signal.SIGKILL)
         except (ProcessLookupError, ValueError):
             pass
+
+
+class Client:
+    """A real tmux client in a pseudo-terminal of 200x60, to press keys as a user would."""
+
+    def __init__(self, socket: str, target: str, columns: int = 200, rows: int = 60):
+        import fcntl
+        import pty
+        import struct
+        import termios
+
+        self.master, slave = pty.openpty()
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
+        self.process = subprocess.Popen(
+            ["tmux", "-S", socket, "attach-session", "-t", target],
+            stdin=slave, stdout=slave, stderr=slave, env={**os.environ, "TERM": "xterm"}, start_new_session=True,
+        )  # fmt: skip
+        os.close(slave)
+        # Read what the client draws, so a full terminal never stalls it.
+        import threading
+
+        threading.Thread(target=self._drain, daemon=True).start()
+
+    def _drain(self) -> None:
+        try:
+            while os.read(self.master, 65536):
+                pass
+        except OSError:
+            pass
+
+    def press(self, keys: bytes) -> None:
+        os.write(self.master, keys)
+
+    def close(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=10)
+        os.close(self.master)

@@ -159,3 +159,10 @@ def test_sizes_are_normalised_and_paths_resolved(cluster_file, tmp_path):
     assert cluster.vms[0].memory == "512M"
     assert cluster.state_dir == tmp_path / "vms"
     assert cluster.ssh_key == tmp_path / "keys/me.pub"
+
+
+def test_kernel_paths_are_absolute_even_from_a_relative_cluster_path(cluster_file, tmp_path, monkeypatch):
+    cluster_file("image: {kind: kernel, kernel: boot/vmlinuz, initrd: /srv/initrd.img, cmdline: quiet}\n")
+    monkeypatch.chdir(tmp_path)
+    image = load_cluster(Path("cluster.yaml")).image
+    assert (image.kind, image.kernel, image.initrd, image.cmdline) == ("kernel", f"{tmp_path}/boot/vmlinuz", "/srv/initrd.img", "quiet")

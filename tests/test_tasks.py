@@ -85,8 +85,19 @@ def test_a_broken_cluster_file_is_one_line_with_no_traceback(cluster_file):
     )
 
 
+def test_vm_refuses_to_boot_a_kernel_that_is_missing(cluster_file):
+    path = cluster_file("network: {mode: user}\nimage: {kind: kernel, kernel: k, initrd: i}\n")
+    done = run_invoke("vm", "--id", "5", "--config", str(path), env={"KUBENET_ACCEL": "tcg"})
+    assert done.returncode == 1
+    assert done.stderr.strip() == (
+        f"kubenet: error: {path}: image.kernel: {path.parent}/k does not exist (hint: point image.kernel at your kernel file)"
+    )
+
+
 def test_vm_refuses_to_start_a_vm_that_is_not_set_up(cluster_file):
     path = cluster_file("network: {mode: user}\nimage: {kind: kernel, kernel: k, initrd: i}\n")
+    (path.parent / "k").touch()
+    (path.parent / "i").touch()
     done = run_invoke("vm", "--id", "5", "--config", str(path), env={"KUBENET_ACCEL": "tcg"})
     assert done.returncode == 1
     vmdir = path.parent / ".kubenet/worker1"
@@ -107,6 +118,8 @@ def test_vm_replaces_itself_with_qemu_and_starts_the_vde_switch(cluster_file, tm
     stub.write_text('#!/bin/sh\necho "pid=$$"\nprintf "%s\\n" "$@"\n')
     stub.chmod(0o755)
     path = cluster_file("network: {mode: user}\nimage: {kind: kernel, kernel: k, initrd: i}\n")
+    (tmp_path / "k").touch()
+    (tmp_path / "i").touch()
     vmdir = tmp_path / ".kubenet/worker1"
     vmdir.mkdir(parents=True)
     (vmdir / "disk.img").write_bytes(b"")

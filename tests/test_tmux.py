@@ -10,7 +10,7 @@ from pathlib import Path
 import libtmux
 import pytest
 
-from conftest import STUBS, kill_recorded_qemus, run_invoke, stop_vde_switch
+from conftest import STUBS, Client, kill_recorded_qemus, run_invoke, stop_vde_switch
 from kubenet.config import build_cluster
 from kubenet.layout import ssh_session
 from kubenet.tmux import Tmux, batches, session_groups
@@ -20,9 +20,10 @@ def write_cluster(directory: Path, roles: str, extra: str = "") -> Path:
     path = directory / "cluster.yaml"
     path.write_text(
         "name: kt\nnetwork: {mode: user, api_address: 192.168.1.250}\n"
-        "image: {kind: kernel, kernel: /boot/k, initrd: /boot/i}\n" + f"roles:\n{roles}" + extra
+        "image: {kind: kernel, kernel: vmlinuz, initrd: initrd.img}\n" + f"roles:\n{roles}" + extra
     )
-    cluster = build_cluster({}, path) if False else None
+    (directory / "vmlinuz").write_bytes(b"")
+    (directory / "initrd.img").write_bytes(b"")
     state = directory / ".kubenet"
     for line in run_invoke("ls", "--names", "--config", str(path), check=True).stdout.split():
         (state / line).mkdir(parents=True, exist_ok=True)
@@ -190,28 +191,6 @@ def test_ssh_all_for_a_non_default_cluster(short_dir, env, tmux_server):
     # a second call finds the session and leaves it alone
     again = run_invoke("ssh-all", "--no-attach", "--config", str(config), env=env, check=True)
     assert "opened" not in again.stderr and len(pane_rows(tmux_server, "kt-ssh")) == len(rows)
-
-
-class Client:
-    """A real tmux client in a pseudo-terminal, to press keys as a user would."""
-
-    def __init__(self, socket: str, target: str):
-        import pty
-
-        self.master, slave = pty.openpty()
-        self.process = subprocess.Popen(
-            ["tmux", "-S", socket, "attach-session", "-t", target],
-            stdin=slave, stdout=slave, stderr=slave, env={**os.environ, "TERM": "xterm"}, start_new_session=True,
-        )  # fmt: skip
-        os.close(slave)
-
-    def press(self, keys: bytes) -> None:
-        os.write(self.master, keys)
-
-    def close(self) -> None:
-        self.process.terminate()
-        self.process.wait(timeout=10)
-        os.close(self.master)
 
 
 def test_the_sync_key_toggles_synchronize_panes_only_in_kubenets_sessions(short_dir, env, tmux_server):
