@@ -12,7 +12,7 @@ CLUSTER_MK := $(dir $(CONFIG)).$(basename $(notdir $(CONFIG))).mk
 CLUSTER_GOALS := setup up
 
 .DEFAULT_GOAL := help
-.PHONY: help deps test-deps venv test bench clean-venv $(CLUSTER_GOALS)
+.PHONY: help deps test-deps venv test bench bench-boot clean-venv $(CLUSTER_GOALS)
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -37,6 +37,9 @@ test: test-deps venv ## run the whole test suite, the real-VM tests included
 bench: venv ## measure start-up of `invoke ls`/`argv` and how fast `invoke up` launches 7, 30, 60 stub VMs
 	$(BIN)/python bench/cli_latency.py
 	$(BIN)/python bench/launch.py
+
+bench-boot: test-deps venv ## time `make up` of 1 and 7 real tiny VMs under TCG, and when each guest's SSH listened
+	$(BIN)/python bench/boot.py
 
 clean-venv: ## remove .venv (your VMs under state_dir are kept)
 	rm -rf $(VENV)

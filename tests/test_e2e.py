@@ -10,11 +10,8 @@ from __future__ import annotations
 import json
 import os
 import platform
-import random
 import re
 import shutil
-import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -23,6 +20,7 @@ import pytest
 
 from conftest import ROOT, Client, kill_recorded_qemus, run_invoke, stop_vde_switch
 from kubenet.lifecycle import pid_alive
+from tinyimage.cluster import write_cluster
 
 pytestmark = pytest.mark.e2e
 
@@ -37,48 +35,6 @@ def tiny_image() -> tuple[Path, Path]:
     from tinyimage.build import build
 
     return build()
-
-
-def free_port_base(count: int) -> int:
-    """A base port with `count` free ports on 127.0.0.1 after it, for the VMs' forwarded SSH."""
-    for _ in range(100):
-        base = random.randrange(20000, 60000)
-        sockets = []
-        try:
-            for port in range(base, base + count):
-                probe = socket.socket()
-                sockets.append(probe)
-                probe.bind(("127.0.0.1", port))
-            return base
-        except OSError:
-            continue
-        finally:
-            for probe in sockets:
-                probe.close()
-    raise RuntimeError("no free range of ports on 127.0.0.1")
-
-
-def write_e2e_cluster(directory: Path, kernel: Path, initrd: Path, roles: str) -> Path:
-    key = directory / "id_ed25519"
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
-    path = directory / "cluster.yaml"
-    path.write_text(
-        "name: kt\n"
-        f"roles:\n{roles}"
-        f"network: {{mode: user, ssh_port_base: {free_port_base(len(NAMES))}}}\n"
-        f"image: {{kind: kernel, kernel: {kernel}, initrd: {initrd}}}\n"
-        f"ssh_key: {key}.pub\n"
-        "accel: tcg\n"
-        "disk_size: 64M\n"
-    )
-    return path
-
-
-TUTORIAL_ROLES = (
-    "  - {name: gateway, vcpus: 1, memory: 256M}\n"
-    "  - {name: control, count: 3, vcpus: 1, memory: 256M}\n"
-    "  - {name: worker, count: 3, vcpus: 1, memory: 256M}\n"
-)
 
 
 def tmux(socket_path: str, *args: str) -> str:
@@ -103,7 +59,7 @@ def ssh(config: Path, vm: str, command: str, *options: str) -> subprocess.Comple
 
 def test_make_up_boots_the_tutorials_cluster_and_down_powers_it_off(tiny_image, short_dir, tmux_server):
     kernel, initrd = tiny_image
-    config = write_e2e_cluster(short_dir, kernel, initrd, TUTORIAL_ROLES)
+    config = write_cluster(short_dir, kernel, initrd)
     state = short_dir / ".kubenet"
     env = {"KUBENET_TMUX_SOCKET": tmux_server, "KUBENET_ACCEL": "tcg"}
     try:
