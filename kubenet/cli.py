@@ -200,8 +200,6 @@ def make_variables(cluster: Cluster, host) -> str:
 def launch_and_wait(cluster: Cluster, vms: list[VM], host, accel: str, timeout: float | None) -> None:
     """Start what is not running, then (unless timeout is None) wait for SSH and report."""
     from .launch import launch_cluster
-    from .network import resolve_mode
-    from .ready import wait_ready, summary
 
     result = launch_cluster(cluster, vms, host, accel)
     attach = f"{'sudo ' if result.sudo else ''}tmux attach -t {result.session}"
@@ -211,6 +209,9 @@ def launch_and_wait(cluster: Cluster, vms: list[VM], host, accel: str, timeout: 
         say(f"kubenet: already running: {' '.join(result.already_running)}")
     if timeout is None:
         return
+    from .network import resolve_mode
+    from .ready import summary, wait_ready
+
     mode = resolve_mode(cluster.network, host)
 
     def report(readiness) -> None:
