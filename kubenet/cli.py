@@ -86,8 +86,11 @@ def pick_host(described: str | None = None, cluster: Cluster | None = None, acce
 
     if described:
         return host_profile(described)
+    from .paths import cache_dir
+
     chosen = cluster is None or bool(accel_option or os.environ.get(ACCEL_ENV) or cluster.accel)
-    return probe_host(accel_chosen=chosen, firmware_needed=cluster is None or cluster.image.kind == "cloud")
+    firmware_needed = cluster is None or cluster.image.kind == "cloud"
+    return probe_host(accel_chosen=chosen, firmware_needed=firmware_needed, cache=cache_dir() / "probe")
 
 
 def effective_accel(cluster: Cluster, host, accel_option: str | None) -> str:
@@ -292,6 +295,9 @@ def shut_down(cluster: Cluster, vms: list[VM], timeout: float, cleanup: bool) ->
         thread.start()
     for thread in threads:
         thread.join()
+    still = [vm.name for vm in vms if qemu_pid(cluster, vm) is not None]
+    if still:
+        raise errors.LaunchError(f"still running: {' '.join(still)}", "if they were started with sudo, stop them with sudo too")
     if cleanup and all(qemu_pid(cluster, vm) is None for vm in cluster.vms):
         host = pick_host()
         mode = resolve_mode(cluster.network, host)

@@ -134,12 +134,14 @@ def probe_host(
     capture: Callable[[list[str]], str] | None = None,
     accel_chosen: bool = False,
     firmware_needed: bool = True,
+    cache: Path | None = None,
 ) -> Host:
     """Look at this machine. Everything it reads can be redirected for tests.
 
     With `accel_chosen` (an override is set) the accelerator is not probed,
     which saves running qemu; without `firmware_needed` (kernel images)
-    firmware is not looked for.
+    firmware is not looked for. With a `cache` directory, what qemu says about
+    its accelerators is remembered per qemu binary.
     """
     system = (system or os.uname().sysname).lower()
     arch = Arch.from_machine(machine or os.uname().machine)
@@ -156,7 +158,7 @@ def probe_host(
         is_root=hasattr(os, "geteuid") and os.geteuid() == 0,
     )
     if not accel_chosen:
-        host = replace(host, accel=_native_accel(host, root, capture))
+        host = replace(host, accel=_native_accel(host, root, capture, cache))
     if not firmware_needed:
         return host
     prefixes = [Path(os.path.realpath(qemu)).parent.parent] if qemu else []
@@ -169,15 +171,41 @@ def probe_host(
         return replace(host, firmware_error=str(error))
 
 
-def _native_accel(host: Host, root: Path, capture: Callable[[list[str]], str]) -> str:
+def _native_accel(host: Host, root: Path, capture: Callable[[list[str]], str], cache: Path | None) -> str:
     if host.system == "darwin":
         if host.arch is Arch.aarch64 and _capture_or_empty(capture, ["sysctl", "-n", "kern.hv_support"]).strip() == "1":
             return "hvf"
         return "tcg"
     if host.system == "linux" and host.qemu_found and _kvm_opens(root):
-        if "kvm" in _capture_or_empty(capture, [host.qemu, "-accel", "help"]).split():
+        if "kvm" in qemu_accelerators(host.qemu, capture, cache):
             return "kvm"
     return "tcg"
+
+
+def qemu_accelerators(qemu: str, capture: Callable[[list[str]], str], cache: Path | None = None) -> list[str]:
+    """The words of `qemu -accel help`. Asking starts qemu, which pipelines feel
+    (~20 ms), so the answer is kept in `cache` per binary: path, size and mtime."""
+    entry = cache / _binary_key(qemu) if cache is not None and shutil.which(qemu) else None
+    if entry is not None:
+        try:
+            return entry.read_text().split()
+        except OSError:
+            pass
+    listed = _capture_or_empty(capture, [qemu, "-accel", "help"]).split()
+    if entry is not None and listed:
+        from .fsutil import write_atomic
+
+        try:
+            write_atomic(entry, " ".join(listed).encode(), 0o644)
+        except OSError:
+            pass  # an unwritable cache only costs time
+    return listed
+
+
+def _binary_key(qemu: str) -> str:
+    real = os.path.realpath(shutil.which(qemu) or qemu)
+    info = os.stat(real)
+    return f"accel{real.replace('/', '%')}-{info.st_size}-{info.st_mtime_ns}"
 
 
 def _kvm_opens(root: Path) -> bool:

@@ -20,17 +20,10 @@ from . import errors
 from .cluster import Cluster
 from .fsutil import locked, write_atomic
 from .host import Host
+from .paths import cache_dir
 
-CACHE_ENV = "KUBENET_CACHE"
 CHUNK = 1 << 20
 TIMEOUT = 60
-
-
-def cache_dir(environ: Mapping[str, str] = os.environ) -> Path:
-    if environ.get(CACHE_ENV):
-        return Path(environ[CACHE_ENV])
-    base = environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "kubenet"
 
 
 def image_url(cluster: Cluster, host: Host) -> str:

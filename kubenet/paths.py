@@ -1,9 +1,12 @@
-"""Where kubenet keeps each VM's files and the cluster-wide ones, under state_dir."""
+"""Where kubenet keeps each VM's files and the cluster-wide ones (under state_dir),
+and what it caches per user (base images, probe answers)."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Mapping
 
 from .cluster import VM, Cluster
 
@@ -65,3 +68,14 @@ def known_hosts_path(cluster: Cluster) -> Path:
 def vde_socket_path(cluster: Cluster) -> Path:
     """vde_switch's control directory, which `-nic vde,sock=` joins."""
     return cluster.state_dir / "vde.ctl"
+
+
+CACHE_ENV = "KUBENET_CACHE"
+
+
+def cache_dir(environ: Mapping[str, str] = os.environ) -> Path:
+    """The per-user cache: $KUBENET_CACHE, else $XDG_CACHE_HOME/kubenet, else ~/.cache/kubenet."""
+    if environ.get(CACHE_ENV):
+        return Path(environ[CACHE_ENV])
+    base = environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "kubenet"

@@ -2,6 +2,7 @@
 
 import json
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -102,6 +103,20 @@ def test_kvm_is_chosen_only_when_dev_kvm_opens_and_qemu_lists_it(root):
     fake_qemu(root, "tcg")
     os.chmod(root / "dev/kvm", 0o600)
     assert probe_host(root, environ, system="Linux", machine="x86_64").accel == "tcg"
+
+
+def test_what_qemu_lists_is_remembered_per_binary(root, tmp_path):
+    qemu, cache, asked = fake_qemu(root, "tcg\\nkvm"), tmp_path / "cache", []
+
+    def capture(argv):
+        asked.append(argv)
+        return subprocess.run(argv, capture_output=True, text=True).stdout
+
+    write(root / "dev/kvm", "")
+    probe = lambda: probe_host(root, {"KUBENET_QEMU": str(qemu)}, "Linux", "x86_64", capture, cache=cache).accel
+    assert (probe(), probe(), len(asked)) == ("kvm", "kvm", 1)  # the second answer came from the cache
+    fake_qemu(root, "tcg")  # another qemu binary: asked again
+    assert (probe(), len(asked)) == ("tcg", 2)
 
 
 def test_macos_probe_uses_hvf_when_supported(root):

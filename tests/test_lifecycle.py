@@ -72,3 +72,20 @@ def test_down_with_nothing_running_is_quiet_and_succeeds(short_dir, env):
     config = write_cluster(short_dir, "  - {name: node, count: 2, memory: 256M}\n")
     done = run_invoke("down", "--config", str(config), env=env, check=True)
     assert done.stderr.splitlines() == ["kubenet: node0: not running", "kubenet: node1: not running"]
+
+
+def test_a_qemu_started_with_sudo_is_reported_not_stopped(monkeypatch, tmp_path):
+    from pathlib import Path
+
+    from kubenet import lifecycle
+    from kubenet.config import build_cluster
+
+    cluster = build_cluster({"roles": [{"name": "node", "count": 1}], "state_dir": str(tmp_path)}, Path("cluster.yaml"))
+
+    def not_ours(pid, sig):
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(lifecycle, "qemu_pid", lambda cluster, vm: 4242)
+    monkeypatch.setattr(lifecycle, "qmp_command", lambda *args, **kwargs: False)  # root's socket refuses us
+    monkeypatch.setattr(lifecycle.os, "kill", not_ours)
+    assert lifecycle.power_off(cluster, cluster.vms[0], timeout=0.1) == "not stopped: its qemu runs as root"
