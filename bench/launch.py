@@ -25,7 +25,7 @@ os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
 ROOT = Path(__file__).resolve().parent.parent
 INVOKE = str(Path(sys.executable).parent / "invoke")
 STUB = ROOT / "tests" / "stubs" / "qemu-sleep"
-RUNS = 5
+RUNS = 11
 
 
 def make_cluster(directory: Path, count: int) -> Path:

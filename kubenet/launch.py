@@ -13,7 +13,7 @@ from .lifecycle import qemu_pid
 from .network import needs_root, resolve_mode
 from .paths import vm_paths
 from .qemu import Management, qemu_argv
-from .tmux import Group, Pane, Tmux, session_groups, shell_command, split_groups, sync_key_commands, window_groups
+from .tmux import Group, Pane, Tmux, pane_command, session_groups, split_groups, sync_key_commands, window_groups
 
 
 def management_for(cluster: Cluster, vm: VM) -> Management:
@@ -99,7 +99,7 @@ def launch_cluster(cluster: Cluster, vms: list[VM], host: Host, accel: str, tmux
             paths = vm_paths(cluster, vm)
             paths.ready_marker.unlink(missing_ok=True)
             paths.serial_log.touch(mode=0o600)  # made by us, so it stays ours even if qemu runs as root
-            commands[vm.name] = shell_command(qemu_argv(cluster, vm, host, accel, mode, management_for(cluster, vm)))
+            commands[vm.name] = pane_command(qemu_argv(cluster, vm, host, accel, mode, management_for(cluster, vm)))
         if panes:
             tmux.run_groups(extend_groups(session, panes, commands))
         else:
@@ -107,14 +107,14 @@ def launch_cluster(cluster: Cluster, vms: list[VM], host: Host, accel: str, tmux
     return LaunchResult(session, [vm.name for vm in to_start], running, tmux.sudo)
 
 
-def extend_groups(session: str, panes: list[Pane], commands: dict[str, str]) -> list[Group]:
+def extend_groups(session: str, panes: list[Pane], commands: dict[str, tuple[str, ...]]) -> list[Group]:
     """Restart dead panes in place and add panes for VMs that have none, never over a window's room."""
     groups: list[Group] = []
     dead = {pane.vm: pane for pane in panes if pane.dead}
     new = []
     for vm, command in commands.items():
         if vm in dead:
-            groups.append([["respawn-pane", "-k", "-t", dead[vm].id, command]])
+            groups.append([["respawn-pane", "-k", "-t", dead[vm].id, *command]])
         else:
             new.append(PaneSpec(vm, command))
     counts: dict[str, int] = {}
@@ -131,7 +131,7 @@ def extend_groups(session: str, panes: list[Pane], commands: dict[str, str]) -> 
             number += 1
         name = f"{QEMU_WINDOW}-{number}"
         names.add(name)
-        create = ["new-window", "-d", "-t", f"={session}:", "-n", name, window.panes[0].command]
+        create = ["new-window", "-d", "-t", f"={session}:", "-n", name, *window.panes[0].command]
         groups += window_groups(session, WindowSpec(name, "tiled", window.panes), True, create)
     return groups
 

@@ -23,7 +23,7 @@ SSH_NODES_WINDOW = "ssh-nodes"
 @dataclass(frozen=True)
 class PaneSpec:
     vm: str  # the VM the pane belongs to; also its title
-    command: str  # a shell command line
+    command: tuple[str, ...]  # the program and its arguments, run without a shell
 
 
 @dataclass(frozen=True)
@@ -66,7 +66,7 @@ def chunks(items: list, size: int) -> list[list]:
     return [items[start : start + size] for start in range(0, len(items), size)]
 
 
-def qemu_session(cluster: Cluster, commands: dict[str, str], capacity: int | None = None) -> SessionSpec:
+def qemu_session(cluster: Cluster, commands: dict[str, tuple[str, ...]], capacity: int | None = None) -> SessionSpec:
     """One pane per VM running its qemu, `tiled`, spilling into further windows when full."""
     panes = [PaneSpec(name, command) for name, command in commands.items()]
     windows = tuple(spill(QEMU_WINDOW, "tiled", panes, capacity))
@@ -79,12 +79,13 @@ def role_window_name(cluster: Cluster, role: str) -> str:
     return f"ssh-{role}" if single else f"ssh-{role}s"
 
 
-def ssh_command(ssh_config: Path, vm: str) -> str:
+def ssh_command(ssh_config: Path, vm: str) -> tuple[str, ...]:
     """Connect, and reconnect while the connection itself fails (exit 255); a logout ends it."""
     return (
+        "sh", "-c",
         f"while :; do ssh -F '{ssh_config}' {vm}; [ $? -eq 255 ] || break; "
-        f"echo 'kubenet: {vm} not reachable yet; retrying (Ctrl-C to stop)'; sleep 2; done"
-    )
+        f"echo 'kubenet: {vm} not reachable yet; retrying (Ctrl-C to stop)'; sleep 2; done",
+    )  # fmt: skip
 
 
 def ssh_session(cluster: Cluster, ssh_config: Path) -> SessionSpec:

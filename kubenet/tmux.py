@@ -138,13 +138,13 @@ def split_groups(panes: tuple[PaneSpec, ...] | list[PaneSpec], layout: str, targ
     """One split of `target` per pane; the new pane is current for the commands after its split,
     and re-tiling after every split leaves room for the next."""
     return [
-        [["split-window", "-t", target, pane.command], *pane_commands(pane), ["select-layout", "-t", target, layout]]
+        [["split-window", "-t", target, *pane.command], *pane_commands(pane), ["select-layout", "-t", target, layout]]
         for pane in panes
     ]
 
 
 def window_groups(session: str, window: WindowSpec, remain_on_exit: bool, create: list[str]) -> list[Group]:
-    """Create a window with `create` (whose last argument runs its first pane) and fill it."""
+    """Create a window with `create` (whose last arguments run its first pane) and fill it."""
     target = f"={session}:{window.name}"
     first = [create, *targeted(window_options(remain_on_exit) + pane_commands(window.panes[0]), target)]
     return [first, *split_groups(window.panes[1:], window.layout, target)]
@@ -158,7 +158,7 @@ def session_groups(spec: SessionSpec, columns: int = SESSION_COLUMNS, rows: int 
             create = ["new-session", "-d", "-s", spec.name, "-n", window.name, "-x", str(columns), "-y", str(rows)]
         else:
             create = ["new-window", "-d", "-t", f"={spec.name}:", "-n", window.name]
-        groups += window_groups(spec.name, window, spec.remain_on_exit, [*create, window.panes[0].command])
+        groups += window_groups(spec.name, window, spec.remain_on_exit, [*create, *window.panes[0].command])
         if index == 0:
             groups[0].append(["set-option", "-t", f"={spec.name}:", SESSION_OPTION, "1"])  # "=name" alone would name a window
     if spec.attach_window and spec.attach_window != spec.windows[0].name:
@@ -186,6 +186,11 @@ def sync_key_commands() -> list[list[str]]:
     return [["bind-key", SYNC_KEY, "if-shell", "-F", "#{" + SESSION_OPTION + "}", toggle]]
 
 
-def shell_command(argv: list[str]) -> str:
-    """A pane command that becomes the program, so the pane's pid is the program's."""
-    return "exec " + shlex.join(argv)
+def pane_command(argv: list[str]) -> tuple[str, ...]:
+    """What a pane runs: the program itself, so its pid is the pane's and no shell
+    starts first (tmux runs a command given as several arguments directly). An
+    argument ending in ';' would split tmux's command sequence, so such a
+    command goes through `sh -c` instead."""
+    if any(arg.endswith(";") for arg in argv):
+        return ("sh", "-c", "exec " + shlex.join(argv))
+    return tuple(argv)

@@ -96,7 +96,7 @@ def test_up_starts_one_titled_pane_per_vm_in_a_tiled_qemu_window(short_dir, env,
     assert [r["title"] for r in rows] == names
     for row in rows:
         argv = run_invoke("argv", "--name", row["vm"], "--managed", "--config", str(config), env=env, check=True).stdout.strip()
-        assert row["command"] == f"exec {argv}"
+        assert shlex.split(row["command"]) == shlex.split(argv)  # qemu itself, no shell in between
         assert wait_for(lambda: (state / row["vm"] / "argv.txt").exists())
         assert (state / row["vm"] / "argv.txt").read_text().splitlines() == shlex.split(argv)[1:]
         assert int((state / row["vm"] / "qemu.pid").read_text()) == row["pid"]  # exec: the pane's process is qemu
@@ -236,7 +236,7 @@ def test_ssh_session_layout_as_data():
     assert groups[0][0][:10] == ["new-session", "-d", "-s", "kubenet-ssh", "-n", "ssh-gateway", "-x", "200", "-y", "60"]
     assert groups[1][0][:6] == ["new-window", "-d", "-t", "=kubenet-ssh:", "-n", "ssh-controls"]
     assert groups[2] == [
-        ["split-window", "-t", "=kubenet-ssh:ssh-controls", spec.windows[1].panes[1].command],
+        ["split-window", "-t", "=kubenet-ssh:ssh-controls", *spec.windows[1].panes[1].command],
         ["set-option", "-p", "@kubenet-vm", "control1"],
         ["select-pane", "-T", "control1"],
         ["select-layout", "-t", "=kubenet-ssh:ssh-controls", "even-vertical"],
@@ -250,3 +250,10 @@ def test_big_sessions_are_sent_in_calls_tmux_accepts():
     packed = batches(groups, limit=5000)
     assert [len(batch) for batch in packed] == [4] * 7 + [2]
     assert sum(packed, []) == sum(groups, [])
+
+
+def test_a_pane_runs_its_program_directly_unless_tmux_would_split_an_argument():
+    from kubenet.tmux import pane_command
+
+    assert pane_command(["qemu-system-x86_64", "-m", "2G"]) == ("qemu-system-x86_64", "-m", "2G")
+    assert pane_command(["qemu", "-append", "init=/bin/sh;"]) == ("sh", "-c", "exec qemu -append 'init=/bin/sh;'")
