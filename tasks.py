@@ -184,11 +184,9 @@ def ssh_all(c, config=None, attach=True):
 def ssh(c, id=None, name=None, config=None):
     """Open an SSH session to one VM, with its pinned host key."""
     from kubenet import cli
-    from kubenet.ready import ssh_argv
-    from kubenet.run import replace_process
 
     cluster = cli.open_cluster(config)
-    replace_process(ssh_argv(cluster, cli.pick_vm(cluster, id, name), "")[:-1])
+    cli.ssh_one(cluster, cli.pick_vm(cluster, id, name))
 
 
 @task(

@@ -259,6 +259,17 @@ def ssh_session(cluster: Cluster, attach: bool) -> None:
         replace_process(argv)
 
 
+def ssh_one(cluster: Cluster, vm: VM) -> None:
+    """An interactive session: ssh replaces this process, and may ask for a key's passphrase."""
+    from .paths import ssh_config_path
+    from .run import replace_process
+
+    config = ssh_config_path(cluster).absolute()
+    if not config.exists():
+        raise errors.SetupError(f"{config} does not exist", "run `make up` (or `make setup`) first")
+    replace_process(["ssh", "-F", str(config), vm.name])
+
+
 def exec_everywhere(cluster: Cluster, vms: list[VM], command: str) -> None:
     from .remote import run_everywhere
 

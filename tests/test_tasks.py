@@ -140,3 +140,21 @@ def test_vm_replaces_itself_with_qemu_and_starts_the_vde_switch(cluster_file, tm
         pid_file = tmp_path / ".kubenet/vde.pid"
         if pid_file.exists():
             os.kill(int(pid_file.read_text()), signal.SIGTERM)
+
+
+def test_ssh_replaces_itself_with_an_interactive_ssh_through_the_generated_config(cluster_file, tmp_path):
+    import os
+
+    path = cluster_file("network: {mode: user}\n")
+    missing = run_invoke("ssh", "--name", "worker1", "--config", str(path))
+    assert (missing.returncode, missing.stderr.strip()) == (
+        1, f"kubenet: error: {tmp_path}/.kubenet/ssh_config does not exist (hint: run `make up` (or `make setup`) first)"
+    )  # fmt: skip
+    (tmp_path / ".kubenet").mkdir()
+    (tmp_path / ".kubenet/ssh_config").write_text("Host worker1\n")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "ssh").write_text('#!/bin/sh\necho "$@"\n')
+    (bin_dir / "ssh").chmod(0o755)
+    done = run_invoke("ssh", "--name", "worker1", "--config", str(path), env={"PATH": f"{bin_dir}:{os.environ['PATH']}"}, check=True)
+    assert done.stdout == f"-F {tmp_path}/.kubenet/ssh_config worker1\n"
