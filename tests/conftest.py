@@ -64,6 +64,18 @@ def tmux_server(short_dir):
     subprocess.run(["tmux", "-S", str(socket), "kill-server"], capture_output=True)
 
 
+def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05) -> bool:
+    """Poll until `predicate()` holds or `timeout` seconds pass; says whether it held."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return predicate()
+
+
 def stop_vde_switch(state_dir: Path) -> None:
     import signal
 

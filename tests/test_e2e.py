@@ -13,12 +13,11 @@ import platform
 import re
 import shutil
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, Client, kill_recorded_qemus, run_invoke, stop_vde_switch
+from conftest import ROOT, Client, kill_recorded_qemus, run_invoke, stop_vde_switch, wait_for
 from kubenet.lifecycle import pid_alive
 from tinyimage.cluster import write_cluster
 
@@ -39,15 +38,6 @@ def tiny_image() -> tuple[Path, Path]:
 
 def tmux(socket_path: str, *args: str) -> str:
     return subprocess.run(["tmux", "-S", socket_path, *args], capture_output=True, text=True, check=True).stdout
-
-
-def wait_for(predicate, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.2)
-    return predicate()
 
 
 def ssh(config: Path, vm: str, command: str, *options: str) -> subprocess.CompletedProcess:

@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from conftest import STUBS, kill_recorded_qemus, run_invoke, stop_vde_switch
-from test_tmux import pane_rows, wait_for, write_cluster
+from conftest import STUBS, kill_recorded_qemus, run_invoke, stop_vde_switch, wait_for
+from test_tmux import pane_rows, write_cluster
 
 from kubenet.lifecycle import pid_alive
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import libtmux
 import pytest
 
-from conftest import STUBS, Client, kill_recorded_qemus, run_invoke, stop_vde_switch
+from conftest import STUBS, Client, kill_recorded_qemus, run_invoke, stop_vde_switch, wait_for
 from kubenet.config import build_cluster
 from kubenet.layout import ssh_session
 from kubenet.tmux import Tmux, batches, session_groups
@@ -63,15 +63,6 @@ def pane_rows(socket: str, session: str) -> list[dict]:
                 }
             )
     return rows
-
-
-def wait_for(predicate, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
 
 
 def is_tiled(socket: str, window_id: str) -> bool:
