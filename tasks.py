@@ -30,16 +30,17 @@ def ls(c, config=None, json=False, names=False):
         cli.say(f"kubenet: {sum(row['state'] == 'running' for row in rows)} of {len(rows)} VMs running")
 
 
-@task(
-    help={
-        "id": ID_HELP,
-        "name": NAME_HELP,
-        "config": CONFIG_HELP,
-        "host": "describe another host: darwin-arm64, linux-x86_64 or linux-aarch64",
-        "accel": "accelerator: hvf, kvm or tcg (default: the best this host offers)",
-        "managed": "add the options `up` adds: QMP socket, console log, entropy device",
-    }
-)
+# What `argv` and `vm` share: which VM, and how its qemu command is made.
+QEMU_HELP = {
+    "id": ID_HELP,
+    "name": NAME_HELP,
+    "config": CONFIG_HELP,
+    "accel": "accelerator: hvf, kvm or tcg (default: the best this host offers)",
+    "managed": "add the options `up` adds: QMP socket, console log, entropy device",
+}
+
+
+@task(help={**QEMU_HELP, "host": "describe another host: darwin-arm64, linux-x86_64 or linux-aarch64"})
 @user_errors
 def argv(c, id=None, name=None, config=None, host=None, accel=None, managed=False):
     """Print the VM's qemu command, shell-quoted on one line."""
@@ -51,15 +52,7 @@ def argv(c, id=None, name=None, config=None, host=None, accel=None, managed=Fals
     print(cli.shell_line(cli.vm_argv(cluster, vm, target, cli.effective_accel(cluster, target, accel), managed)))
 
 
-@task(
-    help={
-        "id": ID_HELP,
-        "name": NAME_HELP,
-        "config": CONFIG_HELP,
-        "accel": "accelerator: hvf, kvm or tcg (default: the best this host offers)",
-        "managed": "add the options `up` adds: QMP socket, console log, entropy device",
-    }
-)
+@task(help=QEMU_HELP)
 @user_errors
 def vm(c, id=None, name=None, config=None, accel=None, managed=False):
     """Run one VM in the foreground: qemu replaces this process (quit with Ctrl-A X)."""
