@@ -74,8 +74,8 @@ def image(c, config=None):
     from kubenet.image import fetch_image
 
     cluster = cli.open_cluster(config)
-    if cluster.image.kind != "cloud":
-        cli.say(f"kubenet: image.kind is {cluster.image.kind}: no base image to fetch")
+    if not cluster.image.url:
+        cli.say("kubenet: image.url is not set: no base image to fetch")
         return
     print(fetch_image(cluster, cli.pick_host()))
 

@@ -165,7 +165,7 @@ def setup_context(cluster: Cluster, host):
     from .network import resolve_mode
     from .vmsetup import SetupContext
 
-    base = base_image_path(cluster, host) if cluster.image.kind == "cloud" else None
+    base = base_image_path(cluster, host) if cluster.image.url else None
     return SetupContext(cluster=cluster, host=host, mode=resolve_mode(cluster.network, host), base_image=base)
 
 

@@ -47,10 +47,11 @@ class Network:
 @dataclass(frozen=True)
 class Image:
     kind: str = "cloud"
-    # cloud: a disk image each VM's disk overlays; {arch} becomes amd64 or arm64
-    url: str = "https://cloud-images.ubuntu.com/jammy/current/jammy-server-cloudimg-{arch}.img"
+    # The disk image each VM's disk overlays; {arch} becomes amd64 or arm64.
+    # None (kernel images without a url): each VM gets a blank disk.
+    url: str | None = "https://cloud-images.ubuntu.com/jammy/current/jammy-server-cloudimg-{arch}.img"
     sha256: str | None = None
-    # kernel: direct kernel boot, no firmware
+    # kernel: direct kernel boot, no firmware; `url` may still give a root disk
     kernel: str | None = None
     initrd: str | None = None
     cmdline: str = ""  # the serial console for the architecture is added

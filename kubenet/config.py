@@ -241,6 +241,7 @@ def _image(check: _Checker, value: Any, base: Path) -> Image:
                 check.fail(errors.BadValueError, f"image.{name}", "missing; a kernel image needs kernel and initrd paths")
             # absolute: qemu runs in a tmux pane whose working directory is not ours
             strings[name] = str(_path(check, strings[name], f"image.{name}", base))
+        strings.setdefault("url", None)  # a root disk is optional for a kernel
     return Image(kind=kind, **strings)
 
 

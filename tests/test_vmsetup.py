@@ -197,3 +197,17 @@ def test_make_setup_with_a_broken_cluster_file_is_one_clear_line(project):
     assert done.returncode != 0
     assert f"kubenet: error: {project}/cluster.yaml: roles[0].memory: '4X' is not allowed" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_kernel_image_gets_a_blank_disk_or_an_overlay_on_its_url(project):
+    def backing(text: str):
+        (project / "cluster.yaml").write_text(text + "ssh_key: id_test.pub\nnetwork: {mode: user}\nroles:\n  - {name: node}\n")
+        for name in ("disk.img", "efivars.fd"):
+            (project / ".kubenet/node" / name).unlink(missing_ok=True)
+        run_invoke("vmsetup", "--disk", "--config", str(project / "cluster.yaml"), env={"KUBENET_ACCEL": "tcg"}, check=True)
+        disk = project / ".kubenet/node/disk.img"
+        info = json.loads(subprocess.run(["qemu-img", "info", "--output=json", str(disk)], capture_output=True, check=True).stdout)
+        return info.get("backing-filename"), (project / ".kubenet/node/efivars.fd").exists()
+
+    assert backing("image: {kind: kernel, kernel: k, initrd: i}\n") == (None, False)
+    assert backing("image: {kind: kernel, kernel: k, initrd: i, url: base.qcow2}\n") == (str(project / "base.qcow2"), False)
