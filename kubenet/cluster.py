@@ -77,6 +77,7 @@ class Cluster:
     disk_size: str = "20G"
     user: str = "ubuntu"
     ssh_key: Path | None = None
+    templates: Path | None = None  # user-data templates; None: the ones kubenet ships
     accel: str | None = None
     state_dir: Path = Path(".kubenet")
     source: Path = Path("cluster.yaml")

@@ -42,7 +42,7 @@ NAME_PATTERN = re.compile(r"^[a-z]([a-z0-9-]*[a-z0-9])?$")
 CLUSTER_NAME_PATTERN = re.compile(r"^[A-Za-z0-9_-]+$")
 MAC_PREFIX_PATTERN = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){4}$")
 SHA256_PATTERN = re.compile(r"^[0-9a-f]{64}$")
-TOP_KEYS = ("name", "roles", "network", "image", "disk_size", "user", "ssh_key", "accel", "state_dir")
+TOP_KEYS = ("name", "roles", "network", "image", "disk_size", "user", "ssh_key", "templates", "accel", "state_dir")
 ROLE_KEYS = ("name", "count", "vcpus", "memory")
 
 
@@ -163,6 +163,7 @@ def build_cluster(data: Any, source: Path) -> Cluster:
         disk_size=check.size(top.get("disk_size", "20G"), "disk_size"),
         user=check.matching(top.get("user", "ubuntu"), "user", NAME_PATTERN, "a lower-case login name"),
         ssh_key=_path(check, top.get("ssh_key"), "ssh_key", base),
+        templates=_directory(check, top.get("templates"), "templates", base),
         accel=check.choice(top["accel"], "accel", ACCELERATORS) if top.get("accel") is not None else None,
         state_dir=_path(check, top.get("state_dir", ".kubenet"), "state_dir", base),
         source=source,
@@ -250,6 +251,13 @@ def _path(check: _Checker, value: Any, key: str, base: Path) -> Path | None:
         return None
     path = Path(check.string(value, key)).expanduser()
     return path if path.is_absolute() else base / path
+
+
+def _directory(check: _Checker, value: Any, key: str, base: Path) -> Path | None:
+    path = _path(check, value, key, base)
+    if path is not None and not path.is_dir():
+        check.fail(errors.BadValueError, key, f"{path} is not a directory", "point it at a directory of <role>.yaml templates")
+    return path
 
 
 def _check_names(check: _Checker, cluster: Cluster) -> None:

@@ -36,13 +36,14 @@ class HostKey:
     public: str
 
 
-def template_paths(cluster: Cluster, directory: Path = TEMPLATE_DIR) -> list[Path]:
+def template_paths(cluster: Cluster, directory: Path | None = None) -> list[Path]:
     """The template files the cluster's seeds are made from, for Make's prerequisites."""
+    directory = directory or cluster.templates or TEMPLATE_DIR
     names = [COMMON_TEMPLATE, *(role.name for role in cluster.roles)]
     return [directory / f"{name}.yaml" for name in names if (directory / f"{name}.yaml").is_file()]
 
 
-def read_templates(cluster: Cluster, directory: Path = TEMPLATE_DIR) -> dict[str, dict]:
+def read_templates(cluster: Cluster, directory: Path | None = None) -> dict[str, dict]:
     """Parsed templates by name: 'common' and each role that has a file."""
     import yaml
 

@@ -8,8 +8,19 @@ from pathlib import Path
 import pycdlib
 import pytest
 
-from kubenet.config import build_cluster
-from kubenet.seed import HostKey, hosts_entries, meta_data, network_config, read_templates, seed_files, user_data, write_seed_iso
+from kubenet import errors
+from kubenet.config import build_cluster, load_cluster
+from kubenet.seed import (
+    HostKey,
+    hosts_entries,
+    meta_data,
+    network_config,
+    read_templates,
+    seed_files,
+    template_paths,
+    user_data,
+    write_seed_iso,
+)
 
 LOGIN_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFakeLoginKeyForTestsOnly me@laptop\n"
 HOST_KEY = HostKey(
@@ -208,3 +219,16 @@ def test_real_cloud_init_renders_the_network_config(cluster, tmp_path, mode):
     assert "192.168.1.13/24" in rendered and "52:52:52:00:00:03" in rendered
     assert ("dhcp4: true" in rendered) == (mode == "user")
     assert ("via: 192.168.1.1" in rendered) == (mode == "bridge")
+
+
+def test_a_cluster_can_bring_its_own_templates(tmp_path):
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine/common.yaml").write_text("locale: false\n")
+    (tmp_path / "mine/worker.yaml").write_text("packages: [htop]\n")
+    (tmp_path / "cluster.yaml").write_text("templates: mine\nroles:\n  - {name: worker, count: 1}\n  - {name: control, count: 1}\n")
+    cluster = load_cluster(tmp_path / "cluster.yaml")
+    assert template_paths(cluster) == [tmp_path / "mine/common.yaml", tmp_path / "mine/worker.yaml"]
+    assert read_templates(cluster) == {"common": {"locale": False}, "worker": {"packages": ["htop"]}}
+    (tmp_path / "cluster.yaml").write_text("templates: missing\n")
+    with pytest.raises(errors.BadValueError, match=f"templates: {tmp_path}/missing is not a directory"):
+        load_cluster(tmp_path / "cluster.yaml")
