@@ -20,7 +20,7 @@ help: ## list the targets
 deps: ## install the programs kubenet runs (qemu, UEFI firmware, tmux, ssh, vde2) if missing
 	@scripts/install-deps
 
-test-deps: ## install what the tests need as well (busybox, cpio, cloud-init, ...) if missing
+test-deps: ## install what the tests need as well (busybox, cpio, cloud-init, debootstrap, ...) if missing
 	@scripts/install-deps --test
 
 $(BIN)/.installed: pyproject.toml
