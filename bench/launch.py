@@ -90,8 +90,8 @@ def time_tutorial_style(count: int) -> float:
         lines.append(f"tmux -S $socket send-keys -t t 'vmid={vm}' C-m")
         lines.append(f"tmux -S $socket send-keys -t t 'echo $$ > {directory}/vm{vm}.pid; exec sleep 3600' C-m")
         if vm != count - 1:
-            lines.append(f"tmux -S $socket split-window -t t -v")
-        lines.append(f"tmux -S $socket select-layout -t t tiled")
+            lines.append("tmux -S $socket split-window -t t -v")
+        lines.append("tmux -S $socket select-layout -t t tiled")
     script.write_text("\n".join(lines) + "\n")
     times = []
     sockets = [str(directory / f"tmux{run}.sock") for run in range(RUNS)]  # a fresh server each run

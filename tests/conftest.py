@@ -30,6 +30,16 @@ def run_invoke(*args: str, cwd: Path = ROOT, env: dict | None = None, check: boo
     return done
 
 
+def make_up(config: Path, env: dict) -> subprocess.CompletedProcess:
+    """`make up CONFIG=...` from this repository, as a user runs it; fails the test if it fails."""
+    done = subprocess.run(
+        ["make", "-C", str(ROOT), "up", f"CONFIG={config}"],
+        env={**os.environ, **env}, capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done
+
+
 @pytest.fixture
 def cluster_file(tmp_path):
     """Write a cluster.yaml into a temp dir and return its path."""

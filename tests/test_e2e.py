@@ -8,7 +8,6 @@ the test drives them only through the commands a user types.
 from __future__ import annotations
 
 import json
-import os
 import platform
 import re
 import shutil
@@ -17,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, Client, kill_recorded_qemus, run_invoke, stop_vde_switch, wait_for
+from conftest import Client, kill_recorded_qemus, make_up, run_invoke, stop_vde_switch, wait_for
 from kubenet.lifecycle import pid_alive
 from tinyimage.cluster import write_cluster
 
@@ -54,11 +53,7 @@ def test_make_up_boots_the_tutorials_cluster_and_down_powers_it_off(tiny_image, 
     env = {"KUBENET_TMUX_SOCKET": tmux_server, "KUBENET_ACCEL": "tcg"}
     try:
         # make up: set every VM up, launch all seven, wait until each answers SSH
-        up = subprocess.run(
-            ["make", "-C", str(ROOT), "up", f"CONFIG={config}"],
-            env={**os.environ, **env}, capture_output=True, text=True, timeout=900,
-        )  # fmt: skip
-        assert up.returncode == 0, up.stdout + up.stderr
+        up = make_up(config, env)
         assert f"kubenet: 7 of 7 VMs ready: {' '.join(NAMES)}" in up.stderr
 
         # every VM answers through the generated ssh_config, its host key pinned before boot

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import ROOT, kill_recorded_qemus, run_invoke, stop_vde_switch
+from conftest import kill_recorded_qemus, make_up, run_invoke, stop_vde_switch
 from kubenet.seed import TEMPLATE_DIR
 from tinyimage.cluster import free_port_base
 
@@ -85,12 +85,8 @@ def test_real_cloud_init_applies_the_seed_kubenet_writes(debian_guest, short_dir
     state = short_dir / ".kubenet"
     env = {"KUBENET_TMUX_SOCKET": tmux_server, "KUBENET_ACCEL": "tcg"}
     try:
-        up = subprocess.run(
-            ["make", "-C", str(ROOT), "up", f"CONFIG={config}"],
-            env={**os.environ, **env}, capture_output=True, text=True, timeout=900,
-        )  # fmt: skip
+        up = make_up(config, env)
         # ready means `ssh true` passed strict checking against the host key made at setup
-        assert up.returncode == 0, up.stdout + up.stderr
         assert "kubenet: 2 of 2 VMs ready: control0 worker0" in up.stderr
 
         # cloud-init ran every module without an error
