@@ -114,8 +114,8 @@ def reset(c, id=None, name=None, config=None, yes=False):
     """Delete one VM's disk and UEFI variables so that the next setup makes it afresh."""
     from kubenet import cli, errors
     from kubenet.paths import vm_paths
+    from kubenet.lifecycle import is_running
     from kubenet.vmsetup import reset_vm
-    from kubenet.vmstate import is_running
 
     cluster = cli.open_cluster(config)
     chosen = cli.pick_vm(cluster, id, name)

@@ -44,6 +44,30 @@ def create_disk(disk: Path, size: str, base: Path | None) -> bool:
     return True
 
 
+# QEMU marks an open image with byte-range locks at offsets 100-299 (one byte
+# per permission it holds or refuses to share); any lock there means in use.
+QEMU_LOCK_START, QEMU_LOCK_LENGTH = 100, 200
+
+
+def disk_in_use(disk: Path) -> bool:
+    """Whether a qemu has the disk open: also one that kubenet did not start, e.g. `invoke vm`."""
+    import fcntl
+    import os
+
+    try:
+        fd = os.open(disk, os.O_RDWR)
+    except OSError:
+        return False  # no disk, or not ours to open: nothing we could harm
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, QEMU_LOCK_LENGTH, QEMU_LOCK_START)
+        fcntl.lockf(fd, fcntl.LOCK_UN, QEMU_LOCK_LENGTH, QEMU_LOCK_START)
+        return False
+    except OSError:
+        return True
+    finally:
+        os.close(fd)
+
+
 def create_efivars(efivars: Path, template: Path) -> bool:
     """A VM's own UEFI variable store, copied once from the firmware's template."""
     if efivars.exists():

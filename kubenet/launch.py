@@ -9,7 +9,7 @@ from . import errors
 from .cluster import VM, Cluster
 from .host import Host
 from .layout import QEMU_WINDOW, PaneSpec, WindowSpec, qemu_session, qemu_session_name, spill, window_capacity
-from .lifecycle import qemu_pid
+from .lifecycle import is_running
 from .network import needs_root, resolve_mode
 from .paths import vm_paths
 from .qemu import Management, qemu_argv
@@ -70,6 +70,8 @@ def launch_argv(cluster: Cluster, vm: VM, host: Host, accel: str, managed: bool)
 def exec_vm(cluster: Cluster, vm: VM, host: Host, accel: str, managed: bool) -> None:
     from .run import replace_process
 
+    if is_running(cluster, vm):
+        raise errors.LaunchError(f"{vm.name} is already running", f"see `invoke ls`; stop it with `invoke stop --id {vm.id}`")
     replace_process(launch_argv(cluster, vm, host, accel, managed))
 
 
@@ -89,7 +91,7 @@ def launch_cluster(cluster: Cluster, vms: list[VM], host: Host, accel: str, tmux
     # Ask tmux only if the session exists; a fresh launch spares the query.
     panes = tmux.panes(session) if tmux.server_has(session) else []
     alive = {pane.vm for pane in panes if not pane.dead}
-    running = [vm.name for vm in vms if vm.name in alive or qemu_pid(cluster, vm) is not None]
+    running = [vm.name for vm in vms if vm.name in alive or is_running(cluster, vm)]
     to_start = [vm for vm in vms if vm.name not in running]
     if to_start:
         check_launchable(cluster, to_start, host)

@@ -49,6 +49,13 @@ def qemu_pid(cluster: Cluster, vm: VM) -> int | None:
     return pid if pid_alive(pid) else None
 
 
+def is_running(cluster: Cluster, vm: VM) -> bool:
+    """Its qemu runs: the one `up` started (pid file), or any other that has its disk open."""
+    from .disk import disk_in_use
+
+    return qemu_pid(cluster, vm) is not None or disk_in_use(vm_paths(cluster, vm).disk)
+
+
 def vm_state(cluster: Cluster, vm: VM) -> VMState:
     pid = qemu_pid(cluster, vm)
     ready = False

@@ -158,6 +158,36 @@ def test_reset_task_says_what_it_deletes_and_needs_yes_without_a_terminal(projec
     ]
 
 
+def test_reset_refuses_a_disk_that_a_qemu_has_open(project):
+    """Also a qemu kubenet did not start (no pid file), such as `invoke vm` in another terminal."""
+    from kubenet.disk import disk_in_use
+
+    config = str(project / "cluster.yaml")
+    run_invoke("vmsetup", "--name", "worker1", "--disk", "--config", config, check=True)
+    disk = project / ".kubenet/worker1/disk.img"
+    qemu = subprocess.Popen(
+        ["qemu-system-x86_64", "-machine", "q35,accel=tcg", "-S", "-display", "none", "-nodefaults",
+         "-drive", f"file={disk},if=virtio,format=qcow2"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while not disk_in_use(disk) and qemu.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert disk_in_use(disk), qemu.stderr.read() if qemu.poll() is not None else "qemu did not lock the disk"
+        refused = run_invoke("reset", "--name", "worker1", "--yes", "--config", config)
+        assert (refused.returncode, refused.stderr.strip()) == (
+            1, "kubenet: error: worker1 is running (hint: stop it first: `invoke stop --id 2`)"
+        )  # fmt: skip
+        assert disk.exists()
+    finally:
+        qemu.kill()
+        qemu.wait()
+    assert not disk_in_use(disk)
+    run_invoke("reset", "--name", "worker1", "--yes", "--config", config, check=True)
+    assert not disk.exists()
+
+
 def make(project: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         ["make", "--no-print-directory", "-C", str(ROOT), f"CONFIG={project / 'cluster.yaml'}", *args],
