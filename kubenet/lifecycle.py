@@ -64,7 +64,12 @@ def vm_state(cluster: Cluster, vm: VM) -> VMState:
             ready = int(vm_paths(cluster, vm).ready_marker.read_text().strip()) == pid
         except (OSError, ValueError):
             pass
-    return VMState(running=pid is not None, pid=pid, ready=ready)
+    if pid is None:
+        from .disk import disk_in_use
+
+        # a qemu kubenet did not start (`invoke vm`): running, with no pid file to tell its pid
+        return VMState(running=disk_in_use(vm_paths(cluster, vm).disk), pid=None, ready=False)
+    return VMState(running=True, pid=pid, ready=ready)
 
 
 def wait_for_exit(pid: int, timeout: float) -> bool:

@@ -180,6 +180,8 @@ def test_reset_refuses_a_disk_that_a_qemu_has_open(project):
             1, "kubenet: error: worker1 is running (hint: stop it first: `invoke stop --id 2`)"
         )  # fmt: skip
         assert disk.exists()
+        rows = json.loads(run_invoke("ls", "--json", "--config", config, env={"KUBENET_ACCEL": "tcg"}, check=True).stdout)
+        assert [(row["name"], row["state"], row["pid"]) for row in rows][1:] == [("worker0", "stopped", None), ("worker1", "running", None)]
     finally:
         qemu.kill()
         qemu.wait()
