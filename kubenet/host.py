@@ -185,7 +185,8 @@ def _native_accel(host: Host, root: Path, capture: Callable[[list[str]], str], c
 def qemu_accelerators(qemu: str, capture: Callable[[list[str]], str], cache: Path | None = None) -> list[str]:
     """The words of `qemu -accel help`. Asking starts qemu, which pipelines feel
     (~20 ms), so the answer is kept in `cache` per binary: path, size and mtime."""
-    entry = cache / _binary_key(qemu) if cache is not None and shutil.which(qemu) else None
+    binary = shutil.which(qemu) if cache is not None else None
+    entry = cache / _binary_key(binary) if binary else None
     if entry is not None:
         try:
             return entry.read_text().split()
@@ -202,8 +203,8 @@ def qemu_accelerators(qemu: str, capture: Callable[[list[str]], str], cache: Pat
     return listed
 
 
-def _binary_key(qemu: str) -> str:
-    real = os.path.realpath(shutil.which(qemu) or qemu)
+def _binary_key(binary: str) -> str:
+    real = os.path.realpath(binary)
     info = os.stat(real)
     return f"accel{real.replace('/', '%')}-{info.st_size}-{info.st_mtime_ns}"
 

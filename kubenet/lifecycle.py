@@ -50,25 +50,21 @@ def qemu_pid(cluster: Cluster, vm: VM) -> int | None:
 
 
 def is_running(cluster: Cluster, vm: VM) -> bool:
-    """Its qemu runs: the one `up` started (pid file), or any other that has its disk open."""
-    from .disk import disk_in_use
-
-    return qemu_pid(cluster, vm) is not None or disk_in_use(vm_paths(cluster, vm).disk)
+    return vm_state(cluster, vm).running
 
 
 def vm_state(cluster: Cluster, vm: VM) -> VMState:
+    """Running: the qemu `up` started (pid file), or any other that has the disk open,
+    such as `invoke vm`'s, which leaves no pid file to tell its pid."""
     pid = qemu_pid(cluster, vm)
-    ready = False
-    if pid is not None:
-        try:
-            ready = int(vm_paths(cluster, vm).ready_marker.read_text().strip()) == pid
-        except (OSError, ValueError):
-            pass
     if pid is None:
         from .disk import disk_in_use
 
-        # a qemu kubenet did not start (`invoke vm`): running, with no pid file to tell its pid
         return VMState(running=disk_in_use(vm_paths(cluster, vm).disk), pid=None, ready=False)
+    try:
+        ready = int(vm_paths(cluster, vm).ready_marker.read_text().strip()) == pid
+    except (OSError, ValueError):
+        ready = False
     return VMState(running=True, pid=pid, ready=ready)
 
 
