@@ -51,7 +51,7 @@ include $(CLUSTER_MK)
 endif
 
 $(CLUSTER_MK): $(CONFIG) | deps $(BIN)/.installed
-	@$(INVOKE) makevars --config $(CONFIG) > $@.tmp && mv $@.tmp $@
+	@$(INVOKE) makevars --config $(CONFIG) --output $@
 
 VM_DIRS := $(addprefix $(KUBENET_STATE)/,$(KUBENET_VMS))
 DISKS := $(addsuffix /disk.img,$(VM_DIRS))
@@ -75,13 +75,29 @@ $(KUBENET_STATE)/%/efivars.fd:
 $(KUBENET_STATE)/%/cidata.iso: $(CONFIG) $(KUBENET_SEED_INPUTS)
 	@$(INVOKE) vmsetup --config $(CONFIG) --name $* --seed
 
-$(KUBENET_STATE)/ssh_config: $(CONFIG) $(SEEDS)
+# A seed damaged since it was written (truncated, say) no longer matches the
+# checksum written beside it, and one without that checksum cannot be trusted:
+# both are remade, although newer than their inputs. One checksum process in all.
+SEED_SUMS := $(wildcard $(addsuffix .sha256,$(SEEDS)))
+SHA256SUM := $(or $(shell command -v sha256sum 2>/dev/null),shasum -a 256)
+DAMAGED_SEEDS := $(if $(SEED_SUMS),$(shell $(SHA256SUM) -c $(SEED_SUMS) </dev/null 2>/dev/null | sed -n 's/: FAILED.*$$//p'))
+UNCHECKED_SEEDS := $(filter-out $(SEED_SUMS:.sha256=),$(wildcard $(SEEDS)))
+$(sort $(DAMAGED_SEEDS) $(UNCHECKED_SEEDS)): FORCE
+FORCE:
+.PHONY: FORCE
+
+# The ssh files are written together; known_hosts is remade when it is missing too.
+$(KUBENET_STATE)/known_hosts: $(CONFIG) $(SEEDS)
 	@$(INVOKE) vmsetup --config $(CONFIG) --ssh
 
-setup: $(DISKS) $(EFIVARS) $(SEEDS) $(KUBENET_STATE)/ssh_config ## prepare every VM: base image, disks, cloud-init seeds, host keys, ssh_config
+$(KUBENET_STATE)/ssh_config: $(KUBENET_STATE)/known_hosts
+	@$(INVOKE) vmsetup --config $(CONFIG) --ssh
 
-# Never delete a disk, UEFI store or base image because a recipe was interrupted.
-.PRECIOUS: $(DISKS) $(EFIVARS) $(KUBENET_BASE_IMAGE)
+setup: $(DISKS) $(EFIVARS) $(SEEDS) $(KUBENET_STATE)/known_hosts $(KUBENET_STATE)/ssh_config ## prepare every VM: base image, disks, cloud-init seeds, host keys, ssh_config
+
+# Never delete a disk, UEFI store, base image or seed because a recipe was
+# interrupted: each is written whole (or not at all) by its recipe.
+.PRECIOUS: $(DISKS) $(EFIVARS) $(KUBENET_BASE_IMAGE) $(SEEDS) $(KUBENET_STATE)/known_hosts $(KUBENET_STATE)/ssh_config
 
 up: setup ## prepare what is missing, launch every VM in tmux session <cluster>-qemu and wait for SSH
 	@$(INVOKE) up --config $(CONFIG)

@@ -27,7 +27,13 @@ def ls(c, config=None, json=False, names=False):
     rows = cli.vm_rows(cluster, resolve_mode(cluster.network, cli.pick_host()))
     print(cli.format_json(rows) if json else cli.format_table(rows))
     if not json:
-        cli.say(f"kubenet: {sum(row['state'] == 'running' for row in rows)} of {len(rows)} VMs running")
+        from kubenet.layout import qemu_session_name, ssh_session_name
+
+        running = sum(row["state"] == "running" for row in rows)
+        cli.say(
+            f"kubenet: {running} of {len(rows)} VMs running; tmux sessions: "
+            f"{qemu_session_name(cluster)} (VMs), {ssh_session_name(cluster)} (ssh-all)"
+        )
 
 
 # What `argv` and `vm` share: which VM, and how its qemu command is made.
@@ -77,7 +83,7 @@ def image(c, config=None):
     if not cluster.image.url:
         cli.say("kubenet: image.url is not set: no base image to fetch")
         return
-    print(fetch_image(cluster, cli.pick_host()))
+    print(fetch_image(cluster, cli.pick_host(), say=cli.say))
 
 
 @task(
@@ -95,14 +101,15 @@ def image(c, config=None):
 def vmsetup(c, id=None, name=None, config=None, disk=False, seed=False, ssh=False):
     """Prepare VMs: disk overlay, cloud-init seed, host key, ssh_config. Never recreates a disk."""
     from kubenet import cli
-    from kubenet.vmsetup import PARTS, setup_ssh, setup_vm
+    from kubenet.vmsetup import PARTS, read_seed_inputs, setup_ssh, setup_vm
 
     cluster = cli.open_cluster(config)
     context = cli.setup_context(cluster, cli.pick_host())
     parts = [part for part, wanted in zip(PARTS, (disk, seed, ssh)) if wanted] or PARTS
+    inputs = read_seed_inputs(cluster)  # a bad template or key stops setup before any write
     if "disk" in parts or "seed" in parts:
         for chosen in cli.pick_vms(cluster, id, name):
-            setup_vm(context, chosen, parts, say=cli.say)
+            setup_vm(context, chosen, parts, say=cli.say, inputs=inputs)
     if "ssh" in parts:
         for path in setup_ssh(context):
             cli.say(f"kubenet: wrote {path}")
@@ -114,13 +121,19 @@ def reset(c, id=None, name=None, config=None, yes=False):
     """Delete one VM's disk and UEFI variables so that the next setup makes it afresh."""
     from kubenet import cli, errors
     from kubenet.paths import vm_paths
-    from kubenet.lifecycle import is_running
+    from kubenet.lifecycle import vm_state
     from kubenet.vmsetup import reset_vm
 
     cluster = cli.open_cluster(config)
     chosen = cli.pick_vm(cluster, id, name)
-    if is_running(cluster, chosen):
+    state = vm_state(cluster, chosen)
+    if state.running and state.pid is not None:
         raise errors.KubenetError(f"{chosen.name} is running", f"stop it first: `invoke stop --id {chosen.id}`")
+    if state.running:
+        raise errors.KubenetError(
+            f"{chosen.name} is running in a qemu that kubenet did not start (its disk is open), such as `invoke vm`'s",
+            "quit that qemu first: Ctrl-A X in its console, or power the VM off from inside",
+        )
     paths = vm_paths(cluster, chosen)
     if not cli.confirm(f"delete {chosen.name}'s disk {paths.disk} and UEFI variables, losing all its data?", yes):
         raise errors.KubenetError("reset cancelled; nothing was deleted")
@@ -131,17 +144,27 @@ def reset(c, id=None, name=None, config=None, yes=False):
         cli.say(f"kubenet: {chosen.name} had no disk; nothing deleted")
 
 
-@task(help={"config": CONFIG_HELP})
+@task(help={"config": CONFIG_HELP, "output": "write them to this file (atomically) instead of stdout"})
 @user_errors
-def makevars(c, config=None):
+def makevars(c, config=None, output=None):
     """Print the cluster as Make variables (used by the Makefile's per-VM rules)."""
     from kubenet import cli
 
     cluster = cli.open_cluster(config)
-    print(cli.make_variables(cluster, cli.pick_host()), end="")
+    text = cli.make_variables(cluster, cli.pick_host())
+    if output is None:
+        print(text, end="")
+        return
+    from pathlib import Path
+
+    from kubenet.fsutil import write_atomic
+
+    write_atomic(Path(output), text.encode(), 0o644)
 
 
-WAIT_HELP = "seconds to wait for every VM to answer SSH"
+WAIT_HELP = "seconds to wait for every VM to answer SSH (default: 600)"
+STOP_HELP = "seconds the whole shutdown may take: power button, then quit, then kill (default: 60)"
+WAIT_SECONDS, STOP_SECONDS = 600.0, 60.0
 
 
 @task(
@@ -154,13 +177,14 @@ WAIT_HELP = "seconds to wait for every VM to answer SSH"
     },
 )
 @user_errors
-def up(c, config=None, id=None, timeout=600.0, wait=True):
+def up(c, config=None, id=None, timeout=None, wait=True):
     """Launch the cluster in the detached tmux session <cluster>-qemu, then wait for SSH."""
     from kubenet import cli
 
     cluster = cli.open_cluster(config)
     host = cli.pick_host(cluster=cluster)
-    cli.launch_and_wait(cluster, cli.pick_vms(cluster, id), host, cli.effective_accel(cluster, host, None), timeout if wait else None)
+    seconds = cli.parse_timeout(timeout, WAIT_SECONDS)
+    cli.launch_and_wait(cluster, cli.pick_vms(cluster, id), host, cli.effective_accel(cluster, host, None), seconds if wait else None)
 
 
 @task(help={"config": CONFIG_HELP, "attach": "attach when done (--no-attach for scripts)"})
@@ -196,33 +220,34 @@ def exec_(c, role=None, id=None, name=None, config=None):
     cli.exec_everywhere(cluster, cli.pick_vms(cluster, id, name, role), c.remainder)
 
 
-@task(iterable=["id"], help={"config": CONFIG_HELP, "id": "stop only this VM (repeatable)", "timeout": "seconds to wait after the power button"})
+@task(iterable=["id"], help={"config": CONFIG_HELP, "id": "stop only this VM (repeatable)", "timeout": STOP_HELP})
 @user_errors
-def down(c, config=None, id=None, timeout=60.0):
+def down(c, config=None, id=None, timeout=None):
     """Power VMs off (ACPI, then quit, then kill); with every VM down, remove the tmux sessions."""
     from kubenet import cli
 
     cluster = cli.open_cluster(config)
-    cli.shut_down(cluster, cli.pick_vms(cluster, id), timeout, cleanup=True)
+    cli.shut_down(cluster, cli.pick_vms(cluster, id), cli.parse_timeout(timeout, STOP_SECONDS), cleanup=True)
 
 
-@task(help={"id": ID_HELP, "name": NAME_HELP, "config": CONFIG_HELP, "timeout": "seconds to wait after the power button"})
+@task(help={"id": ID_HELP, "name": NAME_HELP, "config": CONFIG_HELP, "timeout": STOP_HELP})
 @user_errors
-def stop(c, id=None, name=None, config=None, timeout=60.0):
+def stop(c, id=None, name=None, config=None, timeout=None):
     """Power one VM off; its pane keeps its last output."""
     from kubenet import cli
 
     cluster = cli.open_cluster(config)
-    cli.shut_down(cluster, [cli.pick_vm(cluster, id, name)], timeout, cleanup=False)
+    cli.shut_down(cluster, [cli.pick_vm(cluster, id, name)], cli.parse_timeout(timeout, STOP_SECONDS), cleanup=False)
 
 
 @task(help={"id": ID_HELP, "name": NAME_HELP, "config": CONFIG_HELP, "timeout": WAIT_HELP, "wait": "wait for SSH"})
 @user_errors
-def start(c, id=None, name=None, config=None, timeout=600.0, wait=True):
+def start(c, id=None, name=None, config=None, timeout=None, wait=True):
     """Start one VM in its pane of the qemu session (made if needed), then wait for SSH."""
     from kubenet import cli
 
     cluster = cli.open_cluster(config)
     host = cli.pick_host(cluster=cluster)
     chosen = [cli.pick_vm(cluster, id, name)]
-    cli.launch_and_wait(cluster, chosen, host, cli.effective_accel(cluster, host, None), timeout if wait else None)
+    seconds = cli.parse_timeout(timeout, WAIT_SECONDS)
+    cli.launch_and_wait(cluster, chosen, host, cli.effective_accel(cluster, host, None), seconds if wait else None)

@@ -16,22 +16,93 @@ from .cluster import VM, Cluster
 
 
 def user_errors(function: Callable) -> Callable:
-    """Turn a KubenetError into one line on stderr and exit status 1, no traceback."""
+    """Every error a user can cause becomes one line on stderr and a non-zero exit, no traceback.
+
+    A closed stdout (`invoke ls | head -1`) ends the task at once and quietly,
+    with the exit status of a process killed by SIGPIPE, as other tools do.
+    """
 
     @functools.wraps(function)
     def wrapper(*args, **kwargs):
+        from invoke import Exit
+
         try:
-            return function(*args, **kwargs)
-        except errors.KubenetError as error:
-            from invoke import Exit
-
-            raise Exit(f"kubenet: error: {error}", code=1) from None
-        except KeyboardInterrupt:
-            from invoke import Exit
-
-            raise Exit("kubenet: interrupted", code=130) from None
+            try:
+                result = function(*args, **kwargs)
+                sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
+                return result
+            except errors.KubenetError as error:
+                fail(str(error))
+            except UnicodeError as error:
+                fail(f"text that is not UTF-8: {error}", "save your files (cluster.yaml, templates, keys) as UTF-8")
+            except BrokenPipeError:
+                raise
+            except OSError as error:
+                fail(*describe_os_error(error))
+            except KeyboardInterrupt:
+                print("kubenet: interrupted", file=sys.stderr, flush=True)
+                raise Exit(code=130) from None
+        except BrokenPipeError:
+            silence_output()
+            raise Exit(code=SIGPIPE_STATUS) from None
 
     return wrapper
+
+
+SIGPIPE_STATUS = 128 + 13  # what a shell reports for a process killed by SIGPIPE
+
+
+def fail(message: str, hint: str | None = None) -> None:
+    """Print the one-line error and exit 1."""
+    from invoke import Exit
+
+    print(f"kubenet: error: {message}" + (f" (hint: {hint})" if hint else ""), file=sys.stderr, flush=True)
+    raise Exit(code=1) from None
+
+
+def silence_output() -> None:
+    """Point stdout and stderr at /dev/null, so nothing fails again as Python exits."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            os.dup2(devnull, stream.fileno())
+        except (OSError, ValueError):
+            pass
+    os.close(devnull)
+
+
+def describe_os_error(error: OSError) -> tuple[str, str | None]:
+    """What failed, on which file, and what usually helps."""
+    import errno
+
+    where = f"{error.filename}: " if error.filename else ""
+    what = error.strerror or str(error)
+    hints = {
+        errno.ENOSPC: "free some space on that file system, or move state_dir elsewhere",
+        errno.EDQUOT: "free some space on that file system, or move state_dir elsewhere",
+        errno.EROFS: "that file system is read-only: point state_dir at a writable directory",
+        errno.EACCES: "you may not write there: point state_dir at a directory you own",
+        errno.EPERM: "you may not write there: point state_dir at a directory you own",
+        errno.ENAMETOOLONG: "use shorter names in cluster.yaml, or a shorter state_dir",
+        errno.ENOTDIR: "a file stands where kubenet needs a directory",
+        errno.EISDIR: "a directory stands where kubenet needs a file",
+    }
+    return f"{where}{what}", hints.get(error.errno)
+
+
+def parse_timeout(text: str | float | None, default: float, option: str = "--timeout") -> float:
+    """Seconds from the command line: a finite number, 0 or more."""
+    import math
+
+    if text is None:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        raise errors.KubenetError(f"{option} {text!r} is not a number of seconds", f"e.g. {option} {default:g}") from None
+    if not math.isfinite(value) or value < 0:
+        raise errors.KubenetError(f"{option} {text!r} is not a number of seconds", f"give 0 or more, e.g. {option} {default:g}")
+    return value
 
 
 def open_cluster(config: str | None) -> Cluster:
@@ -70,7 +141,7 @@ def pick_vm(cluster: Cluster, vm_id: str | int | None, name: str | None) -> VM:
             )
         return vm
     text = str(vm_id).strip()
-    vm = cluster.vm_by_id(int(text)) if text.isdigit() else None
+    vm = cluster.vm_by_id(int(text)) if text.isascii() and text.isdigit() else None
     if vm is None:
         raise errors.UnknownVMError(f"no VM with id {text!r} in {cluster.source}; ids are 0-{last}")
     return vm
@@ -96,9 +167,7 @@ def pick_host(described: str | None = None, cluster: Cluster | None = None, acce
 def effective_accel(cluster: Cluster, host, accel_option: str | None) -> str:
     from .host import choose_accel
 
-    if accel_option:  # a command-line --accel wins over everything
-        return choose_accel(host, accel_option, {})
-    return choose_accel(host, cluster.accel, os.environ)
+    return choose_accel(host, cluster.accel, os.environ, accel_option)
 
 
 def vm_argv(cluster: Cluster, vm: VM, host, accel: str, managed: bool = False) -> list[str]:
@@ -179,25 +248,50 @@ def confirm(question: str, assume_yes: bool) -> bool:
 
 
 def make_variables(cluster: Cluster, host) -> str:
-    """Make variable assignments describing the cluster, for the Makefile's per-VM rules."""
+    """Make variable assignments describing the cluster, for the Makefile's per-VM rules.
+
+    Every path is checked to be one that make takes literally: make has no quoting,
+    so `$`, `#`, `%`, `:`, whitespace and the like would be read as make syntax.
+    """
     from .seed import template_paths
     from .sshkeys import login_key_path
-
     from .vmsetup import needs_efivars
 
     context = setup_context(cluster, host)
+    paths = {
+        "state_dir": [cluster.state_dir],
+        "image.url": [context.base_image] if context.base_image else [],
+        "templates": template_paths(cluster),
+        "ssh_key": [login_key_path(cluster)],
+        # the seed is also remade when the code that writes it changes
+        "the kubenet checkout": [Path(__file__).with_name("seed.py")],
+    }
+    for key, values in paths.items():
+        for path in values:
+            check_make_path(key, path)
     values = {
         "KUBENET_STATE": str(cluster.state_dir),
         "KUBENET_VMS": " ".join(vm.name for vm in cluster.vms),
         "KUBENET_BASE_IMAGE": str(context.base_image or ""),
-        # the seed is also remade when the code that writes it changes
-        "KUBENET_SEED_INPUTS": " ".join(str(p) for p in [*template_paths(cluster), login_key_path(cluster), Path(__file__).with_name("seed.py")]),
+        "KUBENET_SEED_INPUTS": " ".join(str(p) for key in ("templates", "ssh_key", "the kubenet checkout") for p in paths[key]),
         "KUBENET_EFIVARS": "yes" if needs_efivars(cluster, host) else "",
     }
-    for name, value in values.items():
-        if " " in value and name in ("KUBENET_STATE", "KUBENET_BASE_IMAGE"):
-            raise errors.SetupError(f"{name} {value!r} has a space, which make cannot handle", "choose a path without spaces")
     return "".join(f"{name} := {value}\n" for name, value in values.items())
+
+
+MAKE_SAFE_PUNCTUATION = frozenset("/._-+,@~")
+
+
+def check_make_path(key: str, path: Path) -> None:
+    """Refuse a path that make would not read as a plain file name."""
+    text = str(path)
+    bad = sorted({char for char in text if not (char.isalnum() or char in MAKE_SAFE_PUNCTUATION)})
+    if bad:
+        shown = " ".join(repr(char) for char in bad)
+        raise errors.SetupError(
+            f"{key}: {text!r} has characters that make cannot take in a file name: {shown}",
+            "use a path of letters, digits and / . _ - + , @ ~ (or run the invoke tasks without make)",
+        )
 
 
 def launch_and_wait(cluster: Cluster, vms: list[VM], host, accel: str, timeout: float | None) -> None:
@@ -233,15 +327,18 @@ def launch_and_wait(cluster: Cluster, vms: list[VM], host, accel: str, timeout: 
 
 def ssh_session(cluster: Cluster, attach: bool) -> None:
     from .launch import bind_sync_key
+    from .layout import check_ours
     from .layout import ssh_session as layout
     from .paths import ssh_config_path
     from .run import replace_process
-    from .tmux import Tmux, session_groups
+    from .tmux import TMUX_HINT, Tmux, session_groups
 
     tmux = Tmux.from_environment()
     spec = layout(cluster, ssh_config_path(cluster).absolute())
     window = None  # an existing session is attached as the user left it
-    if not tmux.has_session(spec.name):
+    owner = tmux.session_owner(spec.name)
+    check_ours(cluster, spec.name, owner)
+    if owner is None:
         if not ssh_config_path(cluster).exists():
             raise errors.SetupError(f"{ssh_config_path(cluster)} does not exist", "run `make up` (or `make setup`) first")
         tmux.run_groups(session_groups(spec))
@@ -256,7 +353,7 @@ def ssh_session(cluster: Cluster, attach: bool) -> None:
     if inside and tmux.socket is None:
         tmux.run([argv[-3:]])  # switch-client returns at once
     else:
-        replace_process(argv)
+        replace_process(argv, TMUX_HINT)
 
 
 def ssh_one(cluster: Cluster, vm: VM) -> None:
@@ -267,7 +364,7 @@ def ssh_one(cluster: Cluster, vm: VM) -> None:
     config = ssh_config_path(cluster).absolute()
     if not config.exists():
         raise errors.SetupError(f"{config} does not exist", "run `make up` (or `make setup`) first")
-    replace_process(["ssh", "-F", str(config), vm.name])
+    replace_process(["ssh", "-F", str(config), vm.name], "install OpenSSH (`apt install openssh-client`)")
 
 
 def exec_everywhere(cluster: Cluster, vms: list[VM], command: str) -> None:
@@ -289,7 +386,7 @@ def shut_down(cluster: Cluster, vms: list[VM], timeout: float, cleanup: bool) ->
     """Power VMs off in parallel; with cleanup and every VM down, remove sessions and the switch."""
     import threading
 
-    from .layout import qemu_session_name, ssh_session_name
+    from .layout import is_ours, qemu_session_name, ssh_session_name
     from .lifecycle import power_off, qemu_pid
     from .network import needs_root, resolve_mode
     from .tmux import Tmux
@@ -316,8 +413,12 @@ def shut_down(cluster: Cluster, vms: list[VM], timeout: float, cleanup: bool) ->
             (Tmux.from_environment(sudo=needs_root(mode, host)), qemu_session_name(cluster)),
             (Tmux.from_environment(), ssh_session_name(cluster)),
         ):
-            if tmux.kill_session(session):
+            owner = tmux.session_owner(session)
+            if owner is not None and is_ours(cluster, owner):
+                tmux.kill_session(session)
                 say(f"kubenet: removed tmux session {session}")
+            elif owner is not None:
+                say(f"kubenet: left tmux session {session} alone: it is not this cluster's")
         from .vde import stop_switch
 
         if stop_switch(cluster):

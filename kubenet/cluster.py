@@ -13,6 +13,9 @@ NETWORK_MODES = ("auto", "vmnet-shared", "bridge", "user")
 ACCELERATORS = ("hvf", "kvm", "tcg")
 IMAGE_KINDS = ("cloud", "kernel")
 
+# QEMU user-mode networking's own subnet: a cluster subnet overlapping it is unreachable.
+SLIRP_SUBNET = IPv4Network("10.0.2.0/24")
+
 # MACs end in one octet per VM: ids 0-255.
 MAX_MAC_IDS = 256
 

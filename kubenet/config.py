@@ -20,6 +20,7 @@ from .cluster import (
     IMAGE_KINDS,
     MAX_MAC_IDS,
     NETWORK_MODES,
+    SLIRP_SUBNET,
     Cluster,
     Image,
     Network,
@@ -37,11 +38,12 @@ DEFAULT_ROLES = (
     Role("worker", 3, 4, "4G"),
 )
 
-SIZE_PATTERN = re.compile(r"^[1-9][0-9]*[KMGT]$")
-NAME_PATTERN = re.compile(r"^[a-z]([a-z0-9-]*[a-z0-9])?$")
-CLUSTER_NAME_PATTERN = re.compile(r"^[A-Za-z0-9_-]+$")
-MAC_PREFIX_PATTERN = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){4}$")
-SHA256_PATTERN = re.compile(r"^[0-9a-f]{64}$")
+SIZE_PATTERN = re.compile(r"[1-9][0-9]*[KMGT]")
+NAME_PATTERN = re.compile(r"[a-z]([a-z0-9-]*[a-z0-9])?")
+CLUSTER_NAME_PATTERN = re.compile(r"[A-Za-z0-9_-]+")
+MAC_PREFIX_PATTERN = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){4}")
+SHA256_PATTERN = re.compile(r"[0-9a-f]{64}")
+MAX_NAME_LENGTH = 63  # a DNS label, so a VM name is a valid host name
 TOP_KEYS = ("name", "roles", "network", "image", "disk_size", "user", "ssh_key", "templates", "accel", "state_dir")
 ROLE_KEYS = ("name", "count", "vcpus", "memory")
 
@@ -61,6 +63,8 @@ def load_cluster(path: Path) -> Cluster:
             f"{path}: no such cluster file",
             f"run from the directory holding cluster.yaml, or pass --config PATH / set {CONFIG_ENV}",
         ) from None
+    except UnicodeDecodeError:
+        raise errors.ConfigFileError(f"{path}: not UTF-8 text", "save the cluster file as UTF-8") from None
     except OSError as error:
         raise errors.ConfigFileError(f"{path}: cannot read: {error.strerror}") from None
     try:
@@ -116,7 +120,7 @@ class _Checker:
 
     def matching(self, value: Any, key: str, pattern: re.Pattern, allowed: str) -> str:
         text = self.string(value, key)
-        if not pattern.match(text):
+        if not pattern.fullmatch(text):
             self.fail(errors.BadValueError, key, f"{text!r} is not allowed; allowed: {allowed}")
         return text
 
@@ -153,6 +157,7 @@ def build_cluster(data: Any, source: Path) -> Cluster:
     base = source.absolute().parent
     roles = _roles(check, top.get("roles"))
     network = _network(check, top.get("network", {}))
+    _check_count(check, roles, network)
     cluster = Cluster(
         name=check.matching(
             top.get("name", "kubenet"), "name", CLUSTER_NAME_PATTERN, "letters, digits, '-' and '_'"
@@ -165,7 +170,7 @@ def build_cluster(data: Any, source: Path) -> Cluster:
         ssh_key=_path(check, top.get("ssh_key"), "ssh_key", base),
         templates=_directory(check, top.get("templates"), "templates", base),
         accel=check.choice(top["accel"], "accel", ACCELERATORS) if top.get("accel") is not None else None,
-        state_dir=_path(check, top.get("state_dir", ".kubenet"), "state_dir", base),
+        state_dir=_state_dir(check, top.get("state_dir", ".kubenet"), base),
         source=source,
         vms=expand_vms(roles, network),
     )
@@ -188,6 +193,8 @@ def _roles(check: _Checker, value: Any) -> tuple[Role, ...]:
         name = check.matching(
             entry["name"], f"{key}.name", NAME_PATTERN, "lower-case letters, digits and '-', starting with a letter"
         )
+        if len(name) > MAX_NAME_LENGTH - 3:  # room for the index digits of a counted role
+            check.fail(errors.BadValueError, f"{key}.name", f"{len(name)} characters; VM names are host names, so a role name has at most {MAX_NAME_LENGTH - 3}")
         count = entry.get("count")
         roles.append(
             Role(
@@ -212,19 +219,38 @@ def _network(check: _Checker, value: Any) -> Network:
         "mac_prefix": lambda v, k: check.matching(
             v.lower() if isinstance(v, str) else v, k, MAC_PREFIX_PATTERN, "five hex octets, e.g. 52:52:52:00:00"
         ),
-        "bridge": lambda v, k: check.matching(v, k, re.compile(r"^[A-Za-z0-9_.-]{1,15}$"), "an interface name"),
-        "domain": lambda v, k: check.matching(v, k, re.compile(r"^[a-z0-9.-]+$"), "a DNS domain, e.g. kubenet"),
+        "bridge": lambda v, k: check.matching(v, k, re.compile(r"[A-Za-z0-9_.-]{1,15}"), "an interface name"),
+        "domain": lambda v, k: check.matching(v, k, re.compile(r"[a-z0-9.-]+"), "a DNS domain, e.g. kubenet"),
         "api_address": check.address,
         "dhcp_end": check.address,
         "ssh_port_base": lambda v, k: check.integer(v, k, 1024, 65535),
     }
     parsed = {name: parsers[name](entry[name], f"network.{name}") for name in entry}
     network = Network(**{name: parsed.get(name, getattr(defaults, name)) for name in allowed})
-    for name in ("host_address", "api_address"):
-        address = getattr(network, name)
-        if address not in network.subnet:
-            check.fail(errors.BadValueError, f"network.{name}", f"{address} is outside {network.subnet}")
+    _check_addresses(check, network)
     return network
+
+
+def _check_addresses(check: _Checker, network: Network) -> None:
+    subnet = network.subnet
+    for name in ("host_address", "api_address", "dhcp_end"):
+        address = getattr(network, name)
+        if address not in subnet:
+            check.fail(errors.BadValueError, f"network.{name}", f"{address} is outside {subnet}")
+        if address in (subnet.network_address, subnet.broadcast_address):
+            check.fail(errors.BadValueError, f"network.{name}", f"{address} is {subnet}'s own network or broadcast address")
+    if network.api_address == network.host_address:
+        check.fail(errors.BadValueError, "network.api_address", f"{network.api_address} is also network.host_address", "give the API its own address")
+    if int(network.mac_prefix[:2], 16) & 1:
+        check.fail(
+            errors.BadValueError, "network.mac_prefix", f"{network.mac_prefix} is a multicast prefix",
+            "the first octet must be even; locally administered unicast prefixes like 52:52:52:00:00 are safe",
+        )  # fmt: skip
+    if network.mode == "user" and subnet.overlaps(SLIRP_SUBNET):
+        check.fail(
+            errors.BadValueError, "network.subnet", f"{subnet} overlaps {SLIRP_SUBNET}, user mode's own network",
+            "choose another subnet, e.g. 192.168.1.0/24",
+        )  # fmt: skip
 
 
 def _image(check: _Checker, value: Any, base: Path) -> Image:
@@ -232,6 +258,8 @@ def _image(check: _Checker, value: Any, base: Path) -> Image:
     entry = check.mapping(value, "image", allowed)
     kind = check.choice(entry.get("kind", "cloud"), "image.kind", IMAGE_KINDS)
     strings = {name: check.string(entry[name], f"image.{name}") for name in entry if name != "kind"}
+    if strings.get("url"):
+        _check_url_fields(check, strings["url"])
     if "sha256" in strings:
         strings["sha256"] = check.matching(
             strings["sha256"].lower().removeprefix("sha256:"), "image.sha256", SHA256_PATTERN, "64 hex digits"
@@ -249,8 +277,33 @@ def _image(check: _Checker, value: Any, base: Path) -> Image:
 def _path(check: _Checker, value: Any, key: str, base: Path) -> Path | None:
     if value is None:
         return None
-    path = Path(check.string(value, key)).expanduser()
+    text = check.string(value, key)
+    if not text or any(ord(char) < 32 or ord(char) == 127 for char in text):
+        check.fail(errors.BadValueError, key, f"{text!r} is not a usable path: it is empty or holds a control character such as a newline")
+    path = Path(text).expanduser()
     return path if path.is_absolute() else base / path
+
+
+def _check_url_fields(check: _Checker, url: str) -> None:
+    """image.url may hold {arch} and nothing else in braces ({{ and }} stand for braces)."""
+    import string
+
+    try:
+        fields_used = [(name, spec, conversion) for _, name, spec, conversion in string.Formatter().parse(url) if name is not None]
+    except ValueError as error:
+        check.fail(errors.BadValueError, "image.url", f"{url!r}: {error}", "write a literal brace as {{ or }}")
+    for name, spec, conversion in fields_used:
+        if name != "arch" or spec or conversion:
+            check.fail(errors.BadValueError, "image.url", f"{{{name}}} is not known; only {{arch}} is replaced (amd64 or arm64)")
+
+
+def _state_dir(check: _Checker, value: Any, base: Path) -> Path:
+    if value is None:
+        check.fail(errors.WrongTypeError, "state_dir", "expected a directory path, got nothing", "leave it out for .kubenet beside the cluster file")
+    path = _path(check, value, "state_dir", base)
+    if path.exists() and not path.is_dir():
+        check.fail(errors.BadValueError, "state_dir", f"{path} exists and is not a directory", "point state_dir at a directory, or remove that file")
+    return path
 
 
 def _directory(check: _Checker, value: Any, key: str, base: Path) -> Path | None:
@@ -278,19 +331,20 @@ def _check_names(check: _Checker, cluster: Cluster) -> None:
         check.fail(errors.BadValueError, "roles", "the cluster has no VMs; give a role a count of 1 or more")
 
 
+def _check_count(check: _Checker, roles: tuple[Role, ...], network: Network) -> None:
+    """Refuse more VMs than the scheme holds before making a VM object for each."""
+    count = sum(1 if role.count is None else role.count for role in roles)
+    room = int(network.subnet.broadcast_address) - int(network.subnet.network_address) - network.first_vm_offset
+    if count > min(MAX_MAC_IDS, room):
+        check.fail(
+            errors.CapacityError, "roles",
+            f"{count} VMs, but {network.subnet} from offset {network.first_vm_offset} and MACs {network.mac_prefix}:xx hold at most {max(0, min(MAX_MAC_IDS, room))}",
+            "use fewer VMs, a larger network.subnet or a smaller network.first_vm_offset",
+        )  # fmt: skip
+
+
 def _check_capacity(check: _Checker, cluster: Cluster) -> None:
     network, count = cluster.network, len(cluster.vms)
-    if count > MAX_MAC_IDS:
-        check.fail(errors.CapacityError, "roles", f"{count} VMs, but MACs {network.mac_prefix}:xx address at most {MAX_MAC_IDS}")
-    last = cluster.vms[-1].ip
-    if last >= network.subnet.broadcast_address:
-        room = int(network.subnet.broadcast_address) - int(network.subnet.network_address) - network.first_vm_offset
-        check.fail(
-            errors.CapacityError,
-            "roles",
-            f"{count} VMs need addresses up to {last}, but {network.subnet} holds only {max(room, 0)} from offset {network.first_vm_offset}",
-            "use fewer VMs, a larger network.subnet or a smaller network.first_vm_offset",
-        )
     for name in ("host_address", "api_address"):
         address = getattr(network, name)
         clash = next((vm for vm in cluster.vms if vm.ip == address), None)

@@ -15,7 +15,7 @@ QEMU_IMG_HINT = "install qemu-img (`apt install qemu-utils`, `brew install qemu`
 def image_format(path: Path) -> str:
     from .run import run
 
-    info = json.loads(run(["qemu-img", "info", "--output=json", str(path)], hint=QEMU_IMG_HINT))
+    info = json.loads(run(["qemu-img", "info", "--output=json", str(path)], missing_hint=QEMU_IMG_HINT))
     return info["format"]
 
 
@@ -40,7 +40,7 @@ def create_disk(disk: Path, size: str, base: Path | None) -> bool:
         raise errors.SetupError(f"base image {base} is missing", "run `invoke image` (or `make setup`) first")
     base_format = image_format(base) if base is not None else None
     with atomic_output(disk, 0o600) as temporary:
-        run(create_disk_argv(temporary, size, base, base_format), hint=QEMU_IMG_HINT)
+        run(create_disk_argv(temporary, size, base, base_format), missing_hint=QEMU_IMG_HINT)
     return True
 
 

@@ -9,10 +9,37 @@ from pathlib import Path
 from typing import Iterator
 
 
-def private_dir(path: Path) -> Path:
-    """A directory only its owner can read: it holds private keys."""
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+def private_dir(path: Path, enforce: bool = False) -> Path:
+    """A directory only its owner can read: it holds private keys.
+
+    Every level it creates is 0700 whatever the umask (mkdir -p would make the
+    parents by the umask); with `enforce`, an existing one of ours is made 0700 too.
+    """
+    missing = []
+    while not path.exists() and path != path.parent:
+        missing.append(path)
+        path = path.parent
+    for level in reversed(missing):
+        try:
+            level.mkdir(mode=0o700)
+        except FileExistsError:
+            pass  # made meanwhile by a concurrent setup
+    path = missing[0] if missing else path
+    if enforce:
+        info = path.stat()
+        if info.st_mode & 0o077 and info.st_uid == os.geteuid():
+            path.chmod(0o700)
     return path
+
+
+@contextlib.contextmanager
+def private_umask() -> Iterator[None]:
+    """Programs started in the block create their files (pid files, sockets) for their owner alone."""
+    previous = os.umask(0o077)
+    try:
+        yield
+    finally:
+        os.umask(previous)
 
 
 @contextlib.contextmanager
@@ -23,7 +50,7 @@ def atomic_output(path: Path, mode: int = 0o600) -> Iterator[Path]:
     """
     import tempfile
 
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(path.parent)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(handle)
     temporary_path = Path(temporary)
@@ -43,13 +70,23 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
             os.fsync(stream.fileno())
 
 
+def sha256_of(path: Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        while chunk := stream.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 @contextlib.contextmanager
 def locked(path: Path) -> Iterator[None]:
     """Hold an exclusive lock on `path` (created if needed) for the block; waits for others."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as stream:
-        fcntl.flock(stream.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(stream.fileno(), fcntl.LOCK_UN)
+    private_dir(path.parent)
+    descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(descriptor)  # closing releases the lock

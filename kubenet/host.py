@@ -115,15 +115,19 @@ def host_profile(name: str) -> Host:
     return Host(system=system, arch=arch, accel=accel, qemu=arch.qemu_binary(), firmware=firmware)
 
 
-def choose_accel(host: Host, configured: str | None, environ: Mapping[str, str]) -> str:
-    """$KUBENET_ACCEL beats cluster.yaml's accel, which beats what the probe found."""
-    chosen = environ.get(ACCEL_ENV) or configured or host.accel
-    if chosen not in ACCELERATORS:
-        raise errors.HostError(
-            f"{ACCEL_ENV}={chosen!r} is not an accelerator; allowed: {', '.join(ACCELERATORS)}",
-            f"unset {ACCEL_ENV} to let kubenet choose",
-        )
-    return chosen
+def choose_accel(host: Host, configured: str | None, environ: Mapping[str, str], option: str | None = None) -> str:
+    """--accel beats $KUBENET_ACCEL, which beats cluster.yaml's accel, which beats what the probe found."""
+    sources = (
+        ("--accel", option, "leave out --accel to let kubenet choose"),
+        (ACCEL_ENV, environ.get(ACCEL_ENV), f"unset {ACCEL_ENV} to let kubenet choose"),
+        ("accel", configured, "remove accel from cluster.yaml to let kubenet choose"),
+    )
+    for source, value, hint in sources:
+        if value:
+            if value not in ACCELERATORS:
+                raise errors.HostError(f"{source} {value!r} is not an accelerator; allowed: {', '.join(ACCELERATORS)}", hint)
+            return value
+    return host.accel
 
 
 def probe_host(

@@ -4,11 +4,16 @@ A download goes to `<name>.part` and gets its final name only once its SHA-256
 matches, so the final name always holds a verified image. An interrupted
 download resumes from the `.part` file (or restarts if the server cannot
 resume). Local paths and file:// URLs are used in place, offline.
+
+Cached images are never modified or replaced, as VM disks read through to
+them: each lives in a directory of its own, named by its SHA-256 when
+cluster.yaml pins one (`images/<sha256>/<name>`), else by its URL
+(`images/url-<hash of the URL>/<name>`). A new digest is a new file; disks made
+on the old one keep it.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import sys
 import time
@@ -18,7 +23,7 @@ from urllib.parse import unquote, urlparse
 
 from . import errors
 from .cluster import Cluster
-from .fsutil import locked, write_atomic
+from .fsutil import locked, sha256_of, write_atomic
 from .host import Host
 from .paths import cache_dir
 
@@ -47,7 +52,17 @@ def base_image_path(cluster: Cluster, host: Host, environ: Mapping[str, str] = o
     local = local_path(url, cluster.source.absolute().parent)
     if local is not None:
         return local
-    return cache_dir(environ) / Path(urlparse(url).path).name
+    return cache_dir(environ) / "images" / cache_key(url, cluster.image.sha256) / image_file_name(url)
+
+
+def cache_key(url: str, sha256: str | None) -> str:
+    import hashlib
+
+    return sha256 or "url-" + hashlib.sha256(url.encode()).hexdigest()[:16]
+
+
+def image_file_name(url: str) -> str:
+    return Path(unquote(urlparse(url).path)).name or "image"
 
 
 def parse_sha256sums(text: str, filename: str) -> str | None:
@@ -59,18 +74,14 @@ def parse_sha256sums(text: str, filename: str) -> str | None:
     return None
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        while chunk := stream.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def fetch_image(
-    cluster: Cluster, host: Host, environ: Mapping[str, str] = os.environ, progress: bool | None = None
+    cluster: Cluster,
+    host: Host,
+    environ: Mapping[str, str] = os.environ,
+    progress: bool | None = None,
+    say: Callable[[str], None] | None = None,
 ) -> Path:
-    """Make the base image available and verified; returns its path."""
+    """Make the base image available and verified; returns its path. A cached image is never replaced."""
     url = image_url(cluster, host)
     expected = cluster.image.sha256
     target = base_image_path(cluster, host, environ)
@@ -84,9 +95,7 @@ def fetch_image(
     target.parent.mkdir(parents=True, exist_ok=True)
     with locked(target.with_name(f".{target.name}.lock")):
         if target.is_file() and marker.is_file():
-            verified = marker.read_text().strip()
-            if expected is None or verified == expected:
-                return target
+            return target  # verified when it was fetched, and never written since
         if expected is None:
             expected = published_sha256(url)
         part = target.with_name(target.name + ".part")
@@ -99,8 +108,15 @@ def fetch_image(
                 f"{url}: SHA-256 is {actual}, expected {expected}; the download was deleted",
                 "run again; if it repeats, check image.url and image.sha256",
             )
+        os.chmod(part, 0o444)  # it will back VM disks: nothing may write to it
         os.replace(part, target)
         write_atomic(marker, f"{actual}\n".encode(), 0o644)
+    others = sorted(p for p in target.parent.parent.glob(f"*/{target.name}") if p != target)
+    if say and others:  # a newly fetched version of an image cached before
+        say(
+            f"kubenet: new disks will use {target}; disks made before keep the image they were made on "
+            f"({', '.join(str(p) for p in others)}); `invoke reset` moves a VM to the new one"
+        )
     return target
 
 

@@ -8,12 +8,16 @@ from dataclasses import dataclass
 from . import errors
 from .cluster import VM, Cluster
 from .host import Host
-from .layout import QEMU_WINDOW, PaneSpec, WindowSpec, qemu_session, qemu_session_name, spill, window_capacity
+from .layout import QEMU_WINDOW, PaneSpec, WindowSpec, check_ours, qemu_session, qemu_session_name, spill, window_capacity
+from .fsutil import locked, private_dir
 from .lifecycle import is_running
 from .network import needs_root, resolve_mode
 from .paths import vm_paths
 from .qemu import Management, qemu_argv
 from .tmux import Group, Pane, Tmux, pane_command, session_groups, split_groups, sync_key_commands, window_groups
+
+
+QEMU_HINT = "install qemu (`apt install qemu-system`, `brew install qemu`) or set KUBENET_QEMU"
 
 
 def management_for(cluster: Cluster, vm: VM) -> Management:
@@ -33,7 +37,7 @@ def check_launchable(cluster: Cluster, vms: list[VM], host: Host) -> None:
     if not host.qemu_found:
         raise errors.HostError(
             f"{host.qemu} not found",
-            "install qemu (`apt install qemu-system`, `brew install qemu`) or set KUBENET_QEMU",
+            QEMU_HINT,
         )
     if cluster.image.kind == "kernel":
         for key in ("kernel", "initrd"):
@@ -72,7 +76,9 @@ def exec_vm(cluster: Cluster, vm: VM, host: Host, accel: str, managed: bool) -> 
 
     if is_running(cluster, vm):
         raise errors.LaunchError(f"{vm.name} is already running", f"see `invoke ls`; stop it with `invoke stop --id {vm.id}`")
-    replace_process(launch_argv(cluster, vm, host, accel, managed))
+    argv = launch_argv(cluster, vm, host, accel, managed)
+    os.umask(0o077)  # qemu's pid file and QMP socket are private; this process becomes qemu
+    replace_process(argv, QEMU_HINT)
 
 
 @dataclass(frozen=True)
@@ -84,12 +90,25 @@ class LaunchResult:
 
 
 def launch_cluster(cluster: Cluster, vms: list[VM], host: Host, accel: str, tmux: Tmux | None = None) -> LaunchResult:
-    """Start every VM of `vms` that is not running, each in its pane of `<cluster>-qemu`."""
+    """Start every VM of `vms` that is not running, each in its pane of `<cluster>-qemu`.
+
+    Launches of one cluster are serialised: two `up`s at once start each VM once,
+    and the second sees the first's panes as running.
+    """
+    with locked(private_dir(cluster.state_dir) / LAUNCH_LOCK):
+        return _launch_cluster(cluster, vms, host, accel, tmux)
+
+
+LAUNCH_LOCK = "launch.lock"
+
+
+def _launch_cluster(cluster: Cluster, vms: list[VM], host: Host, accel: str, tmux: Tmux | None) -> LaunchResult:
     mode = resolve_mode(cluster.network, host)
     tmux = tmux or Tmux.from_environment(sudo=needs_root(mode, host))
     session = qemu_session_name(cluster)
     # Ask tmux only if the session exists; a fresh launch spares the query.
     panes = tmux.panes(session) if tmux.server_has(session) else []
+    check_ours(cluster, session, panes[0].owner if panes else None)
     alive = {pane.vm for pane in panes if not pane.dead}
     running = [vm.name for vm in vms if vm.name in alive or is_running(cluster, vm)]
     to_start = [vm for vm in vms if vm.name not in running]
@@ -99,6 +118,7 @@ def launch_cluster(cluster: Cluster, vms: list[VM], host: Host, accel: str, tmux
         commands = {}
         for vm in to_start:
             paths = vm_paths(cluster, vm)
+            private_dir(paths.dir, enforce=True)
             paths.ready_marker.unlink(missing_ok=True)
             paths.serial_log.touch(mode=0o600)  # made by us, so it stays ours even if qemu runs as root
             commands[vm.name] = pane_command(qemu_argv(cluster, vm, host, accel, mode, management_for(cluster, vm)))

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import errors
 from .cluster import Cluster
 
 # A detached session is 80x24 unless told otherwise, where `tiled` soon fails
@@ -39,6 +40,14 @@ class SessionSpec:
     windows: tuple[WindowSpec, ...]
     attach_window: str | None = None  # where `attach` lands
     remain_on_exit: bool = False  # keep a dead pane's last output readable
+    owner: str = ""  # the cluster's state directory: whose session this is
+
+
+def session_owner(cluster: Cluster) -> str:
+    """What marks a session as this cluster's: two checkouts may share a cluster name, never a state directory."""
+    import os
+
+    return os.path.realpath(cluster.state_dir)
 
 
 def window_capacity(layout: str = "tiled", columns: int = SESSION_COLUMNS, rows: int = SESSION_ROWS) -> int:
@@ -52,6 +61,20 @@ def spill(name: str, layout: str, panes: list[PaneSpec], capacity: int | None = 
     """`name` holds as many panes as fit; the rest go to `name-2`, `name-3`, ..."""
     groups = chunks(panes, capacity or window_capacity(layout))
     return [WindowSpec(name if i == 0 else f"{name}-{i + 1}", layout, tuple(group)) for i, group in enumerate(groups)]
+
+
+def is_ours(cluster: Cluster, owner: str | None) -> bool:
+    """Whether a session with this owner mark may be adopted or killed: only our own, or none at all."""
+    return owner is None or owner == session_owner(cluster)
+
+
+def check_ours(cluster: Cluster, session: str, owner: str | None) -> None:
+    if not is_ours(cluster, owner):
+        whose = f"the cluster whose state is in {owner}" if owner.startswith("/") else "no cluster kubenet knows of"
+        raise errors.LaunchError(
+            f"tmux session {session} belongs to {whose}, not to this one ({session_owner(cluster)})",
+            f"give this cluster another name in {cluster.source} (name: ...), so that its sessions have their own names",
+        )
 
 
 def qemu_session_name(cluster: Cluster) -> str:
@@ -70,7 +93,7 @@ def qemu_session(cluster: Cluster, commands: dict[str, tuple[str, ...]], capacit
     """One pane per VM running its qemu, `tiled`, spilling into further windows when full."""
     panes = [PaneSpec(name, command) for name, command in commands.items()]
     windows = tuple(spill(QEMU_WINDOW, "tiled", panes, capacity))
-    return SessionSpec(qemu_session_name(cluster), windows, attach_window=QEMU_WINDOW, remain_on_exit=True)
+    return SessionSpec(qemu_session_name(cluster), windows, attach_window=QEMU_WINDOW, remain_on_exit=True, owner=session_owner(cluster))
 
 
 def role_window_name(cluster: Cluster, role: str) -> str:
@@ -80,12 +103,15 @@ def role_window_name(cluster: Cluster, role: str) -> str:
 
 
 def ssh_command(ssh_config: Path, vm: str) -> tuple[str, ...]:
-    """Connect, and reconnect while the connection itself fails (exit 255); a logout ends it."""
-    return (
-        "sh", "-c",
-        f"while :; do ssh -F '{ssh_config}' {vm}; [ $? -eq 255 ] || break; "
-        f"echo 'kubenet: {vm} not reachable yet; retrying (Ctrl-C to stop)'; sleep 2; done",
-    )  # fmt: skip
+    """Connect, and reconnect while the connection itself fails (exit 255); a logout ends it.
+
+    The config path and VM name reach the loop as arguments ($1, $2), never as script text.
+    """
+    loop = (
+        'while :; do ssh -F "$1" "$2"; [ $? -eq 255 ] || break; '
+        'echo "kubenet: $2 not reachable yet; retrying (Ctrl-C to stop)"; sleep 2; done'
+    )
+    return ("sh", "-c", loop, "kubenet-ssh", str(ssh_config), vm)
 
 
 def ssh_session(cluster: Cluster, ssh_config: Path) -> SessionSpec:
@@ -101,4 +127,4 @@ def ssh_session(cluster: Cluster, ssh_config: Path) -> SessionSpec:
         windows += spill(SSH_NODES_WINDOW, "tiled", [PaneSpec(vm.name, ssh_command(ssh_config, vm.name)) for vm in nodes])
     names = [w.name for w in windows]
     attach = "ssh-controls" if "ssh-controls" in names else names[0]
-    return SessionSpec(ssh_session_name(cluster), tuple(windows), attach_window=attach)
+    return SessionSpec(ssh_session_name(cluster), tuple(windows), attach_window=attach, owner=session_owner(cluster))

@@ -10,6 +10,7 @@ import os
 import signal
 import time
 from dataclasses import dataclass
+from typing import Callable
 
 from .cluster import VM, Cluster
 from .paths import vm_paths
@@ -40,13 +41,41 @@ def _not_zombie(pid: int) -> bool:
         return True  # no /proc (macOS): kill(0) is our answer
 
 
-def qemu_pid(cluster: Cluster, vm: VM) -> int | None:
-    """The pid of the VM's qemu if it runs (qemu writes and keeps its pid file)."""
+def names_in_arguments(pid: int, marker: str) -> bool | None:
+    """Whether the process's arguments include `marker`; None if they cannot be read."""
     try:
-        pid = int(vm_paths(cluster, vm).pidfile.read_text().strip())
+        with open(f"/proc/{pid}/cmdline", "rb") as stream:
+            return marker in stream.read().decode(errors="replace").split("\0")
+    except FileNotFoundError:
+        if os.path.isdir("/proc/self"):
+            return False  # gone
+    except OSError:
+        return None
+    from .run import outcome_with_output  # no /proc (macOS): ps shows the arguments joined
+
+    code, output = outcome_with_output(["ps", "-ww", "-o", "args=", "-p", str(pid)])
+    return marker in output if code == 0 else None
+
+
+def is_own_process(pid: int, marker: str, fallback: Callable[[], bool]) -> bool:
+    """Whether `pid` is the process we started: its arguments name `marker`, a path only it
+    is given. A pid from a file may have been reused by an unrelated process since."""
+    named = names_in_arguments(pid, marker)
+    return fallback() if named is None else named  # unreadable: another user's process on a hardened /proc
+
+
+def qemu_pid(cluster: Cluster, vm: VM) -> int | None:
+    """The pid of the VM's qemu if it runs: the pid file's, once it is confirmed to be this VM's qemu."""
+    from .disk import disk_in_use
+
+    paths = vm_paths(cluster, vm)
+    try:
+        pid = int(paths.pidfile.read_text().strip())
     except (OSError, ValueError):
         return None
-    return pid if pid_alive(pid) else None
+    if pid <= 0 or not pid_alive(pid):
+        return None
+    return pid if is_own_process(pid, str(paths.pidfile.absolute()), lambda: disk_in_use(paths.disk)) else None
 
 
 def is_running(cluster: Cluster, vm: VM) -> bool:
@@ -77,8 +106,12 @@ def wait_for_exit(pid: int, timeout: float) -> bool:
     return True
 
 
-def qmp_command(cluster: Cluster, vm: VM, command: str, timeout: float = 5.0) -> bool:
-    """Send one QMP command; False if the socket does not answer."""
+def qmp_command(cluster: Cluster, vm: VM, command: str, timeout: float) -> bool:
+    """Send one QMP command within `timeout` seconds in all; whether qemu took it.
+
+    After `quit` qemu may close the socket before or instead of answering:
+    qemu.qmp then raises EOFError, which means the command was taken.
+    """
     import asyncio
 
     from qemu.qmp import QMPClient, QMPError
@@ -86,30 +119,50 @@ def qmp_command(cluster: Cluster, vm: VM, command: str, timeout: float = 5.0) ->
     async def send() -> None:
         client = QMPClient(vm.name)
         try:
-            await asyncio.wait_for(client.connect(str(vm_paths(cluster, vm).qmp)), timeout)
-            await asyncio.wait_for(client.execute(command), timeout)
+            await client.connect(str(vm_paths(cluster, vm).qmp))
+            await client.execute(command)
         finally:
             await client.disconnect()
 
+    async def bounded() -> bool:
+        try:
+            await asyncio.wait_for(send(), max(timeout, 0.01))
+            return True
+        except EOFError:
+            return command == "quit"
+        except (OSError, QMPError, asyncio.TimeoutError):
+            return False
+
     try:
-        asyncio.run(send())
-        return True
-    except (OSError, QMPError, asyncio.TimeoutError, EOFError):
-        return False
+        return asyncio.run(bounded())
+    except EOFError:
+        return command == "quit"
+
+
+# Of the whole timeout, the power button gets all but this share (at most
+# RESERVE_SECONDS), which is left for `quit` and, failing that, SIGKILL.
+RESERVE_SHARE, RESERVE_SECONDS = 0.25, 5.0
 
 
 def power_off(cluster: Cluster, vm: VM, timeout: float) -> str:
-    """Stop the VM; says how: 'powered off', 'quit' (ignored the button) or 'killed'."""
+    """Stop the VM within `timeout` seconds; says how: 'powered off', 'quit' (ignored the button) or 'killed'."""
     pid = qemu_pid(cluster, vm)
     if pid is None:
         return "not running"
+    started = time.monotonic()
+    reserve = min(timeout * RESERVE_SHARE, RESERVE_SECONDS)
+    button_deadline = started + timeout - reserve
+    quit_deadline = started + timeout - reserve / 4  # the last quarter of the reserve is for the kill
+    left = lambda deadline: max(0.0, deadline - time.monotonic())  # noqa: E731
     try:
-        if qmp_command(cluster, vm, "system_powerdown") and wait_for_exit(pid, timeout):
+        if qmp_command(cluster, vm, "system_powerdown", left(button_deadline)) and wait_for_exit(pid, left(button_deadline)):
             return "powered off"
-        if qmp_command(cluster, vm, "quit") and wait_for_exit(pid, 5.0):
+        if qmp_command(cluster, vm, "quit", left(quit_deadline)) and wait_for_exit(pid, left(quit_deadline)):
+            return "quit"
+        if not pid_alive(pid):
             return "quit"
         os.kill(pid, signal.SIGKILL)
-        wait_for_exit(pid, 5.0)
+        wait_for_exit(pid, max(left(started + timeout), 1.0))  # the kernel reaps a killed process at once
         return "killed"
     except ProcessLookupError:
         return "powered off"

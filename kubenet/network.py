@@ -12,10 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import errors
-from .cluster import VM, Network
+from .cluster import SLIRP_SUBNET, VM, Network
 from .host import Host
 
 LOOPBACK = "127.0.0.1"
+
 NIC_MODEL = "virtio-net-pci"
 # The user-mode NIC's MAC; slirp networks are private to each VM, so the
 # prefix only has to differ from the cluster NIC's.
@@ -39,6 +40,11 @@ def resolve_mode(network: Network, host: Host) -> str:
             return "vmnet-shared"
         if host.bridges is None or network.bridge in host.bridges:
             return "bridge"
+        if network.subnet.overlaps(SLIRP_SUBNET):
+            raise errors.HostError(
+                f"network.subnet {network.subnet} overlaps {SLIRP_SUBNET}, the network of user mode, which this host needs",
+                "choose another subnet, or create the bridge for network.mode: bridge",
+            )
         return "user"
     if mode == "vmnet-shared" and host.system != "darwin":
         raise errors.HostError("network mode vmnet-shared needs macOS", "set network.mode to bridge or user")

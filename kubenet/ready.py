@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from .cluster import VM, Cluster
+from .fsutil import write_atomic
 from .lifecycle import qemu_pid
 from .network import SshEndpoint, ssh_endpoint
 from .paths import ssh_config_path, vm_paths
@@ -65,7 +66,7 @@ def wait_one(cluster: Cluster, vm: VM, mode: str, deadline: float, started: floa
             ok, said = ssh_succeeds(cluster, vm)
             if ok:
                 if pid is not None:
-                    vm_paths(cluster, vm).ready_marker.write_text(f"{pid}\n")
+                    write_atomic(vm_paths(cluster, vm).ready_marker, f"{pid}\n".encode())
                 return Readiness(vm.name, True, time.monotonic() - started)
             reason = said
         time.sleep(POLL_SECONDS)

@@ -26,17 +26,20 @@ def capture(argv: list[str], timeout: float = 10) -> str:
     return done.stdout
 
 
-def check_output(argv: list[str], hint: str | None = None, timeout: float = 30) -> str:
-    """A quick command's output; a failure carries the command and what it said."""
+def check_output(argv: list[str], missing_hint: str | None = None, timeout: float = 30) -> str:
+    """A quick command's output; a failure carries the command and what it said.
+
+    `missing_hint` (how to install the program) is given only when it is missing.
+    """
     try:
         done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
     except FileNotFoundError:
-        raise errors.HostError(f"{argv[0]}: command not found", hint) from None
+        raise errors.HostError(f"{argv[0]}: command not found", missing_hint) from None
     except subprocess.TimeoutExpired:
         raise errors.LaunchError(f"`{_short(argv)}` did not finish within {timeout} s") from None
     if done.returncode != 0:
         said = (done.stderr or done.stdout).strip().splitlines()
-        raise errors.LaunchError(f"`{_short(argv)}` failed: {said[-1] if said else f'exit code {done.returncode}'}", hint)
+        raise errors.LaunchError(f"`{_short(argv)}` failed: {said[-1] if said else f'exit code {done.returncode}'}")
     return done.stdout
 
 
@@ -73,25 +76,26 @@ def _short(argv: list[str], limit: int = 300) -> str:
     return text if len(text) <= limit else text[:limit] + " ..."
 
 
-def run(argv: list[str], hint: str | None = None, **kwargs) -> str:
-    """Run a program to completion; a failure carries the command and its output."""
+def run(argv: list[str], missing_hint: str | None = None, **kwargs) -> str:
+    """Run a program to completion; a failure carries the command and its output.
+
+    `missing_hint` (how to install the program) is given only when it is missing.
+    """
     import sh
 
     try:
         return str(sh.Command(argv[0])(*argv[1:], _err_to_out=True, **kwargs))
     except sh.CommandNotFound:
-        raise errors.HostError(f"{argv[0]}: command not found", hint) from None
+        raise errors.HostError(f"{argv[0]}: command not found", missing_hint) from None
     except sh.ErrorReturnCode as failure:
         output = failure.stdout.decode(errors="replace").strip()
         last = output.splitlines()[-1] if output else "no output"
-        raise errors.LaunchError(
-            f"`{shlex.join(argv)}` failed with exit code {failure.exit_code}: {last}", hint
-        ) from None
+        raise errors.LaunchError(f"`{_short(argv)}` failed with exit code {failure.exit_code}: {last}") from None
 
 
-def replace_process(argv: list[str]) -> None:
+def replace_process(argv: list[str], missing_hint: str | None = None) -> None:
     """exec: the program takes over this process, its console and its Ctrl-C."""
     try:
         os.execvp(argv[0], argv)
     except FileNotFoundError:
-        raise errors.HostError(f"{argv[0]}: command not found", "install qemu, or set KUBENET_QEMU") from None
+        raise errors.HostError(f"{argv[0]}: command not found", missing_hint) from None

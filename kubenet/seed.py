@@ -7,13 +7,14 @@ The file contents are computed by pure functions (whole-content tested); only
 from __future__ import annotations
 
 import io
+import os
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 from pathlib import Path
 
 from . import errors
 from .cluster import VM, Cluster
-from .fsutil import atomic_output
+from .fsutil import atomic_output, sha256_of, write_atomic
 from .network import user_nic_mac
 
 TEMPLATE_DIR = Path(__file__).parent / "templates" / "user-data"
@@ -51,6 +52,8 @@ def read_templates(cluster: Cluster, directory: Path | None = None) -> dict[str,
     for path in template_paths(cluster, directory):
         try:
             data = yaml.safe_load(path.read_text()) or {}
+        except UnicodeDecodeError:
+            raise errors.SetupError(f"{path}: not UTF-8 text", "save the template as UTF-8") from None
         except yaml.YAMLError as error:
             raise errors.SetupError(f"{path}: not valid YAML: {error}".replace("\n", " ")) from None
         if not isinstance(data, dict):
@@ -134,8 +137,17 @@ def write_seed_iso(files: dict[str, bytes], path: Path) -> None:
     for name, data in files.items():
         iso.add_fp(io.BytesIO(data), len(data), f"/{ISO_NAMES[name]}", rr_name=name, joliet_path=f"/{name}")
     with atomic_output(path, 0o600) as temporary:
-        iso.write(str(temporary))
+        with open(temporary, "wb") as stream:
+            iso.write_fp(stream)
+            stream.flush()
+            os.fsync(stream.fileno())  # whole on disk before it takes the seed's name
     iso.close()
+    # Written after the seed: make compares the two and remakes a seed damaged since.
+    write_atomic(checksum_path(path), f"{sha256_of(path)}  {path}\n".encode())
+
+
+def checksum_path(seed: Path) -> Path:
+    return seed.with_name(seed.name + ".sha256")
 
 
 def _dump(data: dict) -> str:

@@ -19,6 +19,11 @@ DEFAULT_LOGIN_KEYS = ("~/.ssh/id_ed25519.pub", "~/.ssh/id_rsa.pub")
 def login_key_path(cluster: Cluster) -> Path:
     """The public key the login user is given: ssh_key in cluster.yaml, else the usual ones."""
     if cluster.ssh_key is not None:
+        if cluster.ssh_key.is_dir():
+            raise errors.SetupError(
+                f"{cluster.source}: ssh_key: {cluster.ssh_key} is a directory",
+                "point ssh_key at a public key file, e.g. ~/.ssh/id_ed25519.pub",
+            )
         if not cluster.ssh_key.is_file():
             raise errors.SetupError(
                 f"{cluster.source}: ssh_key: {cluster.ssh_key} does not exist",
@@ -36,7 +41,10 @@ def login_key_path(cluster: Cluster) -> Path:
 
 
 def read_login_key(path: Path) -> str:
-    text = path.read_text().strip()
+    try:
+        text = path.read_text().strip()
+    except UnicodeDecodeError:
+        raise errors.SetupError(f"{path} is not an SSH public key: not UTF-8 text", "give the .pub file, not the private key") from None
     if not text.startswith(("ssh-", "ecdsa-", "sk-")) or "\n" in text:
         raise errors.SetupError(f"{path} is not an SSH public key (one line, `ssh-ed25519 AAAA...`)")
     return text
@@ -53,7 +61,7 @@ def ensure_host_key(cluster: Cluster, name: str) -> HostKey:
         with atomic_output(key) as temporary:
             temporary.unlink()  # ssh-keygen refuses to overwrite
             run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"root@{name}", "-f", str(temporary)],
-                hint="install OpenSSH (`apt install openssh-client`)")  # fmt: skip
+                missing_hint="install OpenSSH (`apt install openssh-client`)")  # fmt: skip
             generated_public = temporary.with_name(temporary.name + ".pub")
             write_atomic(public, generated_public.read_bytes(), 0o644)
             generated_public.unlink()

@@ -19,12 +19,15 @@ from .layout import SESSION_COLUMNS, SESSION_ROWS, PaneSpec, SessionSpec, Window
 
 SOCKET_ENV = "KUBENET_TMUX_SOCKET"  # a socket path, for a private server (tests, CI)
 VM_OPTION = "@kubenet-vm"  # pane option naming the pane's VM; titles can be changed by programs
-SESSION_OPTION = "@kubenet"  # marks kubenet's sessions, for the synchronize-panes key
+# Marks kubenet's sessions (for the synchronize-panes key) with the state
+# directory of the cluster that owns it, checked before one is adopted or killed.
+SESSION_OPTION = "@kubenet"
 SYNC_KEY = "C-s"
+TMUX_HINT = "install tmux (`apt install tmux`, `brew install tmux`)"
 # tmux refuses a client message over 16 KiB ("command too long"); stay well below.
 MESSAGE_LIMIT = 12_000
 PANE_FORMAT = "\t".join(
-    ["#{pane_id}", "#{window_id}", "#{window_name}", "#{pane_dead}", "#{pane_pid}", "#{" + VM_OPTION + "}"]
+    ["#{pane_id}", "#{window_id}", "#{window_name}", "#{pane_dead}", "#{pane_pid}", "#{" + VM_OPTION + "}", "#{" + SESSION_OPTION + "}"]
 )
 
 
@@ -36,6 +39,7 @@ class Pane:
     dead: bool
     pid: int
     vm: str
+    owner: str  # the session's owner mark: the state directory of its cluster
 
 
 @dataclass(frozen=True)
@@ -53,7 +57,7 @@ class Tmux:
     def run(self, commands: list[list[str]]) -> str:
         from .run import check_output
 
-        return check_output(self.argv(commands), hint="is tmux installed? (`apt install tmux`, `brew install tmux`)")
+        return check_output(self.argv(commands), missing_hint=TMUX_HINT)
 
     def run_groups(self, groups: list["Group"]) -> None:
         for batch in batches(groups):
@@ -64,11 +68,6 @@ class Tmux:
         socket = self.socket or (None if self.sudo else _default_socket())  # root's socket is not ours to see
         return socket is None or os.path.exists(socket)
 
-    def has_session(self, name: str) -> bool:
-        from .run import succeeds
-
-        return succeeds(self.argv([["has-session", "-t", f"={name}"]]))
-
     def panes(self, session: str) -> list[Pane]:
         """The session's panes; none when the session (or the server) does not exist."""
         from .run import outcome_with_output
@@ -76,11 +75,13 @@ class Tmux:
         code, output = outcome_with_output(self.argv([["list-panes", "-s", "-t", f"={session}", "-F", PANE_FORMAT]]))
         return [parse_pane(line) for line in output.splitlines() if line] if code == 0 else []
 
-    def kill_session(self, name: str) -> bool:
-        if not self.has_session(name):
-            return False
+    def session_owner(self, name: str) -> str | None:
+        """Whose session `name` is (its owner mark, "" if it has none); None if there is no such session."""
+        panes = self.panes(name)
+        return panes[0].owner if panes else None
+
+    def kill_session(self, name: str) -> None:
         self.run([["kill-session", "-t", f"={name}"]])
-        return True
 
     def attach_argv(self, session: str, window: str | None, inside_tmux: bool) -> list[str]:
         """`attach`, or `switch-client` from inside tmux, where attach would nest."""
@@ -107,8 +108,8 @@ def join(commands: list[list[str]]) -> list[str]:
 
 
 def parse_pane(line: str) -> Pane:
-    pane_id, window_id, window_name, dead, pid, vm = line.split("\t")
-    return Pane(pane_id, window_id, window_name, dead == "1", int(pid or 0), vm)
+    pane_id, window_id, window_name, dead, pid, vm, owner = line.split("\t", 6)
+    return Pane(pane_id, window_id, window_name, dead == "1", int(pid or 0), vm, owner)
 
 
 Group = list[list[str]]  # commands that must reach tmux in one call, in order
@@ -160,7 +161,7 @@ def session_groups(spec: SessionSpec, columns: int = SESSION_COLUMNS, rows: int 
             create = ["new-window", "-d", "-t", f"={spec.name}:", "-n", window.name]
         groups += window_groups(spec.name, window, spec.remain_on_exit, [*create, *window.panes[0].command])
         if index == 0:
-            groups[0].append(["set-option", "-t", f"={spec.name}:", SESSION_OPTION, "1"])  # "=name" alone would name a window
+            groups[0].append(["set-option", "-t", f"={spec.name}:", SESSION_OPTION, spec.owner or "1"])  # "=name" alone would name a window
     if spec.attach_window and spec.attach_window != spec.windows[0].name:
         groups.append([["select-window", "-t", f"={spec.name}:{spec.attach_window}"]])
     return groups
@@ -186,11 +187,16 @@ def sync_key_commands() -> list[list[str]]:
     return [["bind-key", SYNC_KEY, "if-shell", "-F", "#{" + SESSION_OPTION + "}", toggle]]
 
 
+# Panes inherit the umask of the tmux server, which may be anyone's; qemu's pid
+# file and QMP socket must be private, so sh sets it, then becomes the program.
+PRIVATE_EXEC = 'umask 077 && exec "$0" "$@"'
+
+
 def pane_command(argv: list[str]) -> tuple[str, ...]:
-    """What a pane runs: the program itself, so its pid is the pane's and no shell
-    starts first (tmux runs a command given as several arguments directly). An
-    argument ending in ';' would split tmux's command sequence, so such a
-    command goes through `sh -c` instead."""
+    """What a pane runs: the program, under a private umask, with its pid the pane's
+    (sh execs it; tmux runs a command given as several arguments without a shell of
+    its own). An argument ending in ';' would split tmux's command sequence, so such
+    a command is passed to sh as one quoted line instead."""
     if any(arg.endswith(";") for arg in argv):
-        return ("sh", "-c", "exec " + shlex.join(argv))
-    return tuple(argv)
+        return ("sh", "-c", "umask 077 && exec " + shlex.join(argv))
+    return ("sh", "-c", PRIVATE_EXEC, *argv)

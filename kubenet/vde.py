@@ -8,7 +8,7 @@ from pathlib import Path
 
 from . import errors
 from .cluster import Cluster
-from .fsutil import locked
+from .fsutil import locked, private_dir, private_umask
 from .paths import vde_socket_path
 
 
@@ -24,12 +24,11 @@ def running_pid(cluster: Cluster) -> int | None:
         return None
     if not (vde_socket_path(cluster) / "ctl").exists():
         return None
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+    from .lifecycle import is_own_process, pid_alive
+
+    # The pid file may outlive the switch and its pid be reused: it must be our switch's.
+    if pid <= 0 or not pid_alive(pid) or not is_own_process(pid, str(pid_file(cluster).absolute()), lambda: True):
         return None
-    except PermissionError:
-        pass  # alive, started by root (e.g. with sudo)
     return pid
 
 
@@ -48,13 +47,14 @@ def ensure_switch(cluster: Cluster, timeout: float = 5.0) -> int:
     """Start the cluster's switch unless it runs; VMs starting at once start it once."""
     from .run import run
 
-    cluster.state_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(cluster.state_dir)
     with locked(cluster.state_dir / "vde.lock"):
         pid = running_pid(cluster)
         if pid:
             return pid
         pid_file(cluster).unlink(missing_ok=True)
-        run(switch_argv(cluster), hint="install vde2 (`apt install vde2`, `brew install vde`) or use network.mode: bridge")
+        with private_umask():  # its pid file and control socket are the cluster's private files
+            run(switch_argv(cluster), missing_hint="install vde2 (`apt install vde2`, `brew install vde`) or use network.mode: bridge")
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             pid = running_pid(cluster)

@@ -35,32 +35,45 @@ def needs_efivars(cluster: Cluster, host: Host) -> bool:
     return cluster.image.kind == "cloud" and host.arch is Arch.x86_64
 
 
-def setup_vm(context: SetupContext, vm: VM, parts=PARTS, say: Callable[[str], None] = print) -> None:
+@dataclass(frozen=True)
+class SeedInputs:
+    """What a seed is made from besides cluster.yaml, read (and so checked) before anything is written."""
+
+    templates: dict[str, dict]
+    login_key: str
+
+
+def read_seed_inputs(cluster: Cluster) -> SeedInputs:
+    return SeedInputs(read_templates(cluster), read_login_key(login_key_path(cluster)))
+
+
+def setup_vm(context: SetupContext, vm: VM, parts=PARTS, say: Callable[[str], None] = print, inputs: SeedInputs | None = None) -> None:
+    """Make what the VM lacks. Everything is checked first: a bad template, key or firmware
+    stops setup before its first write, so a failed setup leaves no half-made VM."""
     cluster, host = context.cluster, context.host
     paths = vm_paths(cluster, vm)
-    private_dir(cluster.state_dir)
-    private_dir(paths.dir)
+    inputs = inputs or read_seed_inputs(cluster)
+    efivars = needs_efivars(cluster, host)
+    if efivars and "disk" in parts and (host.firmware is None or host.firmware.vars_template is None):
+        raise errors.HostError(host.firmware_error or "UEFI firmware has no variable store template")
+    private_dir(paths.dir, enforce=True)
     with locked(paths.lock):
         if "disk" in parts:
             if create_disk(paths.disk, cluster.disk_size, context.base_image):
                 say(f"{vm.name}: created {paths.disk} ({cluster.disk_size})")
             else:
                 say(f"{vm.name}: kept {paths.disk}")
-            if needs_efivars(cluster, host):
-                if host.firmware is None or host.firmware.vars_template is None:
-                    raise errors.HostError(host.firmware_error or "UEFI firmware has no variable store template")
-                if create_efivars(paths.efivars, host.firmware.vars_template):
-                    say(f"{vm.name}: created {paths.efivars}")
+            if efivars and create_efivars(paths.efivars, host.firmware.vars_template):
+                say(f"{vm.name}: created {paths.efivars}")
         if "seed" in parts:
-            write_seed(context, vm)
+            write_seed(context, vm, inputs)
             say(f"{vm.name}: wrote {paths.seed}")
 
 
-def write_seed(context: SetupContext, vm: VM) -> None:
+def write_seed(context: SetupContext, vm: VM, inputs: SeedInputs) -> None:
     cluster = context.cluster
     paths = vm_paths(cluster, vm)
-    login_key = read_login_key(login_key_path(cluster))
-    files = seed_files(cluster, vm, context.mode, read_templates(cluster), login_key, ensure_host_key(cluster, vm.name))
+    files = seed_files(cluster, vm, context.mode, inputs.templates, inputs.login_key, ensure_host_key(cluster, vm.name))
     for name, data in files.items():  # plain copies, to read and to feed to cloud-init tooling
         write_atomic(paths.dir / name, data)
     write_seed_iso(files, paths.seed)

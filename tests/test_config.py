@@ -74,12 +74,12 @@ def test_an_empty_file_gives_the_defaults(cluster_file):
         (
             "roles:\n  - {name: worker, count: 300}\n",
             errors.CapacityError,
-            "cluster.yaml: roles: 300 VMs, but MACs 52:52:52:00:00:xx address at most 256",
+            "cluster.yaml: roles: 300 VMs, but 192.168.1.0/24 from offset 10 and MACs 52:52:52:00:00:xx hold at most 245 (hint: use fewer VMs, a larger network.subnet or a smaller network.first_vm_offset)",
         ),
         (
             "roles:\n  - {name: worker, count: 250}\nnetwork: {api_address: 192.168.1.2}\n",
             errors.CapacityError,
-            "cluster.yaml: roles: 250 VMs need addresses up to 192.168.2.3, but 192.168.1.0/24 holds only 245 from offset 10"
+            "cluster.yaml: roles: 250 VMs, but 192.168.1.0/24 from offset 10 and MACs 52:52:52:00:00:xx hold at most 245"
             " (hint: use fewer VMs, a larger network.subnet or a smaller network.first_vm_offset)",
         ),
         (

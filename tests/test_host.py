@@ -137,7 +137,7 @@ def test_accelerator_precedence():
     assert choose_accel(host, None, {}) == "kvm"
     assert choose_accel(host, "tcg", {}) == "tcg"
     assert choose_accel(host, "kvm", {"KUBENET_ACCEL": "tcg"}) == "tcg"
-    with pytest.raises(errors.HostError, match="KUBENET_ACCEL='fast' is not an accelerator; allowed: hvf, kvm, tcg"):
+    with pytest.raises(errors.HostError, match="KUBENET_ACCEL 'fast' is not an accelerator; allowed: hvf, kvm, tcg"):
         choose_accel(host, None, {"KUBENET_ACCEL": "fast"})
 
 

@@ -87,8 +87,10 @@ def test_good_download_is_verified_against_sha256sums_and_then_reused(tmp_path, 
     server.files = {f"/jammy/amd64/{NAME}": IMAGE, "/jammy/amd64/SHA256SUMS": sums(IMAGE)}
     cluster = make_cluster(tmp_path, server)
     path = fetch_image(cluster, HOST, cache, progress=False)
-    assert path == tmp_path / "cache" / NAME == base_image_path(cluster, HOST, cache)
+    assert path == base_image_path(cluster, HOST, cache)
+    assert (path.parent.parent, path.parent.name[:4], path.name) == (tmp_path / "cache" / "images", "url-", NAME)
     assert path.read_bytes() == IMAGE
+    assert path.stat().st_mode & 0o777 == 0o444  # it backs disks: read-only
     assert sorted(p.name for p in path.parent.iterdir()) == [f".{NAME}.lock", NAME, f"{NAME}.sha256"]
     count = len(server.requests)
     assert fetch_image(cluster, HOST, cache, progress=False) == path
@@ -105,7 +107,7 @@ def test_wrong_checksum_is_a_clear_error_and_nothing_is_kept(tmp_path, server, c
         f"{url}: SHA-256 is {hashlib.sha256(IMAGE).hexdigest()}, expected {hashlib.sha256(b'something else').hexdigest()};"
         " the download was deleted (hint: run again; if it repeats, check image.url and image.sha256)"
     )
-    assert [p.name for p in (tmp_path / "cache").iterdir()] == [f".{NAME}.lock"]
+    assert [p.name for p in base_image_path(cluster, HOST, cache).parent.iterdir()] == [f".{NAME}.lock"]
 
 
 def test_sha256_from_cluster_yaml_needs_no_sha256sums(tmp_path, server, cache):
@@ -121,12 +123,13 @@ def test_interrupted_download_leaves_no_final_file_and_resumes(tmp_path, server,
     cluster = make_cluster(tmp_path, server)
     with pytest.raises(errors.DownloadError, match="download interrupted at 300000 of 1048576 bytes .*run again to resume"):
         fetch_image(cluster, HOST, cache, progress=False)
-    assert not (tmp_path / "cache" / NAME).exists()
-    assert (tmp_path / "cache" / f"{NAME}.part").stat().st_size == 300_000
+    directory = base_image_path(cluster, HOST, cache).parent
+    assert not (directory / NAME).exists()
+    assert (directory / f"{NAME}.part").stat().st_size == 300_000
     path = fetch_image(cluster, HOST, cache, progress=False)
     assert path.read_bytes() == IMAGE
     assert server.requests[-1] == (f"/jammy/amd64/{NAME}", "bytes=300000-")
-    assert not (tmp_path / "cache" / f"{NAME}.part").exists()
+    assert not (directory / f"{NAME}.part").exists()
 
 
 def test_missing_image_on_server(tmp_path, server, cache):

@@ -87,7 +87,8 @@ def test_up_starts_one_titled_pane_per_vm_in_a_tiled_qemu_window(short_dir, env,
     assert [r["title"] for r in rows] == names
     for row in rows:
         argv = run_invoke("argv", "--name", row["vm"], "--managed", "--config", str(config), env=env, check=True).stdout.strip()
-        assert shlex.split(row["command"]) == shlex.split(argv)  # qemu itself, no shell in between
+        # qemu itself, exec'd by sh once it has set a private umask
+        assert shlex.split(row["command"]) == ["sh", "-c", 'umask 077 && exec "$0" "$@"', *shlex.split(argv)]
         assert wait_for(lambda: (state / row["vm"] / "argv.txt").exists())
         assert (state / row["vm"] / "argv.txt").read_text().splitlines() == shlex.split(argv)[1:]
         assert int((state / row["vm"] / "qemu.pid").read_text()) == row["pid"]  # exec: the pane's process is qemu
@@ -122,9 +123,10 @@ def test_rerunning_up_starts_only_what_is_not_running(short_dir, env, tmux_serve
 def test_up_never_starts_a_second_qemu_for_a_vm_running_outside_tmux(short_dir, env, tmux_server):
     config = write_cluster(short_dir, "  - {name: node, count: 2, memory: 256M}\n")
     state = short_dir / ".kubenet"
-    outside = subprocess.Popen(["sleep", "60"])
+    # a qemu started by hand with this VM's pid file, as `invoke vm --managed` does
+    outside = subprocess.Popen([str(STUBS / "qemu-sleep"), "-pidfile", str(state / "node0" / "qemu.pid")], stdout=subprocess.DEVNULL)
     try:
-        (state / "node0" / "qemu.pid").write_text(f"{outside.pid}\n")
+        assert wait_for(lambda: (state / "node0" / "qemu.pid").exists())
         done = run_invoke("up", "--no-wait", "--config", str(config), env=env, check=True)
         assert "kubenet: started node1 in tmux session kt-qemu" in done.stderr
         assert "kubenet: already running: node0" in done.stderr
@@ -174,7 +176,7 @@ def test_ssh_all_for_a_non_default_cluster(short_dir, env, tmux_server):
         "ssh-nodes": ["control0", "control1", "worker0", "worker1", "worker2", "worker3", "worker4"],
     }
     ssh_config = short_dir / ".kubenet" / "ssh_config"
-    assert all(f"ssh -F '{ssh_config}' {row['vm']};" in row["command"] for row in rows)
+    assert all(shlex.split(row["command"])[-2:] == [str(ssh_config), row["vm"]] for row in rows), rows[0]["command"]
     session = server(tmux_server).sessions.get(session_name="kt-ssh")
     assert session.active_window.window_name == "ssh-controls"
     keys = subprocess.run(["tmux", "-S", tmux_server, "list-keys", "-T", "prefix", "C-s"], capture_output=True, text=True).stdout
@@ -243,8 +245,9 @@ def test_big_sessions_are_sent_in_calls_tmux_accepts():
     assert sum(packed, []) == sum(groups, [])
 
 
-def test_a_pane_runs_its_program_directly_unless_tmux_would_split_an_argument():
+def test_a_pane_runs_its_program_under_a_private_umask_one_quoted_line_if_tmux_would_split_it():
     from kubenet.tmux import pane_command
 
-    assert pane_command(["qemu-system-x86_64", "-m", "2G"]) == ("qemu-system-x86_64", "-m", "2G")
-    assert pane_command(["qemu", "-append", "init=/bin/sh;"]) == ("sh", "-c", "exec qemu -append 'init=/bin/sh;'")
+    private = 'umask 077 && exec "$0" "$@"'
+    assert pane_command(["qemu-system-x86_64", "-m", "2G"]) == ("sh", "-c", private, "qemu-system-x86_64", "-m", "2G")
+    assert pane_command(["qemu", "-append", "init=/bin/sh;"]) == ("sh", "-c", "umask 077 && exec qemu -append 'init=/bin/sh;'")

@@ -118,11 +118,11 @@ def test_an_interrupted_seed_write_keeps_the_old_iso_whole(project, monkeypatch)
 
     import pycdlib
 
-    def interrupted_write(self, path, *args, **kwargs):
-        Path(path).write_bytes(b"half an ISO")
+    def interrupted_write(self, stream, *args, **kwargs):
+        stream.write(b"half an ISO")
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(pycdlib.PyCdlib, "write", interrupted_write)
+    monkeypatch.setattr(pycdlib.PyCdlib, "write_fp", interrupted_write)
     with pytest.raises(KeyboardInterrupt):
         seed.write_seed_iso({"user-data": b"x", "meta-data": b"y", "network-config": b"z"}, iso)
     assert iso.read_bytes() == before
@@ -177,7 +177,8 @@ def test_reset_refuses_a_disk_that_a_qemu_has_open(project):
         assert disk_in_use(disk), qemu.stderr.read() if qemu.poll() is not None else "qemu did not lock the disk"
         refused = run_invoke("reset", "--name", "worker1", "--yes", "--config", config)
         assert (refused.returncode, refused.stderr.strip()) == (
-            1, "kubenet: error: worker1 is running (hint: stop it first: `invoke stop --id 2`)"
+            1, "kubenet: error: worker1 is running in a qemu that kubenet did not start (its disk is open), such as `invoke vm`'s"
+            " (hint: quit that qemu first: Ctrl-A X in its console, or power the VM off from inside)",
         )  # fmt: skip
         assert disk.exists()
         rows = json.loads(run_invoke("ls", "--json", "--config", config, env={"KUBENET_ACCEL": "tcg"}, check=True).stdout)
