@@ -225,7 +225,8 @@ def shell_line(argv: list[str]) -> str:
 
 
 def say(message: str) -> None:
-    """Progress for people goes to stderr; stdout is for data."""
+    """Progress for people goes to stderr; stdout is for data (written first, so a closed pipe ends us here)."""
+    sys.stdout.flush()
     print(message, file=sys.stderr, flush=True)
 
 

@@ -8,15 +8,17 @@ the test drives them only through the commands a user types.
 from __future__ import annotations
 
 import json
+import os
 import platform
 import re
+import shlex
 import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from conftest import Client, kill_recorded_qemus, make_up, run_invoke, stop_vde_switch, wait_for
+from conftest import INVOKE, ROOT, Client, kill_recorded_qemus, make_up, run_invoke, stop_vde_switch, wait_for
 from kubenet.lifecycle import pid_alive
 from tinyimage.cluster import write_cluster
 
@@ -37,6 +39,17 @@ def tiny_image() -> tuple[Path, Path]:
 
 def tmux(socket_path: str, *args: str) -> str:
     return subprocess.run(["tmux", "-S", socket_path, *args], capture_output=True, text=True, check=True).stdout
+
+
+def command_lines() -> list[bytes]:
+    """Every process's command line, as far as it can be read."""
+    found = []
+    for path in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            found.append(path.read_bytes())
+        except OSError:
+            pass
+    return found
 
 
 def ssh(config: Path, vm: str, command: str, *options: str) -> subprocess.CompletedProcess:
@@ -98,6 +111,15 @@ def test_make_up_boots_the_tutorials_cluster_and_down_powers_it_off(tiny_image, 
         done = run_invoke("exec", "--config", str(config), "--", "hostname", env=env, check=True)
         assert sorted(line.split() for line in done.stdout.splitlines()) == sorted([f"{vm}:", vm] for vm in NAMES)
         assert "kubenet: exec: 7 of 7 VMs succeeded" in done.stderr
+
+        # a pipeline that closes early ends exec at once and quietly, and stops its ssh
+        pipeline = (
+            f"set -o pipefail; {shlex.quote(str(INVOKE))} --search-root {shlex.quote(str(ROOT))} exec --name gateway "
+            f"--config {shlex.quote(str(config))} -- 'seq 1 200000' | head -1"
+        )
+        done = subprocess.run(["bash", "-c", pipeline], env={**os.environ, **env}, capture_output=True, text=True, timeout=120)
+        assert (done.returncode, done.stdout, done.stderr) == (141, "gateway: 1\n", "")
+        assert wait_for(lambda: not any(b"seq 1 200000" in line for line in command_lines()), timeout=10)
 
         # the cluster segment: control0 reaches worker2 by name and by address over VDE
         done = run_invoke(
