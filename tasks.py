@@ -11,24 +11,29 @@ from kubenet.cli import user_errors
 CONFIG_HELP = "cluster file (default: $KUBENET_CONFIG or ./cluster.yaml)"
 ID_HELP = "VM id, as `invoke ls` shows it"
 NAME_HELP = "VM name, e.g. worker1 (instead of --id)"
+WAIT_HELP = "seconds to wait for every VM to answer SSH (default: 600)"
+STOP_HELP = "seconds the whole shutdown may take: power button, then quit, then kill (default: 60)"
+WAIT_SECONDS, STOP_SECONDS = 600.0, 60.0
 
 
 @task(help={"config": CONFIG_HELP, "json": "print a JSON array", "names": "print one VM name per line"})
 @user_errors
 def ls(c, config=None, json=False, names=False):
-    """List the cluster's VMs: id, name, role, resources, MAC, IP and SSH endpoint."""
+    """List the cluster's VMs: id, name, role, resources, MAC, IP, SSH endpoint, state."""
     from kubenet import cli
-    from kubenet.network import resolve_mode
 
     cluster = cli.open_cluster(config)
     if names:
         print("\n".join(vm.name for vm in cluster.vms))
         return
-    rows = cli.vm_rows(cluster, resolve_mode(cluster.network, cli.pick_host()))
+    from kubenet.layout import qemu_session_name, ssh_session_name
+    from kubenet.network import resolve_mode
+    from kubenet.probe import probe_host
+
+    # Listing needs the network mode (for SSH endpoints), not the accelerator: no qemu is asked.
+    rows = cli.vm_rows(cluster, resolve_mode(cluster.network, probe_host(firmware_needed=False)))
     print(cli.format_json(rows) if json else cli.format_table(rows))
     if not json:
-        from kubenet.layout import qemu_session_name, ssh_session_name
-
         running = sum(row["state"] == "running" for row in rows)
         cli.say(
             f"kubenet: {running} of {len(rows)} VMs running; tmux sessions: "
@@ -41,8 +46,8 @@ QEMU_HELP = {
     "id": ID_HELP,
     "name": NAME_HELP,
     "config": CONFIG_HELP,
-    "accel": "accelerator: hvf, kvm or tcg (default: the best this host offers)",
-    "managed": "add the options `up` adds: QMP socket, console log, entropy device",
+    "accel": "accelerator: hvf, kvm or tcg (default: $KUBENET_ACCEL, then accel in cluster.yaml, then the best this host offers)",
+    "managed": "add the options `up` adds: QMP socket, pid file, console log",
 }
 
 
@@ -50,12 +55,15 @@ QEMU_HELP = {
 @user_errors
 def argv(c, id=None, name=None, config=None, host=None, accel=None, managed=False):
     """Print the VM's qemu command, shell-quoted on one line."""
+    import shlex
+
     from kubenet import cli
+    from kubenet.launch import vm_argv
+    from kubenet.target import resolve_target
 
     cluster = cli.open_cluster(config)
     vm = cli.pick_vm(cluster, id, name)
-    target = cli.pick_host(host, cluster, accel)
-    print(cli.shell_line(cli.vm_argv(cluster, vm, target, cli.effective_accel(cluster, target, accel), managed)))
+    print(shlex.join(vm_argv(cluster, vm, resolve_target(cluster, host, accel), managed)))
 
 
 @task(help=QEMU_HELP)
@@ -63,13 +71,11 @@ def argv(c, id=None, name=None, config=None, host=None, accel=None, managed=Fals
 def vm(c, id=None, name=None, config=None, accel=None, managed=False):
     """Run one VM in the foreground: qemu replaces this process (quit with Ctrl-A X)."""
     from kubenet import cli
+    from kubenet.launch import exec_vm
+    from kubenet.target import resolve_target
 
     cluster = cli.open_cluster(config)
-    chosen = cli.pick_vm(cluster, id, name)
-    host = cli.pick_host(cluster=cluster, accel_option=accel)
-    from kubenet.launch import exec_vm
-
-    exec_vm(cluster, chosen, host, cli.effective_accel(cluster, host, accel), managed)
+    exec_vm(cluster, cli.pick_vm(cluster, id, name), resolve_target(cluster, accel_option=accel), managed)
 
 
 @task(help={"config": CONFIG_HELP})
@@ -78,16 +84,17 @@ def image(c, config=None):
     """Fetch the base image into the cache and verify its SHA-256 (reuses a verified copy)."""
     from kubenet import cli
     from kubenet.image import fetch_image
+    from kubenet.probe import probe_host
 
     cluster = cli.open_cluster(config)
     if not cluster.image.url:
         cli.say("kubenet: image.url is not set: no base image to fetch")
         return
-    print(fetch_image(cluster, cli.pick_host(), say=cli.say))
+    print(fetch_image(cluster, probe_host(firmware_needed=False), say=cli.say))
 
 
 @task(
-    iterable=["id", "name"],
+    iterable=["id", "name", "file"],
     help={
         "id": "VM id (repeatable; default: every VM)",
         "name": "VM name (repeatable)",
@@ -95,24 +102,26 @@ def image(c, config=None):
         "disk": "only the disk (and UEFI variables)",
         "seed": "only the host key and cloud-init seed",
         "ssh": "only the cluster's known_hosts and ssh_config",
+        "file": "make exactly this file (repeatable; how make asks for what is out of date)",
     },
 )
 @user_errors
-def vmsetup(c, id=None, name=None, config=None, disk=False, seed=False, ssh=False):
+def vmsetup(c, id=None, name=None, config=None, disk=False, seed=False, ssh=False, file=None):
     """Prepare VMs: disk overlay, cloud-init seed, host key, ssh_config. Never recreates a disk."""
     from kubenet import cli
-    from kubenet.vmsetup import PARTS, read_seed_inputs, setup_ssh, setup_vm
+    from kubenet.prepare import PARTS, parts_for_files, prepare_cluster, setup_context
+    from kubenet.target import resolve_target
 
     cluster = cli.open_cluster(config)
-    context = cli.setup_context(cluster, cli.pick_host())
-    parts = [part for part, wanted in zip(PARTS, (disk, seed, ssh)) if wanted] or PARTS
-    inputs = read_seed_inputs(cluster)  # a bad template or key stops setup before any write
-    if "disk" in parts or "seed" in parts:
-        for chosen in cli.pick_vms(cluster, id, name):
-            setup_vm(context, chosen, parts, say=cli.say, inputs=inputs)
-    if "ssh" in parts:
-        for path in setup_ssh(context):
-            cli.say(f"kubenet: wrote {path}")
+    context = setup_context(cluster, resolve_target(cluster))
+    if file:
+        per_vm, ssh_files = parts_for_files(cluster, file)
+        plan = {cluster.vm_by_name(name): parts for name, parts in per_vm.items()}
+    else:
+        parts = [part for part, wanted in zip(PARTS, (disk, seed, ssh)) if wanted] or list(PARTS)
+        plan = {vm: [part for part in parts if part != "ssh"] for vm in cli.pick_vms(cluster, id, name)}
+        ssh_files = "ssh" in parts
+    prepare_cluster(context, plan, ssh_files, cli.say)
 
 
 @task(help={"id": ID_HELP, "name": NAME_HELP, "config": CONFIG_HELP, "yes": "do not ask for confirmation"})
@@ -121,8 +130,8 @@ def reset(c, id=None, name=None, config=None, yes=False):
     """Delete one VM's disk and UEFI variables so that the next setup makes it afresh."""
     from kubenet import cli, errors
     from kubenet.paths import vm_paths
-    from kubenet.lifecycle import vm_state
-    from kubenet.vmsetup import reset_vm
+    from kubenet.prepare import reset_vm
+    from kubenet.vmstate import vm_state
 
     cluster = cli.open_cluster(config)
     chosen = cli.pick_vm(cluster, id, name)
@@ -148,23 +157,19 @@ def reset(c, id=None, name=None, config=None, yes=False):
 @user_errors
 def makevars(c, config=None, output=None):
     """Print the cluster as Make variables (used by the Makefile's per-VM rules)."""
-    from kubenet import cli
-
-    cluster = cli.open_cluster(config)
-    text = cli.make_variables(cluster, cli.pick_host())
-    if output is None:
-        print(text, end="")
-        return
     from pathlib import Path
 
+    from kubenet import cli
     from kubenet.fsutil import write_atomic
+    from kubenet.makevars import make_variables
+    from kubenet.target import resolve_target
 
-    write_atomic(Path(output), text.encode(), 0o644)
-
-
-WAIT_HELP = "seconds to wait for every VM to answer SSH (default: 600)"
-STOP_HELP = "seconds the whole shutdown may take: power button, then quit, then kill (default: 60)"
-WAIT_SECONDS, STOP_SECONDS = 600.0, 60.0
+    cluster = cli.open_cluster(config)
+    text = make_variables(cluster, resolve_target(cluster))
+    if output is None:
+        print(text, end="")
+    else:
+        write_atomic(Path(output), text.encode(), 0o644)
 
 
 @task(
@@ -180,11 +185,12 @@ WAIT_SECONDS, STOP_SECONDS = 600.0, 60.0
 def up(c, config=None, id=None, timeout=None, wait=True):
     """Launch the cluster in the detached tmux session <cluster>-qemu, then wait for SSH."""
     from kubenet import cli
+    from kubenet.launch import up as launch_up
+    from kubenet.target import resolve_target
 
     cluster = cli.open_cluster(config)
-    host = cli.pick_host(cluster=cluster)
     seconds = cli.parse_timeout(timeout, WAIT_SECONDS)
-    cli.launch_and_wait(cluster, cli.pick_vms(cluster, id), host, cli.effective_accel(cluster, host, None), seconds if wait else None)
+    launch_up(cluster, cli.pick_vms(cluster, id), resolve_target(cluster), seconds if wait else None, cli.say)
 
 
 @task(help={"config": CONFIG_HELP, "attach": "attach when done (--no-attach for scripts)"})
@@ -192,8 +198,11 @@ def up(c, config=None, id=None, timeout=None, wait=True):
 def ssh_all(c, config=None, attach=True):
     """Open the <cluster>-ssh session: a window per role and ssh-nodes; prefix + C-s syncs panes."""
     from kubenet import cli
+    from kubenet.ssh import open_ssh_session
 
-    cli.ssh_session(cli.open_cluster(config), attach)
+    session = open_ssh_session(cli.open_cluster(config), attach, cli.say)
+    if not attach:
+        print(session)
 
 
 @task(help={"id": ID_HELP, "name": NAME_HELP, "config": CONFIG_HELP})
@@ -201,9 +210,10 @@ def ssh_all(c, config=None, attach=True):
 def ssh(c, id=None, name=None, config=None):
     """Open an SSH session to one VM, with its pinned host key."""
     from kubenet import cli
+    from kubenet.ssh import ssh_one
 
     cluster = cli.open_cluster(config)
-    cli.ssh_one(cluster, cli.pick_vm(cluster, id, name))
+    ssh_one(cluster, cli.pick_vm(cluster, id, name))
 
 
 @task(
@@ -214,10 +224,18 @@ def ssh(c, id=None, name=None, config=None):
 @user_errors
 def exec_(c, role=None, id=None, name=None, config=None):
     """Run the command after `--` on the VMs in parallel; lines come out as `<vm>: <line>`."""
-    from kubenet import cli
+    from invoke import Exit
+
+    from kubenet import cli, errors
+    from kubenet.ssh import exec_summary, run_everywhere
 
     cluster = cli.open_cluster(config)
-    cli.exec_everywhere(cluster, cli.pick_vms(cluster, id, name, role), c.remainder)
+    if not c.remainder.strip():
+        raise errors.KubenetError("no command given", "put it after `--`, e.g. invoke exec --role worker -- uname -a")
+    results = run_everywhere(cluster, cli.pick_vms(cluster, id, name, role), c.remainder)
+    cli.say(exec_summary(results))
+    if any(result.exit_code != 0 for result in results):
+        raise Exit(code=1)
 
 
 @task(iterable=["id"], help={"config": CONFIG_HELP, "id": "stop only this VM (repeatable)", "timeout": STOP_HELP})
@@ -225,9 +243,12 @@ def exec_(c, role=None, id=None, name=None, config=None):
 def down(c, config=None, id=None, timeout=None):
     """Power VMs off (ACPI, then quit, then kill); with every VM down, remove the tmux sessions."""
     from kubenet import cli
+    from kubenet.shutdown import shut_down
+    from kubenet.target import resolve_target
 
     cluster = cli.open_cluster(config)
-    cli.shut_down(cluster, cli.pick_vms(cluster, id), cli.parse_timeout(timeout, STOP_SECONDS), cleanup=True)
+    seconds = cli.parse_timeout(timeout, STOP_SECONDS)
+    shut_down(cluster, cli.pick_vms(cluster, id), resolve_target(cluster), seconds, cleanup=True, say=cli.say)
 
 
 @task(help={"id": ID_HELP, "name": NAME_HELP, "config": CONFIG_HELP, "timeout": STOP_HELP})
@@ -235,9 +256,12 @@ def down(c, config=None, id=None, timeout=None):
 def stop(c, id=None, name=None, config=None, timeout=None):
     """Power one VM off; its pane keeps its last output."""
     from kubenet import cli
+    from kubenet.shutdown import shut_down
+    from kubenet.target import resolve_target
 
     cluster = cli.open_cluster(config)
-    cli.shut_down(cluster, [cli.pick_vm(cluster, id, name)], cli.parse_timeout(timeout, STOP_SECONDS), cleanup=False)
+    seconds = cli.parse_timeout(timeout, STOP_SECONDS)
+    shut_down(cluster, [cli.pick_vm(cluster, id, name)], resolve_target(cluster), seconds, cleanup=False, say=cli.say)
 
 
 @task(help={"id": ID_HELP, "name": NAME_HELP, "config": CONFIG_HELP, "timeout": WAIT_HELP, "wait": "wait for SSH"})
@@ -245,9 +269,9 @@ def stop(c, id=None, name=None, config=None, timeout=None):
 def start(c, id=None, name=None, config=None, timeout=None, wait=True):
     """Start one VM in its pane of the qemu session (made if needed), then wait for SSH."""
     from kubenet import cli
+    from kubenet.launch import up as launch_up
+    from kubenet.target import resolve_target
 
     cluster = cli.open_cluster(config)
-    host = cli.pick_host(cluster=cluster)
-    chosen = [cli.pick_vm(cluster, id, name)]
     seconds = cli.parse_timeout(timeout, WAIT_SECONDS)
-    cli.launch_and_wait(cluster, chosen, host, cli.effective_accel(cluster, host, None), seconds if wait else None)
+    launch_up(cluster, [cli.pick_vm(cluster, id, name)], resolve_target(cluster), seconds if wait else None, cli.say)

@@ -5,13 +5,40 @@ Everything here is pure; config.py builds these objects from cluster.yaml.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import enum
+from dataclasses import dataclass, field, fields
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 
-NETWORK_MODES = ("auto", "vmnet-shared", "bridge", "user")
-ACCELERATORS = ("hvf", "kvm", "tcg")
-IMAGE_KINDS = ("cloud", "kernel")
+
+class Choice(str, enum.Enum):
+    """A value from a fixed set, written as cluster.yaml writes it (a StrEnum on Python 3.10 too)."""
+
+    def __str__(self) -> str:
+        return self.value
+
+    @classmethod
+    def values(cls) -> tuple[str, ...]:
+        return tuple(member.value for member in cls)
+
+
+class NetworkMode(Choice):
+    AUTO = "auto"  # decided per host: see network.resolve_mode
+    VMNET_SHARED = "vmnet-shared"
+    BRIDGE = "bridge"
+    USER = "user"
+
+
+class ImageKind(Choice):
+    CLOUD = "cloud"  # a disk image booted through UEFI firmware
+    KERNEL = "kernel"  # a kernel and initrd booted directly
+
+
+class Accel(Choice):
+    HVF = "hvf"
+    KVM = "kvm"
+    TCG = "tcg"
+
 
 # QEMU user-mode networking's own subnet: a cluster subnet overlapping it is unreachable.
 SLIRP_SUBNET = IPv4Network("10.0.2.0/24")
@@ -23,9 +50,9 @@ MAX_MAC_IDS = 256
 @dataclass(frozen=True)
 class Role:
     name: str
-    count: int | None  # None: a single machine that keeps the bare role name
-    vcpus: int
-    memory: str  # as qemu's -m takes it, e.g. "2G"
+    count: int | None = None  # None: a single machine that keeps the bare role name
+    vcpus: int = 2
+    memory: str = "2G"  # as qemu's -m takes it
 
     def vm_names(self) -> list[str]:
         if self.count is None:
@@ -35,7 +62,7 @@ class Role:
 
 @dataclass(frozen=True)
 class Network:
-    mode: str = "auto"
+    mode: NetworkMode = NetworkMode.AUTO
     subnet: IPv4Network = IPv4Network("192.168.1.0/24")
     host_address: IPv4Address = IPv4Address("192.168.1.1")
     first_vm_offset: int = 10
@@ -49,7 +76,7 @@ class Network:
 
 @dataclass(frozen=True)
 class Image:
-    kind: str = "cloud"
+    kind: ImageKind = ImageKind.CLOUD
     # The disk image each VM's disk overlays; {arch} becomes amd64 or arm64.
     # None (kernel images without a url): each VM gets a blank disk.
     url: str | None = "https://cloud-images.ubuntu.com/jammy/current/jammy-server-cloudimg-{arch}.img"
@@ -71,18 +98,29 @@ class VM:
     ip: IPv4Address
 
 
+# The tutorial's cluster, used when cluster.yaml names no roles.
+TUTORIAL_ROLES = (
+    Role("gateway", None, 2, "2G"),
+    Role("control", 3, 2, "2G"),
+    Role("worker", 3, 4, "4G"),
+)
+
+
 @dataclass(frozen=True)
 class Cluster:
-    name: str
-    roles: tuple[Role, ...]
+    """Every key of cluster.yaml, with the tutorial's values as defaults (the one place they live)."""
+
+    name: str = "kubenet"
+    roles: tuple[Role, ...] = TUTORIAL_ROLES
     network: Network = field(default_factory=Network)
     image: Image = field(default_factory=Image)
     disk_size: str = "20G"
     user: str = "ubuntu"
-    ssh_key: Path | None = None
+    ssh_key: Path | None = None  # None: ~/.ssh/id_ed25519.pub, else ~/.ssh/id_rsa.pub
     templates: Path | None = None  # user-data templates; None: the ones kubenet ships
-    accel: str | None = None
-    state_dir: Path = Path(".kubenet")
+    accel: Accel | None = None  # None: the best the host offers
+    state_dir: Path = Path(".kubenet")  # relative to the cluster file
+    # Not keys of cluster.yaml: where it was read from, and its VMs.
     source: Path = Path("cluster.yaml")
     vms: tuple[VM, ...] = ()
 
@@ -94,6 +132,10 @@ class Cluster:
 
     def vms_of_role(self, role: str) -> list[VM]:
         return [vm for vm in self.vms if vm.role == role]
+
+
+# The keys cluster.yaml may have: every field of Cluster but where it came from and its VMs.
+FILE_KEYS = tuple(f.name for f in fields(Cluster) if f.name not in ("source", "vms"))
 
 
 def mac_address(prefix: str, vm_id: int) -> str:

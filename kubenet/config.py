@@ -9,21 +9,23 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import fields
+from dataclasses import fields, replace
 from ipaddress import AddressValueError, IPv4Address, IPv4Network, NetmaskValueError
 from pathlib import Path
 from typing import Any, Callable
 
 from . import errors
 from .cluster import (
-    ACCELERATORS,
-    IMAGE_KINDS,
+    FILE_KEYS,
     MAX_MAC_IDS,
-    NETWORK_MODES,
     SLIRP_SUBNET,
+    Accel,
+    Choice,
     Cluster,
     Image,
+    ImageKind,
     Network,
+    NetworkMode,
     Role,
     expand_vms,
 )
@@ -31,21 +33,13 @@ from .cluster import (
 CONFIG_ENV = "KUBENET_CONFIG"
 DEFAULT_CONFIG = "cluster.yaml"
 
-# The tutorial's cluster, used when cluster.yaml names no roles.
-DEFAULT_ROLES = (
-    Role("gateway", None, 2, "2G"),
-    Role("control", 3, 2, "2G"),
-    Role("worker", 3, 4, "4G"),
-)
-
 SIZE_PATTERN = re.compile(r"[1-9][0-9]*[KMGT]")
 NAME_PATTERN = re.compile(r"[a-z]([a-z0-9-]*[a-z0-9])?")
 CLUSTER_NAME_PATTERN = re.compile(r"[A-Za-z0-9_-]+")
 MAC_PREFIX_PATTERN = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){4}")
 SHA256_PATTERN = re.compile(r"[0-9a-f]{64}")
 MAX_NAME_LENGTH = 63  # a DNS label, so a VM name is a valid host name
-TOP_KEYS = ("name", "roles", "network", "image", "disk_size", "user", "ssh_key", "templates", "accel", "state_dir")
-ROLE_KEYS = ("name", "count", "vcpus", "memory")
+ROLE_KEYS = tuple(f.name for f in fields(Role))
 
 
 def config_path(option: str | None, environ=os.environ) -> Path:
@@ -131,11 +125,11 @@ class _Checker:
             value, key, SIZE_PATTERN, "a whole number with a unit K, M, G or T, e.g. 4G"
         )
 
-    def choice(self, value: Any, key: str, choices: tuple[str, ...]) -> str:
+    def choice(self, value: Any, key: str, choices: type[Choice]) -> Choice:
         text = self.string(value, key)
-        if text not in choices:
-            self.fail(errors.BadValueError, key, f"{text!r} is not allowed; allowed: {', '.join(choices)}")
-        return text
+        if text not in choices.values():
+            self.fail(errors.BadValueError, key, f"{text!r} is not allowed; allowed: {', '.join(choices.values())}")
+        return choices(text)
 
     def address(self, value: Any, key: str) -> IPv4Address:
         try:
@@ -151,37 +145,35 @@ class _Checker:
 
 
 def build_cluster(data: Any, source: Path) -> Cluster:
-    """Turn parsed YAML into a Cluster, or raise the first ConfigError found."""
+    """Turn parsed YAML into a Cluster, or raise the first ConfigError found.
+
+    Only the keys present are parsed; every other value is Cluster's default.
+    """
     check = _Checker(source)
-    top = check.mapping(data, "(top level)", TOP_KEYS)
+    top = check.mapping(data, "(top level)", FILE_KEYS)
     base = source.absolute().parent
-    roles = _roles(check, top.get("roles"))
-    network = _network(check, top.get("network", {}))
-    _check_count(check, roles, network)
-    cluster = Cluster(
-        name=check.matching(
-            top.get("name", "kubenet"), "name", CLUSTER_NAME_PATTERN, "letters, digits, '-' and '_'"
-        ),
-        roles=roles,
-        network=network,
-        image=_image(check, top.get("image", {}), base),
-        disk_size=check.size(top.get("disk_size", "20G"), "disk_size"),
-        user=check.matching(top.get("user", "ubuntu"), "user", NAME_PATTERN, "a lower-case login name"),
-        ssh_key=_path(check, top.get("ssh_key"), "ssh_key", base),
-        templates=_directory(check, top.get("templates"), "templates", base),
-        accel=check.choice(top["accel"], "accel", ACCELERATORS) if top.get("accel") is not None else None,
-        state_dir=_state_dir(check, top.get("state_dir", ".kubenet"), base),
-        source=source,
-        vms=expand_vms(roles, network),
-    )
+    parsers: dict[str, Callable[[Any, str], Any]] = {
+        "name": lambda v, k: check.matching(v, k, CLUSTER_NAME_PATTERN, "letters, digits, '-' and '_'"),
+        "roles": lambda v, k: _roles(check, v),
+        "network": lambda v, k: _network(check, v),
+        "image": lambda v, k: _image(check, v, base),
+        "disk_size": check.size,
+        "user": lambda v, k: check.matching(v, k, NAME_PATTERN, "a lower-case login name"),
+        "ssh_key": lambda v, k: _path(check, v, k, base),
+        "templates": lambda v, k: _directory(check, v, k, base),
+        "accel": lambda v, k: None if v is None else check.choice(v, k, Accel),
+    }
+    values = {key: parsers[key](top[key], key) for key in FILE_KEYS if key in top and key in parsers}
+    values["state_dir"] = _state_dir(check, top["state_dir"] if "state_dir" in top else str(Cluster.state_dir), base)
+    cluster = Cluster(**values, source=source)
+    _check_count(check, cluster.roles, cluster.network)
+    cluster = replace(cluster, vms=expand_vms(cluster.roles, cluster.network))
     _check_names(check, cluster)
     _check_capacity(check, cluster)
     return cluster
 
 
 def _roles(check: _Checker, value: Any) -> tuple[Role, ...]:
-    if value is None:
-        return DEFAULT_ROLES
     if not isinstance(value, list) or not value:
         check.fail(errors.WrongTypeError, "roles", f"expected a non-empty list of roles, got {_describe(value)}")
     roles = []
@@ -195,15 +187,12 @@ def _roles(check: _Checker, value: Any) -> tuple[Role, ...]:
         )
         if len(name) > MAX_NAME_LENGTH - 3:  # room for the index digits of a counted role
             check.fail(errors.BadValueError, f"{key}.name", f"{len(name)} characters; VM names are host names, so a role name has at most {MAX_NAME_LENGTH - 3}")
-        count = entry.get("count")
-        roles.append(
-            Role(
-                name=name,
-                count=None if count is None else check.integer(count, f"{key}.count", 0),
-                vcpus=check.integer(entry.get("vcpus", 2), f"{key}.vcpus", 1, 512),
-                memory=check.size(entry.get("memory", "2G"), f"{key}.memory"),
-            )
-        )
+        parsers = {
+            "count": lambda v, k: None if v is None else check.integer(v, k, 0),
+            "vcpus": lambda v, k: check.integer(v, k, 1, 512),
+            "memory": check.size,
+        }
+        roles.append(Role(name=name, **{field: parsers[field](entry[field], f"{key}.{field}") for field in parsers if field in entry}))
     return tuple(roles)
 
 
@@ -212,7 +201,7 @@ def _network(check: _Checker, value: Any) -> Network:
     entry = check.mapping(value, "network", allowed)
     defaults = Network()
     parsers: dict[str, Callable[[Any, str], Any]] = {
-        "mode": lambda v, k: check.choice(v, k, NETWORK_MODES),
+        "mode": lambda v, k: check.choice(v, k, NetworkMode),
         "subnet": check.subnet,
         "host_address": check.address,
         "first_vm_offset": lambda v, k: check.integer(v, k, 1),
@@ -246,7 +235,7 @@ def _check_addresses(check: _Checker, network: Network) -> None:
             errors.BadValueError, "network.mac_prefix", f"{network.mac_prefix} is a multicast prefix",
             "the first octet must be even; locally administered unicast prefixes like 52:52:52:00:00 are safe",
         )  # fmt: skip
-    if network.mode == "user" and subnet.overlaps(SLIRP_SUBNET):
+    if network.mode == NetworkMode.USER and subnet.overlaps(SLIRP_SUBNET):
         check.fail(
             errors.BadValueError, "network.subnet", f"{subnet} overlaps {SLIRP_SUBNET}, user mode's own network",
             "choose another subnet, e.g. 192.168.1.0/24",
@@ -256,7 +245,7 @@ def _check_addresses(check: _Checker, network: Network) -> None:
 def _image(check: _Checker, value: Any, base: Path) -> Image:
     allowed = tuple(f.name for f in fields(Image))
     entry = check.mapping(value, "image", allowed)
-    kind = check.choice(entry.get("kind", "cloud"), "image.kind", IMAGE_KINDS)
+    kind = check.choice(entry["kind"], "image.kind", ImageKind) if "kind" in entry else Image.kind
     strings = {name: check.string(entry[name], f"image.{name}") for name in entry if name != "kind"}
     if strings.get("url"):
         _check_url_fields(check, strings["url"])
@@ -264,7 +253,7 @@ def _image(check: _Checker, value: Any, base: Path) -> Image:
         strings["sha256"] = check.matching(
             strings["sha256"].lower().removeprefix("sha256:"), "image.sha256", SHA256_PATTERN, "64 hex digits"
         )
-    if kind == "kernel":
+    if kind == ImageKind.KERNEL:
         for name in ("kernel", "initrd"):
             if name not in strings:
                 check.fail(errors.BadValueError, f"image.{name}", "missing; a kernel image needs kernel and initrd paths")

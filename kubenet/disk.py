@@ -8,14 +8,13 @@ from pathlib import Path
 
 from . import errors
 from .fsutil import atomic_output
+from .process import run
 
 QEMU_IMG_HINT = "install qemu-img (`apt install qemu-utils`, `brew install qemu`)"
 
 
 def image_format(path: Path) -> str:
-    from .run import run
-
-    info = json.loads(run(["qemu-img", "info", "--output=json", str(path)], missing_hint=QEMU_IMG_HINT))
+    info = json.loads(run(["qemu-img", "info", "--output=json", str(path)], missing_hint=QEMU_IMG_HINT).stdout)
     return info["format"]
 
 
@@ -32,8 +31,6 @@ def create_disk(disk: Path, size: str, base: Path | None) -> bool:
 
     Callers hold the VM's lock, so no one else creates it meanwhile.
     """
-    from .run import run
-
     if disk.exists():
         return False
     if base is not None and not base.is_file():

@@ -50,6 +50,12 @@ class Firmware:
     note: str | None = None
 
 
+def known_firmware(arch: str, code: str) -> Firmware:
+    """The well-known firmware whose code file is `code` (relative to /), with its variable store."""
+    template = dict(KNOWN_PATHS[arch])[code]
+    return Firmware(Path("/") / code, Path("/") / template if template else None)
+
+
 def descriptor_dirs(root: Path, prefixes: list[Path]) -> list[Path]:
     """The search order: admin overrides first, then each installation prefix."""
     dirs = [root / "etc/qemu/firmware"]

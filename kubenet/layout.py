@@ -10,6 +10,7 @@ from pathlib import Path
 
 from . import errors
 from .cluster import Cluster
+from .ssh import ssh_argv
 
 # A detached session is 80x24 unless told otherwise, where `tiled` soon fails
 # with "no space for new pane"; we give it room and cap the panes per window.
@@ -77,6 +78,17 @@ def check_ours(cluster: Cluster, session: str, owner: str | None) -> None:
         )
 
 
+def more_qemu_windows(taken: set[str], panes: list[PaneSpec]) -> list[WindowSpec]:
+    """Windows for panes that fit in no existing window: qemu-2, qemu-3, ..., skipping names in use."""
+    windows, number = [], 2
+    for group in chunks(panes, window_capacity()):
+        while f"{QEMU_WINDOW}-{number}" in taken:
+            number += 1
+        windows.append(WindowSpec(f"{QEMU_WINDOW}-{number}", "tiled", tuple(group)))
+        number += 1
+    return windows
+
+
 def qemu_session_name(cluster: Cluster) -> str:
     return f"{cluster.name}-qemu"
 
@@ -105,13 +117,10 @@ def role_window_name(cluster: Cluster, role: str) -> str:
 def ssh_command(ssh_config: Path, vm: str) -> tuple[str, ...]:
     """Connect, and reconnect while the connection itself fails (exit 255); a logout ends it.
 
-    The config path and VM name reach the loop as arguments ($1, $2), never as script text.
+    The ssh command comes as the loop's arguments ("$@", and the VM's name as $0), never as script text.
     """
-    loop = (
-        'while :; do ssh -F "$1" "$2"; [ $? -eq 255 ] || break; '
-        'echo "kubenet: $2 not reachable yet; retrying (Ctrl-C to stop)"; sleep 2; done'
-    )
-    return ("sh", "-c", loop, "kubenet-ssh", str(ssh_config), vm)
+    loop = 'while :; do "$@"; [ $? -eq 255 ] || break; echo "kubenet: $0 not reachable yet; retrying (Ctrl-C to stop)"; sleep 2; done'
+    return ("sh", "-c", loop, vm, *ssh_argv(ssh_config, vm))
 
 
 def ssh_session(cluster: Cluster, ssh_config: Path) -> SessionSpec:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import errors
-from .cluster import SLIRP_SUBNET, VM, Network
+from .cluster import SLIRP_SUBNET, VM, Network, NetworkMode
 from .host import Host
 
 LOOPBACK = "127.0.0.1"
@@ -32,23 +32,23 @@ class SshEndpoint:
         return f"{self.host}:{self.port}"
 
 
-def resolve_mode(network: Network, host: Host) -> str:
+def resolve_mode(network: Network, host: Host) -> NetworkMode:
     """The concrete mode for `auto`, and a clear error for a mode this host cannot run."""
     mode = network.mode
-    if mode == "auto":
+    if mode == NetworkMode.AUTO:
         if host.system == "darwin":
-            return "vmnet-shared"
+            return NetworkMode.VMNET_SHARED
         if host.bridges is None or network.bridge in host.bridges:
-            return "bridge"
+            return NetworkMode.BRIDGE
         if network.subnet.overlaps(SLIRP_SUBNET):
             raise errors.HostError(
                 f"network.subnet {network.subnet} overlaps {SLIRP_SUBNET}, the network of user mode, which this host needs",
                 "choose another subnet, or create the bridge for network.mode: bridge",
             )
-        return "user"
-    if mode == "vmnet-shared" and host.system != "darwin":
+        return NetworkMode.USER
+    if mode == NetworkMode.VMNET_SHARED and host.system != "darwin":
         raise errors.HostError("network mode vmnet-shared needs macOS", "set network.mode to bridge or user")
-    if mode == "bridge":
+    if mode == NetworkMode.BRIDGE:
         if host.system != "linux":
             raise errors.HostError("network mode bridge needs Linux", "set network.mode to vmnet-shared or user")
         if host.bridges is not None and network.bridge not in host.bridges:
@@ -69,20 +69,20 @@ def ssh_port(network: Network, vm: VM) -> int:
     return network.ssh_port_base + vm.id
 
 
-def ssh_endpoint(network: Network, mode: str, vm: VM) -> SshEndpoint:
-    if mode == "user":
+def ssh_endpoint(network: Network, mode: NetworkMode, vm: VM) -> SshEndpoint:
+    if mode == NetworkMode.USER:
         return SshEndpoint(LOOPBACK, ssh_port(network, vm))
     return SshEndpoint(str(vm.ip), 22)
 
 
-def nic_options(network: Network, mode: str, vm: VM, vde_socket: Path) -> list[str]:
-    if mode == "vmnet-shared":
+def nic_options(network: Network, mode: NetworkMode, vm: VM, vde_socket: Path) -> list[str]:
+    if mode == NetworkMode.VMNET_SHARED:
         return [
             "-nic",
             f"vmnet-shared,start-address={network.host_address},end-address={network.dhcp_end},"
             f"subnet-mask={network.subnet.netmask},mac={vm.mac}",
         ]
-    if mode == "bridge":
+    if mode == NetworkMode.BRIDGE:
         return ["-nic", f"bridge,br={network.bridge},model={NIC_MODEL},mac={vm.mac}"]
     return [
         "-nic",
@@ -93,27 +93,10 @@ def nic_options(network: Network, mode: str, vm: VM, vde_socket: Path) -> list[s
 
 
 
-BRIDGE_HELPERS = (
-    "usr/lib/qemu/qemu-bridge-helper",
-    "usr/libexec/qemu-bridge-helper",
-    "usr/local/libexec/qemu-bridge-helper",
-)
-
-
-def needs_root(mode: str, host: Host, root: Path = Path("/")) -> bool:
+def needs_root(mode: NetworkMode, host: Host) -> bool:
     """vmnet needs root; a bridge does too unless qemu's bridge helper is setuid root."""
     if host.is_root:
         return False
-    if mode == "vmnet-shared":
+    if mode == NetworkMode.VMNET_SHARED:
         return True
-    if mode == "bridge":
-        return not any(_setuid_root(root / helper) for helper in BRIDGE_HELPERS)
-    return False
-
-
-def _setuid_root(path: Path) -> bool:
-    try:
-        info = path.stat()
-    except OSError:
-        return False
-    return info.st_uid == 0 and bool(info.st_mode & 0o4000)
+    return mode == NetworkMode.BRIDGE and not host.bridge_helper_setuid

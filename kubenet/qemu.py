@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import errors
-from .cluster import VM, Cluster
+from .cluster import VM, Cluster, ImageKind
 from .host import Host
 from .network import nic_options
 from .paths import vde_socket_path, vm_paths
@@ -50,7 +50,7 @@ def qemu_argv(
 
 def boot_options(cluster: Cluster, host: Host, efivars: Path) -> list[str]:
     image = cluster.image
-    if image.kind == "kernel":
+    if image.kind == ImageKind.KERNEL:
         cmdline = image.cmdline if "console=" in image.cmdline else f"{image.cmdline} console={host.arch.serial_console()}"
         return ["-kernel", str(image.kernel), "-initrd", str(image.initrd), "-append", cmdline.strip()]
     if host.firmware is None:

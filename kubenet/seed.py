@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 import os
-from dataclasses import dataclass
 from ipaddress import IPv4Address
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from . import errors
 from .cluster import VM, Cluster
 from .fsutil import atomic_output, sha256_of, write_atomic
 from .network import user_nic_mac
+from .sshkeys import HostKey
 
 TEMPLATE_DIR = Path(__file__).parent / "templates" / "user-data"
 COMMON_TEMPLATE = "common"
@@ -27,14 +27,6 @@ VOLUME_ID = "cidata"
 # ISO 9660 names (8.3) for readers without Rock Ridge or Joliet; Linux and
 # cloud-init read the Rock Ridge names.
 ISO_NAMES = {"user-data": "USERDATA.;1", "meta-data": "METADATA.;1", "network-config": "NETWORKC.;1"}
-
-
-@dataclass(frozen=True)
-class HostKey:
-    """A VM's SSH host key, made on the host so its fingerprint is known before boot."""
-
-    private: str
-    public: str
 
 
 def template_paths(cluster: Cluster, directory: Path | None = None) -> list[Path]:

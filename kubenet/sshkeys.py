@@ -4,6 +4,7 @@ and an ssh_config that pins them. The user's ~/.ssh/known_hosts is never touched
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from . import errors
@@ -11,9 +12,16 @@ from .cluster import Cluster
 from .fsutil import atomic_output, private_dir, write_atomic
 from .network import ssh_endpoint
 from .paths import known_hosts_path, ssh_config_path, vm_paths
-from .seed import HostKey
 
 DEFAULT_LOGIN_KEYS = ("~/.ssh/id_ed25519.pub", "~/.ssh/id_rsa.pub")
+
+
+@dataclass(frozen=True)
+class HostKey:
+    """A VM's SSH host key, made on the host so its fingerprint is known before boot."""
+
+    private: str
+    public: str
 
 
 def login_key_path(cluster: Cluster) -> Path:
@@ -52,7 +60,7 @@ def read_login_key(path: Path) -> str:
 
 def ensure_host_key(cluster: Cluster, name: str) -> HostKey:
     """The VM's ed25519 host key, made once and kept: it is the VM's identity."""
-    from .run import run
+    from .process import run
 
     key = vm_paths(cluster, cluster.vm_by_name(name)).host_key
     public = key.with_name(key.name + ".pub")

@@ -15,7 +15,8 @@ import os
 import shlex
 from dataclasses import dataclass
 
-from .layout import SESSION_COLUMNS, SESSION_ROWS, PaneSpec, SessionSpec, WindowSpec
+from .layout import SESSION_COLUMNS, SESSION_ROWS, PaneSpec, SessionSpec, WindowSpec, more_qemu_windows, window_capacity
+from .process import run
 
 SOCKET_ENV = "KUBENET_TMUX_SOCKET"  # a socket path, for a private server (tests, CI)
 VM_OPTION = "@kubenet-vm"  # pane option naming the pane's VM; titles can be changed by programs
@@ -55,9 +56,7 @@ class Tmux:
         return [*(["sudo"] if self.sudo else []), "tmux", *(["-S", self.socket] if self.socket else []), *join(commands)]
 
     def run(self, commands: list[list[str]]) -> str:
-        from .run import check_output
-
-        return check_output(self.argv(commands), missing_hint=TMUX_HINT)
+        return run(self.argv(commands), missing_hint=TMUX_HINT).stdout
 
     def run_groups(self, groups: list["Group"]) -> None:
         for batch in batches(groups):
@@ -70,10 +69,8 @@ class Tmux:
 
     def panes(self, session: str) -> list[Pane]:
         """The session's panes; none when the session (or the server) does not exist."""
-        from .run import outcome_with_output
-
-        code, output = outcome_with_output(self.argv([["list-panes", "-s", "-t", f"={session}", "-F", PANE_FORMAT]]))
-        return [parse_pane(line) for line in output.splitlines() if line] if code == 0 else []
+        done = run(self.argv([["list-panes", "-s", "-t", f"={session}", "-F", PANE_FORMAT]]), check=False, missing_hint=TMUX_HINT)
+        return [parse_pane(line) for line in done.stdout.splitlines() if line] if done.code == 0 else []
 
     def session_owner(self, name: str) -> str | None:
         """Whose session `name` is (its owner mark, "" if it has none); None if there is no such session."""
@@ -83,10 +80,17 @@ class Tmux:
     def kill_session(self, name: str) -> None:
         self.run([["kill-session", "-t", f"={name}"]])
 
-    def attach_argv(self, session: str, window: str | None, inside_tmux: bool) -> list[str]:
+    def attach_command(self, session: str, window: str | None, inside_tmux: bool) -> list[str]:
         """`attach`, or `switch-client` from inside tmux, where attach would nest."""
         target = f"={session}:{window}" if window else f"={session}"
-        return self.argv([["switch-client" if inside_tmux else "attach-session", "-t", target]])
+        return ["switch-client" if inside_tmux else "attach-session", "-t", target]
+
+    def bind_sync_key(self) -> None:
+        """prefix + C-s toggles synchronize-panes in kubenet's sessions, unless the user bound C-s already."""
+        bound = self.run([["list-keys", "-T", "prefix"]])
+        mine = [line for line in bound.splitlines() if f" {SYNC_KEY} " in line]
+        if not mine or any(SESSION_OPTION in line for line in mine):
+            self.run(sync_key_commands())
 
 
 def _default_socket() -> str | None:
@@ -200,3 +204,26 @@ def pane_command(argv: list[str]) -> tuple[str, ...]:
     if any(arg.endswith(";") for arg in argv):
         return ("sh", "-c", "umask 077 && exec " + shlex.join(argv))
     return ("sh", "-c", PRIVATE_EXEC, *argv)
+
+
+def extend_groups(session: str, panes: list[Pane], commands: dict[str, tuple[str, ...]]) -> list[Group]:
+    """Restart dead panes in place and add panes for VMs that have none, never over a window's room."""
+    groups: list[Group] = []
+    dead = {pane.vm: pane for pane in panes if pane.dead}
+    new = []
+    for vm, command in commands.items():
+        if vm in dead:
+            groups.append([["respawn-pane", "-k", "-t", dead[vm].id, *command]])
+        else:
+            new.append(PaneSpec(vm, command))
+    counts: dict[str, int] = {}
+    for pane in panes:
+        counts[pane.window_id] = counts.get(pane.window_id, 0) + 1
+    for window_id, count in counts.items():
+        room = max(0, window_capacity() - count)
+        groups += split_groups(new[:room], "tiled", window_id)
+        new = new[room:]
+    for window in more_qemu_windows({pane.window_name for pane in panes}, new):
+        create = ["new-window", "-d", "-t", f"={session}:", "-n", window.name, *window.panes[0].command]
+        groups += window_groups(session, window, True, create)
+    return groups

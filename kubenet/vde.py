@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import os
+import signal
 import time
 from pathlib import Path
 
 from . import errors
 from .cluster import Cluster
 from .fsutil import locked, private_dir, private_umask
+from .process import is_own_process, kill, run
 from .paths import vde_socket_path
 
 
@@ -24,12 +25,8 @@ def running_pid(cluster: Cluster) -> int | None:
         return None
     if not (vde_socket_path(cluster) / "ctl").exists():
         return None
-    from .lifecycle import is_own_process, pid_alive
-
     # The pid file may outlive the switch and its pid be reused: it must be our switch's.
-    if pid <= 0 or not pid_alive(pid) or not is_own_process(pid, str(pid_file(cluster).absolute()), lambda: True):
-        return None
-    return pid
+    return pid if is_own_process(pid, str(pid_file(cluster).absolute()), lambda: True) else None
 
 
 def switch_argv(cluster: Cluster) -> list[str]:
@@ -45,8 +42,6 @@ def switch_argv(cluster: Cluster) -> list[str]:
 
 def ensure_switch(cluster: Cluster, timeout: float = 5.0) -> int:
     """Start the cluster's switch unless it runs; VMs starting at once start it once."""
-    from .run import run
-
     private_dir(cluster.state_dir)
     with locked(cluster.state_dir / "vde.lock"):
         pid = running_pid(cluster)
@@ -68,6 +63,6 @@ def stop_switch(cluster: Cluster) -> bool:
     pid = running_pid(cluster)
     if pid is None:
         return False
-    os.kill(pid, 15)
+    kill(pid, signal.SIGTERM)
     pid_file(cluster).unlink(missing_ok=True)
     return True

@@ -4,7 +4,8 @@ from pathlib import Path
 import pytest
 
 from kubenet.cluster import Network, Role, expand_vms, ip_address, mac_address
-from kubenet.config import DEFAULT_ROLES, build_cluster
+from kubenet.cluster import TUTORIAL_ROLES as DEFAULT_ROLES
+from kubenet.config import build_cluster
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,9 @@ import pytest
 
 from kubenet import errors
 from kubenet.firmware import Firmware, find_firmware
-from kubenet.host import Arch, choose_accel, host_profile, probe_host
+from kubenet.host import Arch, host_profile
+from kubenet.probe import probe_accel, probe_host
+from kubenet.target import choose_accel
 
 
 def descriptor(code: Path, vars_template: Path | None, arch="x86_64", machines=("pc-q35-*",), features=(), interfaces=("uefi",)):
@@ -94,15 +96,16 @@ def test_kvm_is_chosen_only_when_dev_kvm_opens_and_qemu_lists_it(root):
     (root / "sys/class/net/kubr0/bridge").mkdir(parents=True)
     (root / "sys/class/net/eth0").mkdir(parents=True)
     host = probe_host(root, environ, system="Linux", machine="x86_64")
-    assert (host.accel, host.bridges, host.qemu) == ("tcg", frozenset({"kubr0"}), str(qemu))  # no /dev/kvm
+    accel = lambda: probe_accel(probe_host(root, environ, system="Linux", machine="x86_64"), root)  # noqa: E731
+    assert (accel(), host.bridges, host.qemu) == ("tcg", frozenset({"kubr0"}), str(qemu))  # no /dev/kvm
     write(root / "dev/kvm", "")
-    assert probe_host(root, environ, system="Linux", machine="x86_64").accel == "kvm"
+    assert accel() == "kvm"
     os.chmod(root / "dev/kvm", 0o400)
     if os.geteuid() != 0:  # root opens anything
-        assert probe_host(root, environ, system="Linux", machine="x86_64").accel == "tcg"
+        assert accel() == "tcg"
     fake_qemu(root, "tcg")
     os.chmod(root / "dev/kvm", 0o600)
-    assert probe_host(root, environ, system="Linux", machine="x86_64").accel == "tcg"
+    assert accel() == "tcg"
 
 
 def test_what_qemu_lists_is_remembered_per_binary(root, tmp_path):
@@ -113,7 +116,7 @@ def test_what_qemu_lists_is_remembered_per_binary(root, tmp_path):
         return subprocess.run(argv, capture_output=True, text=True).stdout
 
     write(root / "dev/kvm", "")
-    probe = lambda: probe_host(root, {"KUBENET_QEMU": str(qemu)}, "Linux", "x86_64", capture, cache=cache).accel
+    probe = lambda: probe_accel(probe_host(root, {"KUBENET_QEMU": str(qemu)}, "Linux", "x86_64"), root, capture, cache)
     assert (probe(), probe(), len(asked)) == ("kvm", "kvm", 1)  # the second answer came from the cache
     fake_qemu(root, "tcg")  # another qemu binary: asked again
     assert (probe(), len(asked)) == ("tcg", 2)
@@ -121,24 +124,27 @@ def test_what_qemu_lists_is_remembered_per_binary(root, tmp_path):
 
 def test_macos_probe_uses_hvf_when_supported(root):
     answers = {"sysctl": "1\n"}
-    host = probe_host(root, {"KUBENET_QEMU": "/x/qemu"}, system="Darwin", machine="arm64", capture=lambda argv: answers[argv[0]])
-    assert (host.system, host.arch, host.accel) == ("darwin", Arch.aarch64, "hvf")
+    host = probe_host(root, {"KUBENET_QEMU": "/x/qemu"}, system="Darwin", machine="arm64")
+    assert (host.system, host.arch, probe_accel(host, root, lambda argv: answers[argv[0]])) == ("darwin", Arch.aarch64, "hvf")
     answers["sysctl"] = "0\n"
-    assert probe_host(root, {"KUBENET_QEMU": "/x/qemu"}, system="Darwin", machine="arm64", capture=lambda argv: answers[argv[0]]).accel == "tcg"
+    assert probe_accel(host, root, lambda argv: answers[argv[0]]) == "tcg"
 
 
 def test_missing_firmware_is_remembered_not_raised(root):
-    host = probe_host(root, {"KUBENET_QEMU": "/x/qemu"}, system="Linux", machine="x86_64", capture=lambda argv: "")
+    host = probe_host(root, {"KUBENET_QEMU": "/x/qemu"}, system="Linux", machine="x86_64")
     assert host.firmware is None and "no UEFI firmware for x86_64" in host.firmware_error
 
 
 def test_accelerator_precedence():
-    host = host_profile("linux-x86_64")
-    assert choose_accel(host, None, {}) == "kvm"
-    assert choose_accel(host, "tcg", {}) == "tcg"
-    assert choose_accel(host, "kvm", {"KUBENET_ACCEL": "tcg"}) == "tcg"
+    offered = lambda: "kvm"  # noqa: E731
+    assert choose_accel(offered, None, {}) == "kvm"
+    assert choose_accel(offered, "tcg", {}) == "tcg"
+    assert choose_accel(offered, "kvm", {"KUBENET_ACCEL": "tcg"}) == "tcg"
+    assert choose_accel(offered, "kvm", {"KUBENET_ACCEL": "tcg"}, option="hvf") == "hvf"
     with pytest.raises(errors.HostError, match="KUBENET_ACCEL 'fast' is not an accelerator; allowed: hvf, kvm, tcg"):
-        choose_accel(host, None, {"KUBENET_ACCEL": "fast"})
+        choose_accel(offered, None, {"KUBENET_ACCEL": "fast"})
+    with pytest.raises(errors.HostError, match="--accel 'bogus' is not an accelerator"):
+        choose_accel(offered, None, {}, option="bogus")
 
 
 def test_unknown_host_kind():

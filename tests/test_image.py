@@ -13,7 +13,7 @@ from kubenet.image import base_image_path, fetch_image, parse_sha256sums
 
 IMAGE = bytes(range(256)) * 4096  # 1 MiB, not all one byte
 NAME = "jammy-server-cloudimg-amd64.img"
-HOST = host_profile("linux-x86_64")
+HOST, _ = host_profile("linux-x86_64")
 
 
 class Server(http.server.ThreadingHTTPServer):

@@ -9,7 +9,7 @@ import pytest
 from conftest import STUBS, kill_recorded_qemus, run_invoke, stop_vde_switch, wait_for
 from test_tmux import pane_rows, write_cluster
 
-from kubenet.lifecycle import pid_alive
+from kubenet.process import pid_alive
 
 
 @pytest.fixture
@@ -77,7 +77,7 @@ def test_down_with_nothing_running_is_quiet_and_succeeds(short_dir, env):
 def test_a_qemu_started_with_sudo_is_reported_not_stopped(monkeypatch, tmp_path):
     from pathlib import Path
 
-    from kubenet import lifecycle
+    from kubenet import shutdown
     from kubenet.config import build_cluster
 
     cluster = build_cluster({"roles": [{"name": "node", "count": 1}], "state_dir": str(tmp_path)}, Path("cluster.yaml"))
@@ -85,7 +85,8 @@ def test_a_qemu_started_with_sudo_is_reported_not_stopped(monkeypatch, tmp_path)
     def not_ours(pid, sig):
         raise PermissionError(1, "Operation not permitted")
 
-    monkeypatch.setattr(lifecycle, "qemu_pid", lambda cluster, vm: 4242)
-    monkeypatch.setattr(lifecycle, "qmp_command", lambda *args, **kwargs: False)  # root's socket refuses us
-    monkeypatch.setattr(lifecycle.os, "kill", not_ours)
-    assert lifecycle.power_off(cluster, cluster.vms[0], timeout=0.1) == "not stopped: its qemu runs as root"
+    monkeypatch.setattr(shutdown, "qemu_pid", lambda cluster, vm: 4242)
+    monkeypatch.setattr(shutdown, "qmp_command", lambda *args, **kwargs: False)  # root's socket refuses us
+    monkeypatch.setattr(shutdown, "pid_alive", lambda pid: True)
+    monkeypatch.setattr(shutdown, "kill", not_ours)
+    assert shutdown.power_off(cluster, cluster.vms[0], timeout=0.1) == "not stopped: its qemu runs as root"

@@ -42,7 +42,7 @@ def tutorial_command(vmid: int) -> list[str]:
 @pytest.mark.parametrize("vmid", range(7))
 def test_macos_hvf_vmnet_is_the_tutorials_command(vmid):
     c = cluster()
-    host = host_profile("darwin-arm64")
+    host, _ = host_profile("darwin-arm64")
     mode = resolve_mode(c.network, host)
     assert mode == "vmnet-shared"
     assert qemu_argv(c, c.vms[vmid], host, "hvf", mode) == tutorial_command(vmid)
@@ -56,7 +56,7 @@ AAVMF = Firmware(Path("/usr/share/AAVMF/AAVMF_CODE.fd"), Path("/usr/share/AAVMF/
     "host, accel, mode, vmid, expected",
     [
         (
-            Host("linux", Arch.x86_64, "kvm", "qemu-system-x86_64", firmware=OVMF, bridges=frozenset({"kubr0"})),
+            Host("linux", Arch.x86_64, "qemu-system-x86_64", firmware=OVMF, bridges=frozenset({"kubr0"})),
             "kvm",
             "bridge",
             5,
@@ -72,7 +72,7 @@ AAVMF = Firmware(Path("/usr/share/AAVMF/AAVMF_CODE.fd"), Path("/usr/share/AAVMF/
             ],
         ),
         (
-            Host("linux", Arch.x86_64, "tcg", "qemu-system-x86_64", firmware=OVMF, bridges=frozenset()),
+            Host("linux", Arch.x86_64, "qemu-system-x86_64", firmware=OVMF, bridges=frozenset()),
             "tcg",
             "user",
             0,
@@ -89,7 +89,7 @@ AAVMF = Firmware(Path("/usr/share/AAVMF/AAVMF_CODE.fd"), Path("/usr/share/AAVMF/
             ],
         ),
         (
-            Host("linux", Arch.aarch64, "tcg", "qemu-system-aarch64", firmware=AAVMF, bridges=frozenset()),
+            Host("linux", Arch.aarch64, "qemu-system-aarch64", firmware=AAVMF, bridges=frozenset()),
             "tcg",
             "user",
             3,
@@ -115,7 +115,7 @@ def test_linux_commands(host, accel, mode, vmid, expected):
 
 def test_direct_kernel_boot_needs_no_firmware_and_adds_management():
     c = cluster({"image": {"kind": "kernel", "kernel": "/boot/vmlinuz", "initrd": "/boot/initrd.img", "cmdline": "quiet"}})
-    host = Host("linux", Arch.x86_64, "tcg", "qemu-system-x86_64", firmware=None, bridges=frozenset())
+    host = Host("linux", Arch.x86_64, "qemu-system-x86_64", firmware=None, bridges=frozenset())
     management = Management(qmp=STATE / "gateway/qmp.sock", pidfile=STATE / "gateway/qemu.pid", serial_log=STATE / "gateway/serial.log")
     assert qemu_argv(c, c.vms[0], host, "tcg", "user", management) == [
         "qemu-system-x86_64", "-nographic",
@@ -137,7 +137,7 @@ def test_direct_kernel_boot_needs_no_firmware_and_adds_management():
 
 def test_a_cloud_image_without_firmware_is_a_clear_error():
     c = cluster()
-    host = Host("linux", Arch.x86_64, "tcg", "qemu-system-x86_64", bridges=frozenset(), firmware_error="no UEFI firmware for x86_64 (hint: apt install ovmf)")
+    host = Host("linux", Arch.x86_64, "qemu-system-x86_64", bridges=frozenset(), firmware_error="no UEFI firmware for x86_64 (hint: apt install ovmf)")
     with pytest.raises(errors.HostError, match="no UEFI firmware for x86_64"):
         qemu_argv(c, c.vms[0], host, "tcg", "user")
 
@@ -154,7 +154,7 @@ def test_a_cloud_image_without_firmware_is_a_clear_error():
 )
 def test_network_mode_resolution(system, mode, bridges, expected):
     c = cluster({"network": {"mode": mode}})
-    host = Host(system, Arch.aarch64, "tcg", "q", bridges=bridges)
+    host = Host(system, Arch.aarch64, "q", bridges=bridges)
     assert resolve_mode(c.network, host) == expected
 
 
@@ -174,18 +174,18 @@ def test_network_mode_resolution(system, mode, bridges, expected):
 def test_network_modes_this_host_cannot_run(system, mode, message):
     c = cluster({"network": {"mode": mode}})
     with pytest.raises(errors.HostError) as excinfo:
-        resolve_mode(c.network, Host(system, Arch.x86_64, "tcg", "q", bridges=frozenset()))
+        resolve_mode(c.network, Host(system, Arch.x86_64, "q", bridges=frozenset()))
     assert str(excinfo.value) == message
 
 
 def test_tcg_uses_cpu_max_even_on_macos():
     c = cluster()
-    argv = qemu_argv(c, c.vms[0], host_profile("darwin-arm64"), "tcg", "vmnet-shared")
+    argv = qemu_argv(c, c.vms[0], host_profile("darwin-arm64")[0], "tcg", "vmnet-shared")
     assert argv[argv.index("-machine") + 1] == "virt,accel=tcg,highmem=on"
     assert argv[argv.index("-cpu") + 1] == "max"
 
 
 def test_qemu_binary_override_is_used():
     c = cluster()
-    host = replace(host_profile("linux-x86_64"), qemu="/opt/stub/qemu")
+    host = replace(host_profile("linux-x86_64")[0], qemu="/opt/stub/qemu")
     assert qemu_argv(c, c.vms[0], host, "kvm", "bridge")[0] == "/opt/stub/qemu"

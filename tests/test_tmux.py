@@ -210,9 +210,10 @@ def test_the_sync_key_toggles_synchronize_panes_only_in_kubenets_sessions(short_
 
 def test_attach_or_switch():
     tmux = Tmux(socket="/tmp/s")
-    assert tmux.attach_argv("kt-ssh", "ssh-controls", inside_tmux=False) == ["tmux", "-S", "/tmp/s", "attach-session", "-t", "=kt-ssh:ssh-controls"]
-    assert tmux.attach_argv("kt-ssh", None, inside_tmux=True) == ["tmux", "-S", "/tmp/s", "switch-client", "-t", "=kt-ssh"]
-    assert Tmux(sudo=True).attach_argv("kt-qemu", None, inside_tmux=False)[:3] == ["sudo", "tmux", "attach-session"]
+    assert tmux.argv([tmux.attach_command("kt-ssh", "ssh-controls", inside_tmux=False)]) == ["tmux", "-S", "/tmp/s", "attach-session", "-t", "=kt-ssh:ssh-controls"]
+    assert tmux.attach_command("kt-ssh", None, inside_tmux=True) == ["switch-client", "-t", "=kt-ssh"]
+    sudo = Tmux(sudo=True)
+    assert sudo.argv([sudo.attach_command("kt-qemu", None, inside_tmux=False)])[:3] == ["sudo", "tmux", "attach-session"]
 
 
 def test_ssh_session_layout_as_data():

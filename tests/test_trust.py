@@ -24,7 +24,7 @@ from conftest import INVOKE, ROOT, STUBS, kill_recorded_qemus, run_invoke, stop_
 from test_image import Server
 from test_tmux import pane_rows, write_cluster
 
-from kubenet.lifecycle import pid_alive
+from kubenet.process import pid_alive
 
 TWO_NODES = "  - {name: node, count: 2, memory: 256M}\n"
 

@@ -14,7 +14,7 @@ from kubenet.config import load_cluster
 from kubenet.firmware import Firmware
 from kubenet.host import Arch, Host
 from kubenet.paths import known_hosts_path, ssh_config_path, vm_paths
-from kubenet.vmsetup import SetupContext, reset_vm, setup_ssh, setup_vm
+from kubenet.prepare import SetupContext, reset_vm, setup_ssh, setup_vm
 
 
 @pytest.fixture
@@ -32,7 +32,7 @@ def project(tmp_path):
 
 def context_for(project: Path) -> SetupContext:
     cluster = load_cluster(project / "cluster.yaml")
-    host = Host("linux", Arch.x86_64, "tcg", "qemu-system-x86_64", firmware=Firmware(project / "CODE.fd", project / "VARS.fd"), bridges=frozenset())
+    host = Host("linux", Arch.x86_64, "qemu-system-x86_64", firmware=Firmware(project / "CODE.fd", project / "VARS.fd"), bridges=frozenset())
     return SetupContext(cluster, host, "user", project / "base.qcow2")
 
 

@@ -14,9 +14,10 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-from .cluster import VM, Cluster
+from . import errors
+from .cluster import VM, Cluster, NetworkMode
 from .fsutil import write_atomic
-from .lifecycle import qemu_pid
+from .vmstate import qemu_pid
 from .network import SshEndpoint, ssh_endpoint
 from .paths import ssh_config_path, vm_paths
 
@@ -40,22 +41,19 @@ def ssh_banner(endpoint: SshEndpoint, timeout: float = 0.5) -> bool:
         return False
 
 
-def ssh_argv(cluster: Cluster, vm: VM, command: str = "true") -> list[str]:
-    return [
-        "ssh", "-F", str(ssh_config_path(cluster).absolute()),
-        "-o", "BatchMode=yes", "-o", "ConnectTimeout=5",
-        vm.name, command,
-    ]  # fmt: skip
-
-
 def ssh_succeeds(cluster: Cluster, vm: VM) -> tuple[bool, str]:
-    from .run import outcome
+    from .process import run
+    from .ssh import SSH_HINT, ssh_argv
 
-    code, said = outcome(ssh_argv(cluster, vm), timeout=20)
-    return code == 0, said or f"ssh exit code {code}"
+    try:
+        done = run(ssh_argv(ssh_config_path(cluster).absolute(), vm.name, "true", batch=True), check=False, timeout=20, missing_hint=SSH_HINT)
+    except errors.LaunchError as error:  # it timed out: try again
+        return False, str(error)
+    said = done.stderr.strip().splitlines()
+    return done.code == 0, said[-1] if said else f"ssh exit code {done.code}"
 
 
-def wait_one(cluster: Cluster, vm: VM, mode: str, deadline: float, started: float) -> Readiness:
+def wait_one(cluster: Cluster, vm: VM, mode: NetworkMode, deadline: float, started: float) -> Readiness:
     endpoint = ssh_endpoint(cluster.network, mode, vm)
     reason = "no SSH banner yet"
     while time.monotonic() < deadline:
@@ -74,7 +72,7 @@ def wait_one(cluster: Cluster, vm: VM, mode: str, deadline: float, started: floa
 
 
 def wait_ready(
-    cluster: Cluster, vms: list[VM], mode: str, timeout: float, report: Callable[[Readiness], None]
+    cluster: Cluster, vms: list[VM], mode: NetworkMode, timeout: float, report: Callable[[Readiness], None]
 ) -> list[Readiness]:
     """Wait for every VM in parallel; `report` hears of each as soon as it is settled."""
     started = time.monotonic()

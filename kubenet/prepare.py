@@ -12,13 +12,14 @@ from pathlib import Path
 from typing import Callable
 
 from . import errors
-from .cluster import VM, Cluster
+from .cluster import VM, Cluster, NetworkMode
 from .disk import create_disk, create_efivars
 from .fsutil import locked, private_dir, write_atomic
-from .host import Arch, Host
+from .host import Host, needs_efivars
 from .paths import vm_paths
 from .seed import read_templates, seed_files, write_seed_iso
 from .sshkeys import ensure_host_key, login_key_path, read_login_key, write_ssh_files
+from .target import Target
 
 PARTS = ("disk", "seed", "ssh")
 
@@ -27,12 +28,15 @@ PARTS = ("disk", "seed", "ssh")
 class SetupContext:
     cluster: Cluster
     host: Host
-    mode: str  # the resolved network mode
+    mode: NetworkMode  # the resolved network mode
     base_image: Path | None  # None: a blank disk (kernel images)
 
 
-def needs_efivars(cluster: Cluster, host: Host) -> bool:
-    return cluster.image.kind == "cloud" and host.arch is Arch.x86_64
+def setup_context(cluster: Cluster, target: Target) -> SetupContext:
+    from .image import base_image_path
+
+    base = base_image_path(cluster, target.host) if cluster.image.url else None
+    return SetupContext(cluster=cluster, host=target.host, mode=target.mode, base_image=base)
 
 
 @dataclass(frozen=True)
@@ -97,3 +101,43 @@ def reset_vm(cluster: Cluster, vm: VM) -> list[Path]:
                 path.unlink()
                 deleted.append(path)
     return deleted
+
+
+# What each file of a VM is made by: make names the files it finds out of date.
+FILE_PARTS = {"disk.img": "disk", "efivars.fd": "disk", "cidata.iso": "seed"}
+CLUSTER_FILES = ("known_hosts", "ssh_config")
+
+
+def parts_for_files(cluster: Cluster, files: list[str]) -> tuple[dict[str, list[str]], bool]:
+    """The parts to make per VM name, and whether the ssh files are wanted, for paths make named."""
+    state = cluster.state_dir.absolute()
+    per_vm: dict[str, list[str]] = {}
+    ssh = False
+    for file in files:
+        path = Path(file).absolute()
+        if path.parent == state and path.name in CLUSTER_FILES:
+            ssh = True
+        elif path.parent.parent == state and path.name in FILE_PARTS and cluster.vm_by_name(path.parent.name):
+            parts = per_vm.setdefault(path.parent.name, [])
+            if FILE_PARTS[path.name] not in parts:
+                parts.append(FILE_PARTS[path.name])
+        else:
+            raise errors.SetupError(f"{file} is not a file kubenet makes for {cluster.source}")
+    return per_vm, ssh
+
+
+def prepare_cluster(context: SetupContext, plan: dict[VM, list[str]], ssh: bool, say: Callable[[str], None]) -> None:
+    """Make the planned parts of each VM, then (if asked) the cluster's ssh files.
+
+    Templates and key are read first, so a mistake stops setup before any write;
+    VMs are prepared in parallel, as their steps mostly wait for qemu-img and ssh-keygen.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    inputs = read_seed_inputs(context.cluster)
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        for done in [pool.submit(setup_vm, context, vm, parts, say, inputs) for vm, parts in plan.items() if parts]:
+            done.result()  # the first failure is raised here, once every started VM has finished
+    if ssh:
+        for path in setup_ssh(context):
+            say(f"kubenet: wrote {path}")

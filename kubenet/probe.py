@@ -1,0 +1,139 @@
+"""Look at this machine: OS, CPU, qemu, firmware, bridges, and the best accelerator.
+
+Everything it reads can be redirected (a root directory, the environment, a
+capture function) so that tests can describe any machine.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import replace
+from pathlib import Path
+from typing import Callable, Mapping
+
+from . import errors
+from .cluster import Accel
+from .firmware import find_firmware
+from .host import Arch, Host
+
+QEMU_ENV = "KUBENET_QEMU"
+BRIDGE_HELPERS = (
+    "usr/lib/qemu/qemu-bridge-helper",
+    "usr/libexec/qemu-bridge-helper",
+    "usr/local/libexec/qemu-bridge-helper",
+)
+
+
+def probe_host(
+    root: Path = Path("/"),
+    environ: Mapping[str, str] = os.environ,
+    system: str | None = None,
+    machine: str | None = None,
+    firmware_needed: bool = True,
+) -> Host:
+    """This machine as a Host. Without `firmware_needed` (kernel images) firmware is not looked for."""
+    system = (system or os.uname().sysname).lower()
+    arch = Arch.from_machine(machine or os.uname().machine)
+    qemu = environ.get(QEMU_ENV) or shutil.which(arch.qemu_binary())
+    host = Host(
+        system=system,
+        arch=arch,
+        qemu=environ.get(QEMU_ENV) or arch.qemu_binary(),  # found on PATH, so the bare name reads best
+        qemu_found=qemu is not None,
+        bridges=_bridges(root) if system == "linux" else frozenset(),
+        is_root=hasattr(os, "geteuid") and os.geteuid() == 0,
+        bridge_helper_setuid=any(_setuid_root(root / helper) for helper in BRIDGE_HELPERS),
+    )
+    if not firmware_needed:
+        return host
+    prefixes = [Path(os.path.realpath(qemu)).parent.parent] if qemu else []
+    prefixes += [Path("/usr"), Path("/usr/local"), Path("/opt/homebrew")]
+    try:
+        return _with(host, firmware=find_firmware(arch.value, arch.machine_family(), root, prefixes))
+    except errors.HostError as error:
+        # Only cloud images need firmware; keep the reason for when one does.
+        return _with(host, firmware_error=str(error))
+
+
+def probe_accel(
+    host: Host, root: Path = Path("/"), capture: Callable[[list[str]], str] | None = None, cache: Path | None = None
+) -> Accel:
+    """The best accelerator this machine offers. On Linux that means asking qemu, which is
+    remembered per qemu binary in `cache`."""
+    capture = capture or _run_probe
+    if host.system == "darwin":
+        if host.arch is Arch.aarch64 and _capture_or_empty(capture, ["sysctl", "-n", "kern.hv_support"]).strip() == "1":
+            return Accel.HVF
+        return Accel.TCG
+    if host.system == "linux" and host.qemu_found and _kvm_opens(root):
+        if "kvm" in qemu_accelerators(host.qemu, capture, cache):
+            return Accel.KVM
+    return Accel.TCG
+
+
+def _run_probe(argv: list[str]) -> str:
+    from .process import run
+
+    return run(argv, check=False, timeout=10).stdout
+
+
+def _with(host: Host, **changes) -> Host:
+    return replace(host, **changes)
+def qemu_accelerators(qemu: str, capture: Callable[[list[str]], str], cache: Path | None = None) -> list[str]:
+    """The words of `qemu -accel help`. Asking starts qemu, which pipelines feel
+    (~20 ms), so the answer is kept in `cache` per binary: path, size and mtime."""
+    binary = shutil.which(qemu) if cache is not None else None
+    entry = cache / _binary_key(binary) if binary else None
+    if entry is not None:
+        try:
+            return entry.read_text().split()
+        except OSError:
+            pass
+    listed = _capture_or_empty(capture, [qemu, "-accel", "help"]).split()
+    if entry is not None and listed:
+        from .fsutil import write_atomic
+
+        try:
+            write_atomic(entry, " ".join(listed).encode(), 0o644)
+        except OSError:
+            pass  # an unwritable cache only costs time
+    return listed
+
+
+def _binary_key(binary: str) -> str:
+    real = os.path.realpath(binary)
+    info = os.stat(real)
+    return f"accel{real.replace('/', '%')}-{info.st_size}-{info.st_mtime_ns}"
+
+
+def _kvm_opens(root: Path) -> bool:
+    """Really open /dev/kvm: existing is not enough, the user must be allowed to use it."""
+    try:
+        os.close(os.open(root / "dev/kvm", os.O_RDWR | os.O_CLOEXEC))
+        return True
+    except OSError:
+        return False
+
+
+def _capture_or_empty(capture: Callable[[list[str]], str], argv: list[str]) -> str:
+    try:
+        return capture(argv)
+    except (OSError, errors.KubenetError):
+        return ""
+
+
+def _bridges(root: Path) -> frozenset[str]:
+    net = root / "sys/class/net"
+    try:
+        return frozenset(entry.name for entry in net.iterdir() if (entry / "bridge").is_dir())
+    except OSError:
+        return frozenset()
+
+
+def _setuid_root(path: Path) -> bool:
+    try:
+        info = path.stat()
+    except OSError:
+        return False
+    return info.st_uid == 0 and bool(info.st_mode & 0o4000)

@@ -1,0 +1,61 @@
+"""Where and how the cluster runs, worked out once per command: host, accelerator,
+network mode and whether qemu needs root. Everything that builds or runs a VM
+takes this one value.
+
+The accelerator is, first to last: `--accel`, then $KUBENET_ACCEL, then
+`accel` in cluster.yaml, then the best the host offers (probed only when none
+of those chose).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Callable, Mapping
+
+from . import errors
+from .cluster import Accel, Cluster, ImageKind, NetworkMode
+from .host import Host, host_profile
+from .network import needs_root, resolve_mode
+
+ACCEL_ENV = "KUBENET_ACCEL"
+
+
+@dataclass(frozen=True)
+class Target:
+    host: Host
+    accel: Accel
+    mode: NetworkMode  # never AUTO: resolved for this host
+    root: bool  # qemu must run as root (vmnet, or a bridge without a setuid helper)
+
+
+def choose_accel(offered: Callable[[], Accel], configured: Accel | None, environ: Mapping[str, str], option: str | None = None) -> Accel:
+    """The first that is set of --accel, $KUBENET_ACCEL and cluster.yaml's accel; else what the host offers."""
+    sources = (
+        ("--accel", option, "leave out --accel to let kubenet choose"),
+        (ACCEL_ENV, environ.get(ACCEL_ENV), f"unset {ACCEL_ENV} to let kubenet choose"),
+        ("accel", configured, "remove accel from cluster.yaml to let kubenet choose"),
+    )
+    for source, value, hint in sources:
+        if value:
+            if value not in Accel.values():
+                raise errors.HostError(f"{source} {value!r} is not an accelerator; allowed: {', '.join(Accel.values())}", hint)
+            return Accel(value)
+    return offered()
+
+
+def resolve_target(
+    cluster: Cluster, host_kind: str | None = None, accel_option: str | None = None, environ: Mapping[str, str] = os.environ
+) -> Target:
+    """This machine (probed), or the kind of machine `host_kind` names, as the cluster will use it."""
+    if host_kind:
+        host, accel = host_profile(host_kind)
+        offered: Callable[[], Accel] = lambda: accel  # noqa: E731
+    else:
+        from .paths import cache_dir
+        from .probe import probe_accel, probe_host
+
+        host = probe_host(environ=environ, firmware_needed=cluster.image.kind == ImageKind.CLOUD)
+        offered = lambda: probe_accel(host, cache=cache_dir(environ) / "probe")  # noqa: E731
+    mode = resolve_mode(cluster.network, host)
+    return Target(host, choose_accel(offered, cluster.accel, environ, accel_option), mode, needs_root(mode, host))

@@ -1,0 +1,52 @@
+"""Whether a VM runs, under which pid, and whether it answered SSH.
+
+qemu's pid file is trusted only while that pid is provably this VM's qemu (its
+arguments name the pid file); a qemu that kubenet did not start, such as
+`invoke vm`'s, is seen by the lock it holds on the VM's disk.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .cluster import VM, Cluster
+from .paths import vm_paths
+from .process import is_own_process
+
+
+@dataclass(frozen=True)
+class VMState:
+    running: bool
+    pid: int | None  # None: not running, or running without a pid file kubenet wrote
+    ready: bool
+
+
+def qemu_pid(cluster: Cluster, vm: VM) -> int | None:
+    """The pid of the VM's qemu if it runs: the pid file's, once it is confirmed to be this VM's qemu."""
+    from .disk import disk_in_use
+
+    paths = vm_paths(cluster, vm)
+    try:
+        pid = int(paths.pidfile.read_text().strip())
+    except (OSError, ValueError):
+        return None
+    return pid if is_own_process(pid, str(paths.pidfile.absolute()), lambda: disk_in_use(paths.disk)) else None
+
+
+def is_running(cluster: Cluster, vm: VM) -> bool:
+    return vm_state(cluster, vm).running
+
+
+def vm_state(cluster: Cluster, vm: VM) -> VMState:
+    """Running: the qemu `up` started (pid file), or any other that has the disk open,
+    such as `invoke vm`'s, which leaves no pid file to tell its pid."""
+    pid = qemu_pid(cluster, vm)
+    if pid is None:
+        from .disk import disk_in_use
+
+        return VMState(running=disk_in_use(vm_paths(cluster, vm).disk), pid=None, ready=False)
+    try:
+        ready = int(vm_paths(cluster, vm).ready_marker.read_text().strip()) == pid
+    except (OSError, ValueError):
+        ready = False
+    return VMState(running=True, pid=pid, ready=ready)
