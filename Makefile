@@ -12,7 +12,7 @@ CLUSTER_MK := $(dir $(CONFIG)).$(basename $(notdir $(CONFIG))).mk
 CLUSTER_GOALS := setup up
 
 .DEFAULT_GOAL := help
-.PHONY: help deps test-deps venv test bench bench-boot clean-venv $(CLUSTER_GOALS)
+.PHONY: help deps test-deps venv test bench bench-boot bench-setup clean-venv $(CLUSTER_GOALS)
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -37,6 +37,9 @@ test: test-deps venv ## run the whole test suite, the real-VM tests included
 bench: venv ## measure start-up of `invoke ls`/`argv` and how fast `invoke up` launches 7, 30, 60 stub VMs
 	$(BIN)/python bench/cli_latency.py
 	$(BIN)/python bench/launch.py
+
+bench-setup: test-deps venv ## time `make setup` of 7 fresh VMs, with nothing to do, and `make up` when all run
+	$(BIN)/python bench/setup.py
 
 bench-boot: test-deps venv ## time `make up` of 1 and 7 real tiny VMs under TCG, and when each guest's SSH listened
 	$(BIN)/python bench/boot.py
@@ -63,17 +66,22 @@ $(KUBENET_BASE_IMAGE):
 	$(INVOKE) image --config $(CONFIG)
 endif
 
+# Make decides what is out of date; one invoke makes all of it. The per-file
+# rules below only note their file in SETUP_TODO, and `setup` hands that list
+# to one `invoke vmsetup --files-from`.
+SETUP_TODO := $(dir $(CONFIG)).$(basename $(notdir $(CONFIG))).todo
+
 # A disk needs the base image to exist, but is never remade when the image
 # changes: once created it holds the VM's data (order-only prerequisite).
 $(KUBENET_STATE)/%/disk.img: | $(KUBENET_BASE_IMAGE)
-	@$(INVOKE) vmsetup --config $(CONFIG) --name $* --disk
+	@echo $@ >> $(SETUP_TODO)
 
 $(KUBENET_STATE)/%/efivars.fd:
-	@$(INVOKE) vmsetup --config $(CONFIG) --name $* --disk
+	@echo $@ >> $(SETUP_TODO)
 
 # A seed is remade whenever what it is made from changes.
 $(KUBENET_STATE)/%/cidata.iso: $(CONFIG) $(KUBENET_SEED_INPUTS)
-	@$(INVOKE) vmsetup --config $(CONFIG) --name $* --seed
+	@echo $@ >> $(SETUP_TODO)
 
 # A seed damaged since it was written (truncated, say) no longer matches the
 # checksum written beside it, and one without that checksum cannot be trusted:
@@ -86,17 +94,19 @@ $(sort $(DAMAGED_SEEDS) $(UNCHECKED_SEEDS)): FORCE
 FORCE:
 .PHONY: FORCE
 
-# The ssh files are written together; known_hosts is remade when it is missing too.
+# The ssh files are written together, after the seeds (which make the host keys);
+# known_hosts is remade when it is missing too.
 $(KUBENET_STATE)/known_hosts: $(CONFIG) $(SEEDS)
-	@$(INVOKE) vmsetup --config $(CONFIG) --ssh
+	@echo $@ >> $(SETUP_TODO)
 
 $(KUBENET_STATE)/ssh_config: $(KUBENET_STATE)/known_hosts
-	@$(INVOKE) vmsetup --config $(CONFIG) --ssh
+	@echo $@ >> $(SETUP_TODO)
 
 setup: $(DISKS) $(EFIVARS) $(SEEDS) $(KUBENET_STATE)/known_hosts $(KUBENET_STATE)/ssh_config ## prepare every VM: base image, disks, cloud-init seeds, host keys, ssh_config
+	@if [ -s $(SETUP_TODO) ]; then $(INVOKE) vmsetup --config $(CONFIG) --files-from $(SETUP_TODO) && rm -f $(SETUP_TODO); fi
 
 # Never delete a disk, UEFI store, base image or seed because a recipe was
-# interrupted: each is written whole (or not at all) by its recipe.
+# interrupted: each is written whole (or not at all).
 .PRECIOUS: $(DISKS) $(EFIVARS) $(KUBENET_BASE_IMAGE) $(SEEDS) $(KUBENET_STATE)/known_hosts $(KUBENET_STATE)/ssh_config
 
 up: setup ## prepare what is missing, launch every VM in tmux session <cluster>-qemu and wait for SSH

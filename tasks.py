@@ -94,7 +94,7 @@ def image(c, config=None):
 
 
 @task(
-    iterable=["id", "name", "file"],
+    iterable=["id", "name"],
     help={
         "id": "VM id (repeatable; default: every VM)",
         "name": "VM name (repeatable)",
@@ -102,11 +102,11 @@ def image(c, config=None):
         "disk": "only the disk (and UEFI variables)",
         "seed": "only the host key and cloud-init seed",
         "ssh": "only the cluster's known_hosts and ssh_config",
-        "file": "make exactly this file (repeatable; how make asks for what is out of date)",
+        "files_from": "make exactly the files listed in this file, one a line (how make asks for what is out of date)",
     },
 )
 @user_errors
-def vmsetup(c, id=None, name=None, config=None, disk=False, seed=False, ssh=False, file=None):
+def vmsetup(c, id=None, name=None, config=None, disk=False, seed=False, ssh=False, files_from=None):
     """Prepare VMs: disk overlay, cloud-init seed, host key, ssh_config. Never recreates a disk."""
     from kubenet import cli
     from kubenet.prepare import PARTS, parts_for_files, prepare_cluster, setup_context
@@ -114,9 +114,12 @@ def vmsetup(c, id=None, name=None, config=None, disk=False, seed=False, ssh=Fals
 
     cluster = cli.open_cluster(config)
     context = setup_context(cluster, resolve_target(cluster))
-    if file:
-        per_vm, ssh_files = parts_for_files(cluster, file)
+    if files_from:
+        from pathlib import Path
+
+        per_vm = parts_for_files(cluster, Path(files_from).read_text().split())
         plan = {cluster.vm_by_name(name): parts for name, parts in per_vm.items()}
+        ssh_files = True  # cheap, and they name what the VMs' files hold: always rewritten with them
     else:
         parts = [part for part, wanted in zip(PARTS, (disk, seed, ssh)) if wanted] or list(PARTS)
         plan = {vm: [part for part in parts if part != "ssh"] for vm in cli.pick_vms(cluster, id, name)}

@@ -1,3 +1,47 @@
-"""kubenet: prepare, launch and connect to a local QEMU cluster for learning Kubernetes."""
+"""kubenet: prepare, launch and connect to a local QEMU cluster for learning Kubernetes.
+
+A map: each module has one concern. Pure ones (no files, no processes) are marked *.
+
+The cluster and the machine
+  cluster *     the cluster as data: roles, VMs, names, MACs, IPs, and every default
+  config        read cluster.yaml, validate it, build a Cluster
+  host *        kinds of host: CPU architectures, what a host offers, described hosts (`--host`)
+  firmware      find UEFI firmware through QEMU's descriptors
+  probe         look at this machine: OS, qemu, firmware, bridges, the best accelerator
+  target        the one decision per command: host, accelerator, network mode, root or not
+  network *     network modes: which applies, each one's NIC options and SSH endpoint
+  paths *       where each file lives (state_dir, the per-user cache)
+
+Preparing VMs (`make setup`, `invoke vmsetup`)
+  image         the base image: download, verify, content-addressed cache
+  disk          qcow2 overlays and UEFI variable stores; whether a disk is in use
+  seed          cloud-init seed files * and the `cidata` ISO
+  sshkeys       host keys, known_hosts and ssh_config
+  prepare       put those together for each VM, checking every input first
+  makevars      the cluster as Make variables for the Makefile
+
+Running VMs
+  qemu *        the qemu command line
+  layout *      the tmux sessions as data: windows, panes, names, whose session it is
+  tmux          apply a layout to tmux in batched calls, read panes back
+  vde           the rootless cluster switch
+  launch        start VMs: `invoke vm` (exec) and `invoke up` (tmux), then wait
+  readiness     wait until VMs answer SSH, all at once
+  vmstate       is a VM running, under which pid, did it answer
+  shutdown      power VMs off over QMP within a timeout; `down`
+  ssh           the one ssh command builder: `ssh`, `ssh-all`, `exec`
+
+Plumbing
+  process       the one place that runs, watches and signals programs
+  fsutil        atomic writes, private directories, locks
+  errors        one exception class per kind of user error, each with a hint
+  cli           glue for tasks.py: one-line errors, VM selection, tables, progress
+
+The path of `make up`: the Makefile runs `invoke makevars` (config -> target ->
+makevars) to learn the per-VM files, decides which are out of date, and hands
+them to one `invoke vmsetup` (prepare: image, disk, seed, sshkeys); then
+`invoke up` (launch: target, qemu, layout, tmux, vde) starts every VM that is
+not running in `<cluster>-qemu` and waits for SSH (readiness, vmstate).
+"""
 
 __version__ = "0.1.0"

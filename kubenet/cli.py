@@ -5,8 +5,10 @@ Kept free of heavy imports: `invoke ls` and `invoke argv` run in pipelines.
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
+import math
 import os
 import sys
 from typing import Callable, Iterable
@@ -71,8 +73,6 @@ def silence_output() -> None:
 
 def describe_os_error(error: OSError) -> tuple[str, str | None]:
     """What failed, on which file, and what usually helps."""
-    import errno
-
     where = f"{error.filename}: " if error.filename else ""
     what = error.strerror or str(error)
     hints = {
@@ -90,8 +90,6 @@ def describe_os_error(error: OSError) -> tuple[str, str | None]:
 
 def parse_timeout(text: str | float | None, default: float, option: str = "--timeout") -> float:
     """Seconds from the command line: a finite number, 0 or more."""
-    import math
-
     if text is None:
         return default
     try:

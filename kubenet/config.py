@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import string
 from dataclasses import fields, replace
 from ipaddress import AddressValueError, IPv4Address, IPv4Network, NetmaskValueError
 from pathlib import Path
@@ -275,8 +276,6 @@ def _path(check: _Checker, value: Any, key: str, base: Path) -> Path | None:
 
 def _check_url_fields(check: _Checker, url: str) -> None:
     """image.url may hold {arch} and nothing else in braces ({{ and }} stand for braces)."""
-    import string
-
     try:
         fields_used = [(name, spec, conversion) for _, name, spec, conversion in string.Formatter().parse(url) if name is not None]
     except ValueError as error:

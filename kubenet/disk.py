@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -48,9 +50,6 @@ QEMU_LOCK_START, QEMU_LOCK_LENGTH = 100, 200
 
 def disk_in_use(disk: Path) -> bool:
     """Whether a qemu has the disk open: also one that kubenet did not start, e.g. `invoke vm`."""
-    import fcntl
-    import os
-
     try:
         fd = os.open(disk, os.O_RDWR)
     except OSError:

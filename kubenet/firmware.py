@@ -8,6 +8,8 @@ no descriptor fits do we fall back to well-known paths, and say so.
 
 from __future__ import annotations
 
+import fnmatch
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,8 +68,6 @@ def descriptor_dirs(root: Path, prefixes: list[Path]) -> list[Path]:
 
 def firmware_from_descriptor(data: dict, arch: str, machine_family: str) -> Firmware | None:
     """The firmware a descriptor offers for this arch and machine, or None if it does not fit."""
-    import fnmatch
-
     if "uefi" not in data.get("interface-types", []):
         return None
     if UNWANTED_FEATURES & set(data.get("features", [])):
@@ -90,8 +90,6 @@ def firmware_from_descriptor(data: dict, arch: str, machine_family: str) -> Firm
 
 
 def find_firmware(arch: str, machine_family: str, root: Path, prefixes: list[Path]) -> Firmware:
-    import json
-
     by_name: dict[str, Path] = {}
     for directory in descriptor_dirs(root, prefixes):
         if directory.is_dir():

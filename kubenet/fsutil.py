@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import os
+import tempfile
 from pathlib import Path
 from typing import Iterator
 
@@ -48,8 +50,6 @@ def atomic_output(path: Path, mode: int = 0o600) -> Iterator[Path]:
 
     Ctrl-C or a failure leaves the old file (or none) in place, never a truncated one.
     """
-    import tempfile
-
     private_dir(path.parent)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(handle)
@@ -71,8 +71,6 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
 
 
 def sha256_of(path: Path) -> str:
-    import hashlib
-
     digest = hashlib.sha256()
     with open(path, "rb") as stream:
         while chunk := stream.read(1 << 20):

@@ -14,6 +14,7 @@ on the old one keep it.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import sys
 import time
@@ -56,8 +57,6 @@ def base_image_path(cluster: Cluster, host: Host, environ: Mapping[str, str] = o
 
 
 def cache_key(url: str, sha256: str | None) -> str:
-    import hashlib
-
     return sha256 or "url-" + hashlib.sha256(url.encode()).hexdigest()[:16]
 
 

@@ -5,6 +5,7 @@ Pure functions; tmux.py turns a SessionSpec into tmux commands.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,8 +47,6 @@ class SessionSpec:
 
 def session_owner(cluster: Cluster) -> str:
     """What marks a session as this cluster's: two checkouts may share a cluster name, never a state directory."""
-    import os
-
     return os.path.realpath(cluster.state_dir)
 
 

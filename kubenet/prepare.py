@@ -108,22 +108,21 @@ FILE_PARTS = {"disk.img": "disk", "efivars.fd": "disk", "cidata.iso": "seed"}
 CLUSTER_FILES = ("known_hosts", "ssh_config")
 
 
-def parts_for_files(cluster: Cluster, files: list[str]) -> tuple[dict[str, list[str]], bool]:
-    """The parts to make per VM name, and whether the ssh files are wanted, for paths make named."""
+def parts_for_files(cluster: Cluster, files: list[str]) -> dict[str, list[str]]:
+    """The parts to make per VM name, for the paths make found out of date."""
     state = cluster.state_dir.absolute()
     per_vm: dict[str, list[str]] = {}
-    ssh = False
     for file in files:
         path = Path(file).absolute()
         if path.parent == state and path.name in CLUSTER_FILES:
-            ssh = True
+            continue  # written after every setup anyway
         elif path.parent.parent == state and path.name in FILE_PARTS and cluster.vm_by_name(path.parent.name):
             parts = per_vm.setdefault(path.parent.name, [])
             if FILE_PARTS[path.name] not in parts:
                 parts.append(FILE_PARTS[path.name])
         else:
             raise errors.SetupError(f"{file} is not a file kubenet makes for {cluster.source}")
-    return per_vm, ssh
+    return per_vm
 
 
 def prepare_cluster(context: SetupContext, plan: dict[VM, list[str]], ssh: bool, say: Callable[[str], None]) -> None:

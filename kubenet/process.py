@@ -19,6 +19,7 @@ import os
 import shlex
 import signal
 import subprocess
+import time
 from dataclasses import dataclass
 from typing import Callable
 
@@ -154,8 +155,6 @@ def kill(pid: int, sig: int = signal.SIGKILL) -> None:
 
 
 def wait_for_exit(pid: int, timeout: float) -> bool:
-    import time
-
     deadline = time.monotonic() + timeout
     while pid_alive(pid):
         if time.monotonic() >= deadline:

@@ -30,8 +30,17 @@ ISO_NAMES = {"user-data": "USERDATA.;1", "meta-data": "METADATA.;1", "network-co
 
 
 def template_paths(cluster: Cluster, directory: Path | None = None) -> list[Path]:
-    """The template files the cluster's seeds are made from, for Make's prerequisites."""
+    """The template files the cluster's seeds are made from, for Make's prerequisites.
+
+    Each template is optional, but the directory is not: without kubenet's own,
+    VMs would boot without what Kubernetes needs, so that is an error.
+    """
     directory = directory or cluster.templates or TEMPLATE_DIR
+    if not directory.is_dir():
+        raise errors.SetupError(
+            f"the user-data templates are missing: {directory} is not a directory",
+            "reinstall kubenet" if directory == TEMPLATE_DIR else f"fix templates in {cluster.source}",
+        )
     names = [COMMON_TEMPLATE, *(role.name for role in cluster.roles)]
     return [directory / f"{name}.yaml" for name in names if (directory / f"{name}.yaml").is_file()]
 

@@ -45,8 +45,12 @@ def vm_state(cluster: Cluster, vm: VM) -> VMState:
         from .disk import disk_in_use
 
         return VMState(running=disk_in_use(vm_paths(cluster, vm).disk), pid=None, ready=False)
+    return VMState(running=True, pid=pid, ready=answered_before(cluster, vm, pid))
+
+
+def answered_before(cluster: Cluster, vm: VM, pid: int) -> bool:
+    """Whether SSH login already worked with the qemu that runs as `pid` (the ready marker holds its pid)."""
     try:
-        ready = int(vm_paths(cluster, vm).ready_marker.read_text().strip()) == pid
+        return int(vm_paths(cluster, vm).ready_marker.read_text().strip()) == pid
     except (OSError, ValueError):
-        ready = False
-    return VMState(running=True, pid=pid, ready=ready)
+        return False
