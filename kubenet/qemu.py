@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import errors
-from .cluster import VM, Cluster, ImageKind
+from .cluster import VM, Accel, Cluster, ImageKind, NetworkMode
 from .host import Host
 from .network import nic_options
 from .paths import vde_socket_path, vm_paths
@@ -26,7 +26,7 @@ class Management:
 
 
 def qemu_argv(
-    cluster: Cluster, vm: VM, host: Host, accel: str, mode: str, management: Management | None = None
+    cluster: Cluster, vm: VM, host: Host, accel: Accel, mode: NetworkMode, management: Management | None = None
 ) -> list[str]:
     paths = vm_paths(cluster, vm)
     arch = host.arch

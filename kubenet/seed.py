@@ -12,7 +12,7 @@ from ipaddress import IPv4Address
 from pathlib import Path
 
 from . import errors
-from .cluster import VM, Cluster
+from .cluster import VM, Cluster, NetworkMode
 from .fsutil import atomic_output, sha256_of, write_atomic
 from .network import user_nic_mac
 from .sshkeys import HostKey
@@ -75,17 +75,17 @@ def merge_cloud_config(*parts: dict) -> dict:
     return merged
 
 
-def hosts_entries(cluster: Cluster, mode: str) -> str:
+def hosts_entries(cluster: Cluster, mode: NetworkMode) -> str:
     """/etc/hosts lines for every cluster name, `vmhost` and `kubernetes`."""
     network, domain = cluster.network, cluster.network.domain
-    host = SLIRP_HOST if mode == "user" else network.host_address
+    host = SLIRP_HOST if mode == NetworkMode.USER else network.host_address
     entries = [(host, "vmhost"), (network.api_address, "kubernetes")]
     entries += [(vm.ip, vm.name) for vm in cluster.vms]
     lines = [f"{address} {name}.{domain} {name}" for address, name in entries]
     return "# kubenet cluster\n" + "\n".join(lines) + "\n"
 
 
-def user_data(cluster: Cluster, vm: VM, mode: str, templates: dict[str, dict], login_key: str, host_key: HostKey) -> str:
+def user_data(cluster: Cluster, vm: VM, mode: NetworkMode, templates: dict[str, dict], login_key: str, host_key: HostKey) -> str:
     own = {
         "user": {"name": cluster.user},
         "ssh_authorized_keys": [login_key.strip()],
@@ -103,13 +103,13 @@ def meta_data(vm: VM) -> str:
     return _dump({"instance-id": vm.name, "local-hostname": vm.name})
 
 
-def network_config(cluster: Cluster, vm: VM, mode: str) -> str:
+def network_config(cluster: Cluster, vm: VM, mode: NetworkMode) -> str:
     network = cluster.network
     cluster_nic: dict = {
         "match": {"macaddress": vm.mac},
         "addresses": [f"{vm.ip}/{network.subnet.prefixlen}"],
     }
-    if mode == "user":
+    if mode == NetworkMode.USER:
         # Internet and SSH through the user-mode NIC; the cluster NIC only carries 192.168.1.x.
         ethernets = {"uplink": {"match": {"macaddress": user_nic_mac(vm)}, "dhcp4": True}, "cluster": cluster_nic}
     else:
@@ -120,7 +120,7 @@ def network_config(cluster: Cluster, vm: VM, mode: str) -> str:
 
 
 def seed_files(
-    cluster: Cluster, vm: VM, mode: str, templates: dict[str, dict], login_key: str, host_key: HostKey
+    cluster: Cluster, vm: VM, mode: NetworkMode, templates: dict[str, dict], login_key: str, host_key: HostKey
 ) -> dict[str, bytes]:
     return {
         "user-data": user_data(cluster, vm, mode, templates, login_key, host_key).encode(),
