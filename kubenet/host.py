@@ -65,7 +65,8 @@ class Arch(enum.Enum):
     def disk_options(self, disk: Path) -> list[str]:
         if self is Arch.aarch64:
             return ["-hda", str(disk)]  # virt attaches -hda as virtio, as in the tutorial
-        return ["-drive", f"file={disk},if=virtio,format=qcow2"]  # -hda would be slow IDE on q35
+        # virtio (-hda would be slow IDE on q35), first in UEFI's boot order: before q35's empty DVD drive
+        return ["-drive", f"file={disk},if=none,id=disk,format=qcow2", "-device", "virtio-blk-pci,drive=disk,bootindex=1"]
 
 
 @dataclass(frozen=True)

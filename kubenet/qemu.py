@@ -16,6 +16,9 @@ from .network import nic_options
 from .paths import vde_socket_path, vm_paths
 
 
+RNG_PCI_SLOT = "0x1e"  # free on q35 and virt, whose default devices sit low (and at 0x1f on q35)
+
+
 @dataclass(frozen=True)
 class Management:
     """Options kubenet adds when it runs a VM for `up`: control socket, pid file, console log, entropy."""
@@ -66,5 +69,8 @@ def management_options(management: Management) -> list[str]:
         "-mon", "chardev=console,mode=readline",
         "-qmp", f"unix:{management.qmp},server=on,wait=off",
         "-pidfile", str(management.pidfile),
-        "-device", "virtio-rng-pci",
+        # A slot of its own: auto-assigned, it would take the disk's slot and move the
+        # disk, and UEFI keeps boot entries by slot (the VM's efivars.fd would then
+        # point at nothing). Every launch form gives every other device the same slot.
+        "-device", f"virtio-rng-pci,addr={RNG_PCI_SLOT}",
     ]  # fmt: skip

@@ -67,7 +67,7 @@ AAVMF = Firmware(Path("/usr/share/AAVMF/AAVMF_CODE.fd"), Path("/usr/share/AAVMF/
                 "-drive", "if=pflash,format=raw,unit=0,file=/usr/share/OVMF/OVMF_CODE_4M.fd,readonly=on",
                 "-drive", f"if=pflash,format=raw,unit=1,file={STATE}/worker1/efivars.fd",
                 "-nic", "bridge,br=kubr0,model=virtio-net-pci,mac=52:52:52:00:00:05",
-                "-drive", f"file={STATE}/worker1/disk.img,if=virtio,format=qcow2",
+                "-drive", f"file={STATE}/worker1/disk.img,if=none,id=disk,format=qcow2", "-device", "virtio-blk-pci,drive=disk,bootindex=1",
                 "-drive", f"file={STATE}/worker1/cidata.iso,driver=raw,if=virtio",
             ],
         ),
@@ -84,7 +84,7 @@ AAVMF = Firmware(Path("/usr/share/AAVMF/AAVMF_CODE.fd"), Path("/usr/share/AAVMF/
                 "-drive", f"if=pflash,format=raw,unit=1,file={STATE}/gateway/efivars.fd",
                 "-nic", "user,model=virtio-net-pci,mac=52:54:00:00:00:00,hostfwd=tcp:127.0.0.1:2200-:22",
                 "-nic", f"vde,sock={STATE}/vde.ctl,model=virtio-net-pci,mac=52:52:52:00:00:00",
-                "-drive", f"file={STATE}/gateway/disk.img,if=virtio,format=qcow2",
+                "-drive", f"file={STATE}/gateway/disk.img,if=none,id=disk,format=qcow2", "-device", "virtio-blk-pci,drive=disk,bootindex=1",
                 "-drive", f"file={STATE}/gateway/cidata.iso,driver=raw,if=virtio",
             ],
         ),
@@ -124,14 +124,14 @@ def test_direct_kernel_boot_needs_no_firmware_and_adds_management():
         "-kernel", "/boot/vmlinuz", "-initrd", "/boot/initrd.img", "-append", "quiet console=ttyS0",
         "-nic", "user,model=virtio-net-pci,mac=52:54:00:00:00:00,hostfwd=tcp:127.0.0.1:2200-:22",
         "-nic", f"vde,sock={STATE}/vde.ctl,model=virtio-net-pci,mac=52:52:52:00:00:00",
-        "-drive", f"file={STATE}/gateway/disk.img,if=virtio,format=qcow2",
+        "-drive", f"file={STATE}/gateway/disk.img,if=none,id=disk,format=qcow2", "-device", "virtio-blk-pci,drive=disk,bootindex=1",
         "-drive", f"file={STATE}/gateway/cidata.iso,driver=raw,if=virtio",
         "-chardev", f"stdio,id=console,mux=on,signal=off,logfile={STATE}/gateway/serial.log",
         "-serial", "chardev:console",
         "-mon", "chardev=console,mode=readline",
         "-qmp", f"unix:{STATE}/gateway/qmp.sock,server=on,wait=off",
         "-pidfile", f"{STATE}/gateway/qemu.pid",
-        "-device", "virtio-rng-pci",
+        "-device", "virtio-rng-pci,addr=0x1e",
     ]  # fmt: skip
 
 
@@ -189,3 +189,40 @@ def test_qemu_binary_override_is_used():
     c = cluster()
     host = replace(host_profile("linux-x86_64")[0], qemu="/opt/stub/qemu")
     assert qemu_argv(c, c.vms[0], host, "kvm", "bridge")[0] == "/opt/stub/qemu"
+
+
+def management(vm: str) -> Management:
+    return Management(qmp=STATE / f"{vm}/qmp.sock", pidfile=STATE / f"{vm}/qemu.pid", serial_log=STATE / f"{vm}/serial.log")
+
+
+MANAGEMENT_OPTIONS = [
+    "-chardev", f"stdio,id=console,mux=on,signal=off,logfile={STATE}/worker1/serial.log",
+    "-serial", "chardev:console",
+    "-mon", "chardev=console,mode=readline",
+    "-qmp", f"unix:{STATE}/worker1/qmp.sock,server=on,wait=off",
+    "-pidfile", f"{STATE}/worker1/qemu.pid",
+    "-device", "virtio-rng-pci,addr=0x1e",
+]  # fmt: skip
+
+
+def test_managed_macos_command_is_the_tutorials_with_management_after_it():
+    c = cluster()
+    host, _ = host_profile("darwin-arm64")
+    assert qemu_argv(c, c.vms[5], host, "hvf", "vmnet-shared", management("worker1")) == tutorial_command(5) + MANAGEMENT_OPTIONS
+
+
+def test_managed_linux_uefi_command_pins_what_it_adds():
+    c = cluster()
+    host = Host("linux", Arch.x86_64, "qemu-system-x86_64", firmware=OVMF, bridges=frozenset())
+    assert qemu_argv(c, c.vms[5], host, "tcg", "user", management("worker1")) == [
+        "qemu-system-x86_64", "-nographic",
+        "-machine", "q35,accel=tcg",
+        "-cpu", "max", "-smp", "4", "-m", "4G",
+        "-drive", "if=pflash,format=raw,unit=0,file=/usr/share/OVMF/OVMF_CODE_4M.fd,readonly=on",
+        "-drive", f"if=pflash,format=raw,unit=1,file={STATE}/worker1/efivars.fd",
+        "-nic", "user,model=virtio-net-pci,mac=52:54:00:00:00:05,hostfwd=tcp:127.0.0.1:2205-:22",
+        "-nic", f"vde,sock={STATE}/vde.ctl,model=virtio-net-pci,mac=52:52:52:00:00:05",
+        "-drive", f"file={STATE}/worker1/disk.img,if=none,id=disk,format=qcow2", "-device", "virtio-blk-pci,drive=disk,bootindex=1",
+        "-drive", f"file={STATE}/worker1/cidata.iso,driver=raw,if=virtio",
+        *MANAGEMENT_OPTIONS,
+    ]  # fmt: skip
