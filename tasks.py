@@ -11,7 +11,8 @@ from kubenet.cli import user_errors
 CONFIG_HELP = "cluster file (default: $KUBENET_CONFIG or ./cluster.yaml)"
 ID_HELP = "VM id, as `invoke ls` shows it"
 NAME_HELP = "VM name, e.g. worker1 (instead of --id)"
-WAIT_HELP = "seconds to wait for every VM to answer SSH (default: 600)"
+WAIT_HELP = "seconds to wait for every VM to be ready (default: 600)"
+READY_HELP = "what ready means: ssh (SSH logs in) or cloud-init (and cloud-init has finished); default: ready in cluster.yaml, else cloud-init"
 STOP_HELP = "seconds the whole shutdown may take: power button, then quit, then kill (default: 60)"
 WAIT_SECONDS, STOP_SECONDS = 600.0, 60.0
 
@@ -30,10 +31,20 @@ def ls(c, config=None, json=False, names=False):
     from kubenet.network import resolve_mode
     from kubenet.probe import probe_host
 
+    from kubenet.tmux import Tmux
+
     # Listing needs the network mode (for SSH endpoints), not the accelerator: no qemu is asked.
-    rows = cli.vm_rows(cluster, resolve_mode(cluster.network, probe_host(firmware_needed=False)))
-    print(cli.format_json(rows) if json else cli.format_table(rows))
+    host = probe_host(firmware_needed=False)
+    mode = resolve_mode(cluster.network, host)
+    from kubenet.network import needs_root
+
+    exits = Tmux.from_environment(sudo=needs_root(mode, host)).last_words(qemu_session_name(cluster))
+    rows = cli.vm_rows(cluster, mode, exits)
+    print(cli.format_json(rows) if json else cli.format_table([{k: v for k, v in row.items() if k != "exited"} for row in rows]))
     if not json:
+        for row in rows:
+            if row["exited"]:
+                cli.say(f"kubenet: {row['name']}: its qemu exited: {row['exited']}")
         running = sum(row["state"] == "running" for row in rows)
         cli.say(
             f"kubenet: {running} of {len(rows)} VMs running; tmux sessions: "
@@ -181,19 +192,21 @@ def makevars(c, config=None, output=None):
         "config": CONFIG_HELP,
         "id": "start only this VM (repeatable; default: every VM)",
         "timeout": WAIT_HELP,
-        "wait": "wait until every VM answers SSH (--no-wait to return at once)",
+        "wait": "wait until every VM is ready (--no-wait to return at once)",
+        "ready": READY_HELP,
     },
 )
 @user_errors
-def up(c, config=None, id=None, timeout=None, wait=True):
-    """Launch the cluster in the detached tmux session <cluster>-qemu, then wait for SSH."""
+def up(c, config=None, id=None, timeout=None, wait=True, ready=None):
+    """Launch the cluster in the detached tmux session <cluster>-qemu, then wait until it is ready."""
     from kubenet import cli
     from kubenet.launch import up as launch_up
     from kubenet.target import resolve_target
 
     cluster = cli.open_cluster(config)
     seconds = cli.parse_timeout(timeout, WAIT_SECONDS)
-    launch_up(cluster, cli.pick_vms(cluster, id), resolve_target(cluster), seconds if wait else None, cli.say)
+    until = cli.parse_ready(ready)
+    launch_up(cluster, cli.pick_vms(cluster, id), resolve_target(cluster), seconds if wait else None, cli.say, until)
 
 
 @task(help={"config": CONFIG_HELP, "attach": "attach when done (--no-attach for scripts)"})
@@ -267,14 +280,15 @@ def stop(c, id=None, name=None, config=None, timeout=None):
     shut_down(cluster, [cli.pick_vm(cluster, id, name)], resolve_target(cluster), seconds, cleanup=False, say=cli.say)
 
 
-@task(help={"id": ID_HELP, "name": NAME_HELP, "config": CONFIG_HELP, "timeout": WAIT_HELP, "wait": "wait for SSH"})
+@task(help={"id": ID_HELP, "name": NAME_HELP, "config": CONFIG_HELP, "timeout": WAIT_HELP, "wait": "wait until it is ready", "ready": READY_HELP})
 @user_errors
-def start(c, id=None, name=None, config=None, timeout=None, wait=True):
-    """Start one VM in its pane of the qemu session (made if needed), then wait for SSH."""
+def start(c, id=None, name=None, config=None, timeout=None, wait=True, ready=None):
+    """Start one VM in its pane of the qemu session (made if needed), then wait until it is ready."""
     from kubenet import cli
     from kubenet.launch import up as launch_up
     from kubenet.target import resolve_target
 
     cluster = cli.open_cluster(config)
     seconds = cli.parse_timeout(timeout, WAIT_SECONDS)
-    launch_up(cluster, [cli.pick_vm(cluster, id, name)], resolve_target(cluster), seconds if wait else None, cli.say)
+    until = cli.parse_ready(ready)
+    launch_up(cluster, [cli.pick_vm(cluster, id, name)], resolve_target(cluster), seconds if wait else None, cli.say, until)

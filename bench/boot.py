@@ -30,7 +30,7 @@ from tinyimage.cluster import TUTORIAL_ROLES, write_cluster  # noqa: E402
 
 INVOKE = str(Path(sys.executable).parent / "invoke")
 LISTENING = re.compile(r"kubenet-init: ready: (\S+) sshd listening at ([0-9.]+)s")
-READY = re.compile(r"kubenet: (\S+) ready after ([0-9.]+) s")
+READY = re.compile(r"kubenet: (\S+) answers SSH after ([0-9.]+) s")
 
 
 class Watcher(threading.Thread):

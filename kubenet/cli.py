@@ -16,7 +16,7 @@ from typing import Callable, Iterable
 from invoke import Exit
 
 from . import errors
-from .cluster import VM, Cluster, NetworkMode
+from .cluster import VM, Cluster, NetworkMode, ReadyWhen
 
 
 def user_errors(function: Callable) -> Callable:
@@ -101,6 +101,15 @@ def parse_timeout(text: str | float | None, default: float, option: str = "--tim
     return value
 
 
+def parse_ready(text: str | None) -> ReadyWhen | None:
+    """--ready: ssh or cloud-init; None leaves it to the cluster file."""
+    if text is None:
+        return None
+    if text not in ReadyWhen.values():
+        raise errors.KubenetError(f"--ready {text!r} is not known; allowed: {', '.join(ReadyWhen.values())}")
+    return ReadyWhen(text)
+
+
 def open_cluster(config: str | None) -> Cluster:
     from .config import config_path, load_cluster
 
@@ -143,7 +152,8 @@ def pick_vm(cluster: Cluster, vm_id: str | int | None, name: str | None) -> VM:
     return vm
 
 
-def vm_rows(cluster: Cluster, mode: NetworkMode) -> list[dict]:
+def vm_rows(cluster: Cluster, mode: NetworkMode, exits: dict[str, str] | None = None) -> list[dict]:
+    """A row per VM; `exits` holds the last words of qemus whose pane has died."""
     from .network import ssh_endpoint
     from .vmstate import vm_state
 
@@ -161,6 +171,7 @@ def vm_rows(cluster: Cluster, mode: NetworkMode) -> list[dict]:
             "state": "running" if states[vm.name].running else "stopped",
             "pid": states[vm.name].pid,
             "ready": states[vm.name].ready,
+            "exited": None if states[vm.name].running else (exits or {}).get(vm.name),
         }
         for vm in cluster.vms
     ]

@@ -34,6 +34,11 @@ class ImageKind(Choice):
     KERNEL = "kernel"  # a kernel and initrd booted directly
 
 
+class ReadyWhen(Choice):
+    SSH = "ssh"  # SSH logs in
+    CLOUD_INIT = "cloud-init"  # and cloud-init has finished (at once for guests without it)
+
+
 class Accel(Choice):
     HVF = "hvf"
     KVM = "kvm"
@@ -120,6 +125,7 @@ class Cluster:
     templates: Path | None = None  # user-data templates; None: the ones kubenet ships
     accel: Accel | None = None  # None: the best the host offers
     state_dir: Path = Path(".kubenet")  # relative to the cluster file
+    ready: ReadyWhen = ReadyWhen.CLOUD_INIT  # what `up` waits for
     # Not keys of cluster.yaml: where it was read from, and its VMs.
     source: Path = Path("cluster.yaml")
     vms: tuple[VM, ...] = ()
@@ -136,6 +142,11 @@ class Cluster:
 
 # The keys cluster.yaml may have: every field of Cluster but where it came from and its VMs.
 FILE_KEYS = tuple(f.name for f in fields(Cluster) if f.name not in ("source", "vms"))
+
+
+def memory_bytes(size: str) -> int:
+    """qemu's -m size (e.g. 4G) in bytes."""
+    return int(size[:-1]) << {"K": 10, "M": 20, "G": 30, "T": 40}[size[-1].upper()]
 
 
 def mac_address(prefix: str, vm_id: int) -> str:

@@ -27,6 +27,7 @@ from .cluster import (
     ImageKind,
     Network,
     NetworkMode,
+    ReadyWhen,
     Role,
     expand_vms,
 )
@@ -163,6 +164,7 @@ def build_cluster(data: Any, source: Path) -> Cluster:
         "ssh_key": lambda v, k: _path(check, v, k, base),
         "templates": lambda v, k: _directory(check, v, k, base),
         "accel": lambda v, k: None if v is None else check.choice(v, k, Accel),
+        "ready": lambda v, k: check.choice(v, k, ReadyWhen),
     }
     values = {key: parsers[key](top[key], key) for key in FILE_KEYS if key in top and key in parsers}
     values["state_dir"] = _state_dir(check, top["state_dir"] if "state_dir" in top else str(Cluster.state_dir), base)

@@ -48,6 +48,10 @@ class Arch(enum.Enum):
     def serial_console(self) -> str:
         return {Arch.x86_64: "ttyS0", Arch.aarch64: "ttyAMA0"}[self]
 
+    def max_vcpus(self) -> int:
+        """The most vCPUs qemu gives one VM of this machine type (q35: 288; virt with GICv3: 512)."""
+        return {Arch.x86_64: 288, Arch.aarch64: 512}[self]
+
     def has_vars_store(self) -> bool:
         """Whether each VM gets its own UEFI variable store (OVMF's split firmware)."""
         return self is Arch.x86_64
@@ -85,6 +89,7 @@ class Host:
     bridge_helper_setuid: bool = False
     # Why no firmware was found; raised only when a cloud image needs it.
     firmware_error: str | None = None
+    memory: int | None = None  # bytes of RAM; None when unknown (a described host)
 
 
 def needs_efivars(cluster: Cluster, host: Host) -> bool:

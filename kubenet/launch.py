@@ -6,11 +6,15 @@ until they answer.
 from __future__ import annotations
 
 import os
+import shlex
+import socket
+import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 from . import errors
-from .cluster import VM, Cluster, ImageKind, NetworkMode
+from .cluster import VM, Cluster, ImageKind, NetworkMode, ReadyWhen, memory_bytes
 from .fsutil import locked, private_dir
 from .host import needs_efivars
 from .layout import check_ours, qemu_session, qemu_session_name
@@ -48,7 +52,18 @@ def check_launchable(cluster: Cluster, vms: list[VM], target: Target) -> None:
             path = getattr(cluster.image, key)
             if not os.path.isfile(path):
                 raise errors.SetupError(f"{cluster.source}: image.{key}: {path} does not exist", f"point image.{key} at your {key} file")
+    host = target.host
     for vm in vms:
+        if host.memory is not None and memory_bytes(vm.memory) > host.memory:
+            raise errors.HostError(
+                f"{vm.name} asks for {vm.memory} of memory, more than this machine has ({host.memory / 2**30:.1f}G)",
+                f"give role {vm.role} less memory in {cluster.source}",
+            )
+        if vm.vcpus > host.arch.max_vcpus():
+            raise errors.HostError(
+                f"{vm.name} asks for {vm.vcpus} vCPUs; qemu gives one VM at most {host.arch.max_vcpus()}",
+                f"give role {vm.role} fewer vcpus in {cluster.source}",
+            )
         missing = missing_files(cluster, vm, target)
         if missing:
             raise errors.SetupError(f"{vm.name} is not set up: missing {', '.join(missing)}", f"run `make setup` or `invoke vmsetup --id {vm.id}`")
@@ -59,6 +74,14 @@ def prepare_network(cluster: Cluster, target: Target) -> None:
         from .vde import ensure_switch
 
         ensure_switch(cluster)
+
+
+def memory_warning(cluster: Cluster, target: Target) -> str | None:
+    """The cluster may start, but all its VMs together want more memory than the machine has."""
+    total = sum(memory_bytes(vm.memory) for vm in cluster.vms)
+    if target.host.memory is None or total <= target.host.memory:
+        return None
+    return f"the cluster's VMs want {total / 2**30:.1f}G of memory together; this machine has {target.host.memory / 2**30:.1f}G"
 
 
 def exec_vm(cluster: Cluster, vm: VM, target: Target, managed: bool) -> None:
@@ -78,7 +101,41 @@ class LaunchResult:
     session: str
     started: list[str]
     already_running: list[str]
-    sudo: bool
+    attach: str  # the command that shows the session, for the user to type
+    failed: dict[str, str]  # VMs whose qemu exited as it started: what it said
+
+
+# How long a new qemu has to finish starting (to greet on its QMP socket) before
+# it counts as started anyway; one that exits meanwhile did not start.
+CONFIRM_SECONDS = 3.0
+
+
+def qmp_greets(socket_path: Path, timeout: float = 0.2) -> bool:
+    """Whether a qemu answers on its QMP socket: it does once it has set the machine up."""
+    try:
+        with socket.socket(socket.AF_UNIX) as connection:
+            connection.settimeout(timeout)
+            connection.connect(str(socket_path))
+            return b'"QMP"' in connection.recv(4096)
+    except OSError:
+        return False
+
+
+def confirm_started(cluster: Cluster, vms: list[VM], tmux: Tmux, session: str) -> dict[str, str]:
+    """Wait until each new qemu has started (greets on QMP) or exited; the last words of those that exited."""
+    deadline = time.monotonic() + CONFIRM_SECONDS
+    pending = {vm.name: vm for vm in vms}
+    failed: dict[str, str] = {}
+    while pending and time.monotonic() < deadline:
+        for name in [name for name, vm in pending.items() if qmp_greets(vm_paths(cluster, vm).qmp)]:
+            del pending[name]
+        if pending:
+            for name, words in tmux.last_words(session).items():
+                if name in pending:
+                    failed[name] = words
+                    del pending[name]
+            time.sleep(0.05)
+    return failed
 
 
 def launch_cluster(cluster: Cluster, vms: list[VM], target: Target, tmux: Tmux | None = None) -> LaunchResult:
@@ -113,29 +170,53 @@ def _launch_cluster(cluster: Cluster, vms: list[VM], target: Target, tmux: Tmux)
             tmux.run_groups(extend_groups(session, panes, commands))
         else:
             tmux.run_groups(session_groups(qemu_session(cluster, commands)))
-    return LaunchResult(session, [vm.name for vm in to_start], running, tmux.sudo)
+    failed = confirm_started(cluster, to_start, tmux, session) if to_start else {}
+    attach = shlex.join(tmux.argv([["attach-session", "-t", session]]))
+    return LaunchResult(session, [vm.name for vm in to_start if vm.name not in failed], running, attach, failed)
 
 
-def up(cluster: Cluster, vms: list[VM], target: Target, timeout: float | None, say: Callable[[str], None]) -> None:
-    """Start what is not running, then (unless timeout is None) wait for SSH on all of `vms` and report."""
+def up(
+    cluster: Cluster, vms: list[VM], target: Target, timeout: float | None, say: Callable[[str], None], until: ReadyWhen | None = None
+) -> None:
+    """Start what is not running, then (unless timeout is None) wait until all of `vms` are
+    ready (`until`, else the cluster's `ready`: SSH, or cloud-init finished too) and report."""
     from .readiness import summary, wait_ready
 
     result = launch_cluster(cluster, vms, target)
-    attach = f"{'sudo ' if result.sudo else ''}tmux attach -t {result.session}"
+    warning = memory_warning(cluster, target)
+    if warning and result.started:
+        say(f"kubenet: warning: {warning}")
     if result.started:
-        say(f"kubenet: started {' '.join(result.started)} in tmux session {result.session} (watch: {attach})")
+        say(f"kubenet: started {' '.join(result.started)} in tmux session {result.session} (watch: {result.attach})")
     if result.already_running:
         say(f"kubenet: already running: {' '.join(result.already_running)}")
+    for name, words in result.failed.items():
+        say(f"kubenet: {name}: qemu exited as it started: {words}")
+    failed = errors.LaunchError(f"{len(result.failed)} VMs did not start: {' '.join(result.failed)}", "see what qemu said above")
     if timeout is None:
+        if result.failed:
+            raise failed
         return
 
-    def report(readiness) -> None:
-        if readiness.ready:
-            say(f"kubenet: {readiness.vm} ready after {readiness.seconds:.1f} s")
+    until = until or cluster.ready
 
-    say(f"kubenet: waiting up to {timeout:.0f} s for SSH on {len(vms)} VMs")
-    results = wait_ready(cluster, vms, target.mode, timeout, report)
+    def report(stage: str, readiness) -> None:
+        if stage == "ssh" and readiness.ready:
+            say(f"kubenet: {readiness.vm} answers SSH after {readiness.seconds:.1f} s")
+        elif stage == "cloud-init" and readiness.ready:
+            state = {"absent": "no cloud-init in the guest", "disabled": "cloud-init disabled"}.get(readiness.cloud_init, "cloud-init done")
+            say(f"kubenet: {readiness.vm} ready after {readiness.seconds:.1f} s ({state})")
+        elif stage == "cloud-init" and readiness.cloud_init == "error":
+            say(f"kubenet: {readiness.vm}: {readiness.reason}")
+
+    what = "SSH and cloud-init" if until == ReadyWhen.CLOUD_INIT else "SSH"
+    say(f"kubenet: waiting up to {timeout:.0f} s for {what} on {len(vms)} VMs")
+    tmux = Tmux.from_environment(sudo=target.root)
+    waiting = [vm for vm in vms if vm.name not in result.failed]
+    results = wait_ready(cluster, waiting, target.mode, timeout, report, until, lambda name: tmux.last_words(result.session).get(name, ""))
     for line in summary(cluster, results):
         say(f"kubenet: {line}")
+    if result.failed:
+        raise failed
     if not all(r.ready for r in results):
-        raise errors.LaunchError(f"{sum(not r.ready for r in results)} VMs did not become ready", "read their console logs named above")
+        raise errors.LaunchError(f"{sum(not r.ready for r in results)} VMs did not become ready", "see the reasons above")

@@ -49,6 +49,11 @@ class VMPaths:
         return self.dir / "ready"
 
     @property
+    def cloud_init_marker(self) -> Path:
+        """Holds the pid of the qemu whose guest reported cloud-init finished."""
+        return self.dir / "cloud-init-done"
+
+    @property
     def lock(self) -> Path:
         return self.dir / ".lock"
 

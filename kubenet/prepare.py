@@ -134,6 +134,10 @@ def prepare_cluster(context: SetupContext, plan: dict[VM, list[str]], ssh: bool,
     from concurrent.futures import ThreadPoolExecutor
 
     inputs = read_seed_inputs(context.cluster)
+    if context.base_image is not None and any("disk" in parts for parts in plan.values()):
+        from .image import check_local_image
+
+        check_local_image(context.cluster, context.host)  # a wrong image.sha256 stops setup before the first disk
     with ThreadPoolExecutor(max_workers=4) as pool:
         for done in [pool.submit(setup_vm, context, vm, parts, say, inputs) for vm, parts in plan.items() if parts]:
             done.result()  # the first failure is raised here, once every started VM has finished

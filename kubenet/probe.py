@@ -44,6 +44,7 @@ def probe_host(
         bridges=_bridges(root) if system == "linux" else frozenset(),
         is_root=hasattr(os, "geteuid") and os.geteuid() == 0,
         bridge_helper_setuid=any(_setuid_root(root / helper) for helper in BRIDGE_HELPERS),
+        memory=_memory(),
     )
     if not firmware_needed:
         return host
@@ -129,6 +130,13 @@ def _bridges(root: Path) -> frozenset[str]:
         return frozenset(entry.name for entry in net.iterdir() if (entry / "bridge").is_dir())
     except OSError:
         return frozenset()
+
+
+def _memory() -> int | None:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError):
+        return None
 
 
 def _setuid_root(path: Path) -> bool:

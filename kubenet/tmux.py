@@ -77,6 +77,17 @@ class Tmux:
         panes = self.panes(name)
         return panes[0].owner if panes else None
 
+    def pane_text(self, pane_id: str, lines: int = 40) -> str:
+        """What a pane shows, its last `lines` lines included (a dead pane keeps its program's last words)."""
+        done = run(self.argv([["capture-pane", "-p", "-t", pane_id, "-S", f"-{lines}"]]), check=False, missing_hint=TMUX_HINT)
+        return done.stdout if done.code == 0 else ""
+
+    def last_words(self, session: str) -> dict[str, str]:
+        """For each VM whose pane in `session` is dead: the last lines its qemu printed."""
+        if not self.server_has(session):
+            return {}
+        return {pane.vm: last_words(self.pane_text(pane.id)) for pane in self.panes(session) if pane.dead and pane.vm}
+
     def kill_session(self, name: str) -> None:
         self.run([["kill-session", "-t", f"={name}"]])
 
@@ -99,6 +110,12 @@ def _default_socket() -> str | None:
         return os.environ["TMUX"].split(",")[0]
     base = os.environ.get("TMUX_TMPDIR") or "/tmp"
     return os.path.join(base, f"tmux-{os.getuid()}", "default") if hasattr(os, "getuid") else None
+
+
+def last_words(text: str, count: int = 3) -> str:
+    """The last lines a program printed before its pane died, without tmux's own notice."""
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("Pane is dead")]
+    return " | ".join(lines[-count:]) or "no output"
 
 
 def join(commands: list[list[str]]) -> list[str]:

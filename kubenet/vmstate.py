@@ -8,6 +8,7 @@ arguments name the pid file); a qemu that kubenet did not start, such as
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from .cluster import VM, Cluster
 from .paths import vm_paths
@@ -50,7 +51,12 @@ def vm_state(cluster: Cluster, vm: VM) -> VMState:
 
 def answered_before(cluster: Cluster, vm: VM, pid: int) -> bool:
     """Whether SSH login already worked with the qemu that runs as `pid` (the ready marker holds its pid)."""
+    return marker_holds(vm_paths(cluster, vm).ready_marker, pid)
+
+
+def marker_holds(marker: Path, pid: int) -> bool:
+    """Whether a marker file names the qemu `pid`: what it records happened in this qemu's life."""
     try:
-        return int(vm_paths(cluster, vm).ready_marker.read_text().strip()) == pid
+        return int(marker.read_text().strip()) == pid
     except (OSError, ValueError):
         return False

@@ -39,7 +39,7 @@ def test_an_empty_file_gives_the_defaults(cluster_file):
         (
             "colour: blue\n",
             errors.UnknownKeyError,
-            "cluster.yaml: colour: unknown key; allowed: name, roles, network, image, disk_size, user, ssh_key, templates, accel, state_dir",
+            "cluster.yaml: colour: unknown key; allowed: name, roles, network, image, disk_size, user, ssh_key, templates, accel, state_dir, ready",
         ),
         (
             "roles:\n  - {name: worker, count: three}\n",

@@ -233,3 +233,4 @@ def test_a_cluster_can_bring_its_own_templates(tmp_path):
     (tmp_path / "cluster.yaml").write_text("templates: missing\n")
     with pytest.raises(errors.BadValueError, match=f"templates: {tmp_path}/missing is not a directory"):
         load_cluster(tmp_path / "cluster.yaml")
+

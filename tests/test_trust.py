@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import os
 import shutil
 import signal
@@ -581,3 +582,75 @@ def test_everything_private_under_state_dir_stays_private_with_umask_0(short_dir
     finally:
         kill_recorded_qemus(state)
         stop_vde_switch(state)
+
+
+# ---- issue: a local image's checksum is checked before the first disk ---------------
+
+
+def test_setup_checks_a_local_images_sha256_before_the_first_disk_and_remembers_the_verdict(project, tmp_path):
+    base = project / "base.qcow2"
+    qcow2(base, "64M")
+    config = project / "cluster.yaml"
+    text = config.read_text().replace("initrd: k}", f"initrd: k, url: base.qcow2, sha256: '{'0' * 64}'}}")
+    config.write_text(text)
+    env = {"KUBENET_CACHE": str(tmp_path / "cache")}
+    line = one_line_error(run_invoke("vmsetup", "--config", str(config), env=env))
+    assert f"SHA-256 is {hashlib.sha256(base.read_bytes()).hexdigest()}, expected {'0' * 64}" in line
+    assert not list(project.glob(".kubenet/*/disk.img"))
+
+    config.write_text(text.replace("0" * 64, hashlib.sha256(base.read_bytes()).hexdigest()))
+    run_invoke("vmsetup", "--config", str(config), env=env, check=True)
+    assert len(list((tmp_path / "cache" / "verified").iterdir())) == 1  # the verdict, by path, size and mtime
+
+
+# ---- a qemu that dies as it starts says why ----------------------------------------
+
+
+def test_a_qemu_that_exits_as_it_starts_is_not_started_and_its_words_are_shown(short_dir, tmux_server, project):
+    config = project / "cluster.yaml"
+    qcow2(project / "base.qcow2", "64M")
+    config.write_text(
+        config.read_text().replace("count: 2", "count: 1").replace("{kind: kernel, kernel: k, initrd: k}", "{url: base.qcow2}")
+        + f"state_dir: {short_dir / 'state'}\n"
+    )
+    env = {"KUBENET_TMUX_SOCKET": tmux_server, "KUBENET_ACCEL": "tcg"}
+    state = short_dir / "state"
+    try:
+        run_invoke("vmsetup", "--config", str(config), env=env, check=True)
+        (project / "base.qcow2").unlink()  # the disks' backing file is gone
+        for args in (("--no-wait",), ("--timeout", "30")):
+            done = run_invoke("up", *args, "--config", str(config), env=env)
+            assert done.returncode == 1, done.stderr
+            assert "kubenet: started" not in done.stderr
+            for vm in ("control0", "worker0"):
+                assert re.search(rf"kubenet: {vm}: qemu exited as it started: .*Could not open backing file", done.stderr), done.stderr
+            assert done.stderr.strip().splitlines()[-1] == (
+                "kubenet: error: 2 VMs did not start: control0 worker0 (hint: see what qemu said above)"
+            )
+        rows = json.loads(run_invoke("ls", "--json", "--config", str(config), env=env, check=True).stdout)
+        assert all(row["state"] == "stopped" and "Could not open backing file" in row["exited"] for row in rows), rows
+        table = run_invoke("ls", "--config", str(config), env=env, check=True)
+        assert "kubenet: worker0: its qemu exited: " in table.stderr
+    finally:
+        kill_recorded_qemus(state)
+        stop_vde_switch(state)
+
+
+def test_a_vm_bigger_than_the_machine_is_refused_before_launch_and_a_greedy_cluster_warned(short_dir, stub_env):
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    too_much = f"{total // 2**30 + 1}G"
+    config = write_cluster(short_dir, f"  - {{name: node, count: 1, memory: {too_much}}}\n")
+    line = one_line_error(run_invoke("up", "--no-wait", "--config", str(config), env=stub_env))
+    assert f"node0 asks for {too_much} of memory, more than this machine has" in line
+
+    config = write_cluster(short_dir, "  - {name: node, count: 1, vcpus: 300, memory: 128M}\n")
+    assert "node0 asks for 300 vCPUs; qemu gives one VM at most 288" in one_line_error(run_invoke("up", "--no-wait", "--config", str(config), env=stub_env))
+
+    half = f"{total // 2**20 // 2 + 64}M"  # each fits, the two together do not
+    config = write_cluster(short_dir, f"  - {{name: node, count: 2, memory: {half}}}\n")
+    try:
+        done = run_invoke("up", "--no-wait", "--config", str(config), env=stub_env, check=True)
+        assert "kubenet: warning: the cluster's VMs want " in done.stderr and "kubenet: started node0 node1" in done.stderr
+    finally:
+        kill_recorded_qemus(short_dir / ".kubenet")
+        stop_vde_switch(short_dir / ".kubenet")

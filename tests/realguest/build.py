@@ -2,10 +2,18 @@
 
 debootstrap (Debian's installer) makes a minimal Debian with cloud-init,
 OpenSSH, systemd and the cloud kernel, from the mirror this machine's apt
-uses; `mkfs.ext4 -d` turns the tree into a root disk without mounting
-anything. The result (kernel, initrd, root disk) is cached under a key made of
-this recipe, beside the tiny image. debootstrap needs root. Run directly to
-build and print the paths: python tests/realguest/build.py
+uses. From that one tree come two guests, both made without mounting anything:
+
+- for direct kernel boot: the kernel, its initrd and a root disk (`mkfs.ext4 -d`);
+- a UEFI-bootable disk laid out as Ubuntu's cloud images are: GPT with the
+  EFI system partition as partition 15 (a FAT image made with `mkfs.vfat -C`
+  and `mcopy`, holding a standalone GRUB at the removable-media path
+  EFI/BOOT/BOOTX64.EFI) and the root file system, labelled cloudimg-rootfs,
+  as partition 1; placed with `dd`, then compressed to qcow2.
+
+Both are cached under a key made of this recipe, beside the tiny image.
+debootstrap needs root. Run directly to build and print the paths:
+python tests/realguest/build.py
 """
 
 from __future__ import annotations
@@ -38,6 +46,19 @@ PACKAGES = [
     "initramfs-tools",
 ]
 DISK_SIZE = "2G"
+ROOT_LABEL = "cloudimg-rootfs"  # what Ubuntu's cloud images call their root file system
+ESP_MIB = 64
+SECTOR = 512
+# GRUB finds the root by its label and boots the kernel on the serial console, read-write
+# (the tree has no fstab: the direct-boot disk of the same tree has another label).
+GRUB_CFG = """\
+insmod part_gpt
+insmod ext2
+search --no-floppy --label {label} --set=root
+linux /boot/{kernel} root=LABEL={label} rw console=ttyS0
+initrd /boot/{initrd}
+boot
+"""
 
 
 def cache_root() -> Path:
@@ -83,13 +104,53 @@ def recipe_key() -> str:
     return "debian-" + digest.hexdigest()[:16]
 
 
+def uefi_disk(tree: Path, work: Path, output: Path) -> None:
+    """A GPT disk as Ubuntu's cloud images are: ESP (p15) with a standalone GRUB, root (p1) by label."""
+    kernel, initrd = next(tree.glob("boot/vmlinuz-*")).name, next(tree.glob("boot/initrd.img-*")).name
+    config = work / "grub.cfg"
+    config.write_text(GRUB_CFG.format(label=ROOT_LABEL, kernel=kernel, initrd=initrd))
+    grub = work / "BOOTX64.EFI"
+    run(["grub-mkstandalone", "-O", "x86_64-efi", "-o", str(grub), f"boot/grub/grub.cfg={config}"])
+    esp = work / "esp.img"
+    run(["mkfs.vfat", "-C", "-n", "UEFI", str(esp), str(ESP_MIB * 1024)])
+    run(["mmd", "-i", str(esp), "::/EFI", "::/EFI/BOOT"])
+    run(["mcopy", "-i", str(esp), str(grub), "::/EFI/BOOT/BOOTX64.EFI"])
+    root = work / "cloudimg-rootfs.img"
+    run(["mkfs.ext4", "-q", "-L", ROOT_LABEL, "-d", str(tree), str(root), DISK_SIZE])
+    esp_start = 2048  # 1 MiB, the usual alignment
+    root_start = esp_start + esp.stat().st_size // SECTOR
+    sectors = root_start + root.stat().st_size // SECTOR + 2048  # room for the backup GPT
+    disk = work / "disk.raw"
+    with open(disk, "wb") as stream:
+        stream.truncate(sectors * SECTOR)
+    run([
+        "sgdisk",
+        "-n", f"15:{esp_start}:{root_start - 1}", "-t", "15:ef00", "-c", "15:UEFI",
+        "-n", f"1:{root_start}:{root_start + root.stat().st_size // SECTOR - 1}", "-t", "1:8300", "-c", f"1:{ROOT_LABEL}",
+        str(disk),
+    ])  # fmt: skip
+    for image, start in ((esp, esp_start), (root, root_start)):
+        run(["dd", f"if={image}", f"of={disk}", f"bs={SECTOR}", f"seek={start}", "conv=notrunc,sparse", "status=none"])
+    run(["qemu-img", "convert", "-c", "-O", "qcow2", str(disk), str(output)])
+
+
 def build(cache: Path | None = None) -> tuple[Path, Path, Path]:
-    """(kernel, initrd, root disk) of the guest, built once per recipe."""
+    """(kernel, initrd, root disk) of the guest for direct kernel boot, built once per recipe."""
+    kernel, initrd, disk, _ = build_all(cache)
+    return kernel, initrd, disk
+
+
+def build_uefi(cache: Path | None = None) -> Path:
+    """The guest as a UEFI-bootable cloud-like disk image (qcow2), built once per recipe."""
+    return build_all(cache)[3]
+
+
+def build_all(cache: Path | None = None) -> tuple[Path, Path, Path, Path]:
     cache = cache or cache_root()
     target = cache / recipe_key()
-    kernel, initrd, disk = target / "vmlinuz", target / "initrd.img", target / "root.qcow2"
-    if kernel.exists() and initrd.exists() and disk.exists():
-        return kernel, initrd, disk
+    kernel, initrd, disk, uefi = target / "vmlinuz", target / "initrd.img", target / "root.qcow2", target / "uefi.qcow2"
+    if all(path.exists() for path in (kernel, initrd, disk, uefi)):
+        return kernel, initrd, disk, uefi
     cache.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=cache, prefix="build-") as temporary:
         work = Path(temporary)
@@ -108,10 +169,12 @@ def build(cache: Path | None = None) -> tuple[Path, Path, Path]:
         raw = work / "root.img"
         run(["mkfs.ext4", "-q", "-L", "root", "-d", str(tree), str(raw), DISK_SIZE])
         run(["qemu-img", "convert", "-O", "qcow2", str(raw), str(staging / "root.qcow2")])
+        raw.unlink()
+        uefi_disk(tree, work, staging / "uefi.qcow2")
         shutil.rmtree(target, ignore_errors=True)
         os.replace(staging, target)
-    return kernel, initrd, disk
+    return kernel, initrd, disk, uefi
 
 
 if __name__ == "__main__":
-    print(*build(Path(sys.argv[1]) if len(sys.argv) > 1 else None))
+    print(*build_all(Path(sys.argv[1]) if len(sys.argv) > 1 else None))

@@ -1,0 +1,118 @@
+"""The tutorial's own boot path: a cloud disk image booted through UEFI firmware, end to end.
+
+Two VMs boot a UEFI-bootable Debian disk laid out as Ubuntu's cloud images are
+(tests/realguest), as `image.kind: cloud` with a local `image.url` and its
+`image.sha256`, under TCG in user mode. `make up` waits for cloud-init to
+finish; then one VM is run with `invoke vm`, and `make up` again: whichever
+form started it, a VM keeps booting its disk with the UEFI variables it kept.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import platform
+import re
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import INVOKE, ROOT, kill_recorded_qemus, make_up, run_invoke, stop_vde_switch, wait_for
+from test_real_cloud_init import offline_templates
+from tinyimage.cluster import free_port_base
+
+pytestmark = pytest.mark.e2e
+
+NAMES = ["control0", "worker0"]
+
+
+@pytest.fixture(scope="session")
+def uefi_image() -> Path:
+    if platform.system() != "Linux" or platform.machine() != "x86_64" or not shutil.which("debootstrap"):
+        pytest.skip("the Debian guest is made by debootstrap for amd64")
+    if os.geteuid() != 0:
+        pytest.skip("debootstrap needs root")
+    from realguest.build import build_uefi
+
+    return build_uefi()
+
+
+def write_cluster(directory: Path, image: Path) -> Path:
+    key = directory / "id_ed25519"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    digest = hashlib.sha256(image.read_bytes()).hexdigest()
+    path = directory / "cluster.yaml"
+    path.write_text(
+        "name: kuefi\n"
+        "roles:\n  - {name: control, count: 1, vcpus: 1, memory: 1G}\n  - {name: worker, count: 1, vcpus: 1, memory: 1G}\n"
+        f"network: {{mode: user, ssh_port_base: {free_port_base(len(NAMES))}}}\n"
+        f"image: {{kind: cloud, url: 'file://{image}', sha256: {digest}}}\n"
+        f"templates: {offline_templates(directory / 'templates')}\n"
+        f"ssh_key: {key}.pub\n"
+        "accel: tcg\n"
+        "disk_size: 4G\n"
+    )
+    return path
+
+
+def run_on(config: Path, env: dict, vm: str, command: str) -> str:
+    done = run_invoke("exec", "--name", vm, "--config", str(config), "--", command, env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return "\n".join(line.split(":", 1)[1].strip() for line in done.stdout.splitlines())
+
+
+def test_a_uefi_cloud_image_boots_under_up_and_vm_in_any_order(uefi_image, short_dir, tmux_server):
+    config = write_cluster(short_dir, uefi_image)
+    state = short_dir / ".kubenet"
+    env = {"KUBENET_TMUX_SOCKET": tmux_server, "KUBENET_ACCEL": "tcg"}
+    ssh_config = state / "ssh_config"
+    try:
+        started = time.monotonic()
+        up = make_up(config, env)
+        first_up = time.monotonic() - started
+        # ready means SSH with the pinned key, and cloud-init finished without an error
+        for vm in NAMES:
+            assert re.search(rf"kubenet: {vm} ready after [0-9.]+ s \(cloud-init done\)", up.stderr), up.stderr
+        assert "kubenet: 2 of 2 VMs ready: control0 worker0" in up.stderr
+        print(f"\nUEFI make up of 2 VMs: {first_up:.1f} s to cloud-init done; SSH: "
+              + ", ".join(re.findall(r"kubenet: (\S+ answers SSH after [0-9.]+ s)", up.stderr)))  # fmt: skip
+
+        for index, vm in enumerate(NAMES):
+            facts = run_on(
+                config, env, vm,
+                "test -d /sys/firmware/efi && echo uefi; cloud-init status --long | head -1; ls /etc/ssh | grep ^ssh_host_; "
+                "ip -o -4 addr show | awk '{print $4}'",
+            ).splitlines()  # fmt: skip
+            assert facts[:4] == ["uefi", "status: done", "ssh_host_ed25519_key", "ssh_host_ed25519_key.pub"], facts
+            assert f"192.168.1.1{index}/24" in facts[4:], facts  # the static address, matched by MAC
+        assert "1 received" in run_on(config, env, "control0", "ping -c 1 -W 5 worker0")
+
+        down = run_invoke("down", "--timeout", "120", "--config", str(config), env=env, check=True)
+        assert sorted(re.findall(r"kubenet: (\S+): powered off", down.stderr)) == NAMES, down.stderr  # by ACPI
+
+        # `invoke vm`: qemu in the foreground, without what `up` adds; the kept UEFI variables still boot the disk
+        vm = subprocess.Popen(
+            [str(INVOKE), "--search-root", str(ROOT), "vm", "--name", "control0", "--config", str(config)],
+            env={**os.environ, **env}, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            ssh = ["ssh", "-F", str(ssh_config), "-o", "BatchMode=yes", "-o", "ConnectTimeout=5", "control0"]
+            reached = lambda: subprocess.run([*ssh, "true"], capture_output=True, timeout=30).returncode == 0  # noqa: E731
+            assert wait_for(reached, timeout=600, interval=2), "control0 under `invoke vm` never answered SSH"
+            subprocess.run([*ssh, "sudo poweroff"], capture_output=True, timeout=30)
+            vm.wait(timeout=120)
+        finally:
+            if vm.poll() is None:
+                vm.kill()
+                vm.wait()
+
+        # and `make up` again, with every VM's variable store as `invoke vm` left it
+        again = make_up(config, env)
+        assert "kubenet: 2 of 2 VMs ready: control0 worker0" in again.stderr, again.stderr
+        run_invoke("down", "--timeout", "120", "--config", str(config), env=env, check=True)
+    finally:
+        kill_recorded_qemus(state)
+        stop_vde_switch(state)
