@@ -6,13 +6,11 @@ the VM booting PXE and the EFI shell instead.
 """
 
 import asyncio
-import json
 import os
 import platform
 import shlex
 import shutil
 import subprocess
-import time
 
 import pytest
 

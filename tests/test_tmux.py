@@ -77,7 +77,10 @@ def is_tiled(socket: str, window_id: str) -> bool:
 def test_up_starts_one_titled_pane_per_vm_in_a_tiled_qemu_window(short_dir, env, tmux_server):
     config = write_cluster(short_dir, TUTORIAL_ROLES)
     done = run_invoke("up", "--no-wait", "--config", str(config), env=env, check=True)
-    assert "kubenet: started gateway control0 control1 control2 worker0 worker1 worker2 in tmux session kt-qemu" in done.stderr
+    assert (
+        "kubenet: started gateway control0 control1 control2 worker0 worker1 worker2 in tmux session kt-qemu"
+        f" (watch: tmux -S {tmux_server} attach-session -t kt-qemu)"  # the command that works with this socket
+    ) in done.stderr
     state = short_dir / ".kubenet"
     assert wait_for(lambda: all((state / vm / "qemu.pid").exists() for vm in ["gateway", "worker2"]))
     rows = pane_rows(tmux_server, "kt-qemu")

@@ -654,3 +654,35 @@ def test_a_vm_bigger_than_the_machine_is_refused_before_launch_and_a_greedy_clus
     finally:
         kill_recorded_qemus(short_dir / ".kubenet")
         stop_vde_switch(short_dir / ".kubenet")
+
+
+def test_up_waits_on_a_vm_that_invoke_vm_runs_instead_of_calling_it_stopped(short_dir, tmux_server, project):
+    """`invoke vm` leaves no pid file: readiness must see the qemu by its disk lock, as `ls` and `up` do."""
+    from kubenet.disk import disk_in_use
+
+    config = project / "cluster.yaml"
+    qcow2(project / "base.qcow2", "64M")
+    config.write_text(
+        config.read_text().replace("{kind: kernel, kernel: k, initrd: k}", "{url: base.qcow2}")
+        .replace("roles:\n  - {name: control, count: 1, memory: 256M}\n  - {name: worker, count: 2, memory: 256M}\n", "roles:\n  - {name: node, memory: 256M}\n")
+        + f"state_dir: {short_dir / 'state'}\n"
+    )  # fmt: skip
+    env = {"KUBENET_TMUX_SOCKET": tmux_server, "KUBENET_ACCEL": "tcg"}
+    state = short_dir / "state"
+    run_invoke("vmsetup", "--config", str(config), env=env, check=True)
+    disk = state / "node" / "disk.img"
+    qemu = subprocess.Popen(  # the VM as `invoke vm` runs it, paused: it holds its disk, answers nothing
+        ["qemu-system-x86_64", "-machine", "q35,accel=tcg", "-S", "-display", "none", "-nodefaults",
+         "-drive", f"file={disk},if=virtio,format=qcow2"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        assert wait_for(lambda: disk_in_use(disk), timeout=30)
+        done = run_invoke("up", "--timeout", "4", "--ready", "ssh", "--config", str(config), env=env)
+        assert done.returncode == 1
+        assert "kubenet: already running: node" in done.stderr
+        assert "kubenet: node not ready: timed out (no SSH banner yet)" in done.stderr, done.stderr  # not "qemu is not running"
+    finally:
+        qemu.kill()
+        qemu.wait()
+        stop_vde_switch(state)

@@ -1,10 +1,13 @@
-"""The tutorial's own boot path: a cloud disk image booted through UEFI firmware, end to end.
+"""The tutorial's own boot path, end to end: a cloud disk image booted through UEFI
+firmware, whose real cloud-init applies the seeds kubenet writes.
 
 Two VMs boot a UEFI-bootable Debian disk laid out as Ubuntu's cloud images are
 (tests/realguest), as `image.kind: cloud` with a local `image.url` and its
-`image.sha256`, under TCG in user mode. `make up` waits for cloud-init to
-finish; then one VM is run with `invoke vm`, and `make up` again: whichever
-form started it, a VM keeps booting its disk with the UEFI variables it kept.
+`image.sha256`, under TCG in user mode. They get kubenet's own role templates
+without the package installs, since nothing may leave this machine. `make up`
+waits for cloud-init to finish; the test reads the guests as a user would;
+then one VM is run with `invoke vm`, and `make up` again: whichever form
+started it, a VM keeps booting its disk with the UEFI variables it kept.
 """
 
 from __future__ import annotations
@@ -20,13 +23,27 @@ from pathlib import Path
 
 import pytest
 
+import yaml
+
 from conftest import INVOKE, ROOT, kill_recorded_qemus, make_up, run_invoke, stop_vde_switch, wait_for
-from test_real_cloud_init import offline_templates
+from kubenet.seed import TEMPLATE_DIR
 from tinyimage.cluster import free_port_base
 
 pytestmark = pytest.mark.e2e
 
 NAMES = ["control0", "worker0"]
+PACKAGE_KEYS = ("package_update", "package_upgrade", "packages")
+
+
+def offline_templates(directory: Path) -> Path:
+    """kubenet's templates less what would reach the internet; minimal Debian has no locales."""
+    directory.mkdir()
+    for path in TEMPLATE_DIR.glob("*.yaml"):
+        config = {key: value for key, value in (yaml.safe_load(path.read_text()) or {}).items() if key not in PACKAGE_KEYS}
+        if path.stem == "common":
+            config["locale"] = False
+        (directory / path.name).write_text(yaml.safe_dump(config))
+    return directory
 
 
 @pytest.fixture(scope="session")
@@ -80,15 +97,28 @@ def test_a_uefi_cloud_image_boots_under_up_and_vm_in_any_order(uefi_image, short
         print(f"\nUEFI make up of 2 VMs: {first_up:.1f} s to cloud-init done; SSH: "
               + ", ".join(re.findall(r"kubenet: (\S+ answers SSH after [0-9.]+ s)", up.stderr)))  # fmt: skip
 
+        hosts = [
+            "10.0.2.2 vmhost.kubenet vmhost",
+            "192.168.1.21 kubernetes.kubenet kubernetes",
+            "192.168.1.10 control0.kubenet control0",
+            "192.168.1.11 worker0.kubenet worker0",
+        ]
         for index, vm in enumerate(NAMES):
-            facts = run_on(
+            lines = run_on(
                 config, env, vm,
-                "test -d /sys/firmware/efi && echo uefi; cloud-init status --long | head -1; ls /etc/ssh | grep ^ssh_host_; "
-                "ip -o -4 addr show | awk '{print $4}'",
+                "test -d /sys/firmware/efi && echo uefi; cloud-init status --long | head -1; "
+                "hostname; id -un; sudo -n true && echo sudo; ls /etc/ssh/ | grep '^ssh_host_'; "
+                "ip -o -4 addr show | awk '{print $4}'; grep kubenet /etc/hosts; "
+                "cat /proc/sys/net/ipv4/ip_forward /proc/sys/net/ipv4/conf/all/arp_ignore; grep -c ^br_netfilter /proc/modules",
             ).splitlines()  # fmt: skip
-            assert facts[:4] == ["uefi", "status: done", "ssh_host_ed25519_key", "ssh_host_ed25519_key.pub"], facts
-            assert f"192.168.1.1{index}/24" in facts[4:], facts  # the static address, matched by MAC
-        assert "1 received" in run_on(config, env, "control0", "ping -c 1 -W 5 worker0")
+            assert lines[:2] == ["uefi", "status: done"], lines  # booted through UEFI; cloud-init without an error
+            assert lines[2:5] == [vm, "ubuntu", "sudo"], lines  # the login user, with the distribution's sudo rights
+            assert lines[5:7] == ["ssh_host_ed25519_key", "ssh_host_ed25519_key.pub"]  # ours, and no other
+            assert sorted(lines[7:10]) == ["10.0.2.15/24", "127.0.0.1/8", f"192.168.1.1{index}/24"], lines  # by MAC
+            assert all(line in lines for line in hosts), lines
+            assert lines[-3:-1] == (["1", "1"] if vm == "control0" else ["1", "0"])  # the control template's ARP setting
+            assert lines[-1] == "1"  # br_netfilter loaded by the templates' runcmd
+        assert "1 received" in run_on(config, env, "control0", "ping -c 1 -W 5 worker0")  # over the cluster segment
 
         down = run_invoke("down", "--timeout", "120", "--config", str(config), env=env, check=True)
         assert sorted(re.findall(r"kubenet: (\S+): powered off", down.stderr)) == NAMES, down.stderr  # by ACPI

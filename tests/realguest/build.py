@@ -2,16 +2,14 @@
 
 debootstrap (Debian's installer) makes a minimal Debian with cloud-init,
 OpenSSH, systemd and the cloud kernel, from the mirror this machine's apt
-uses. From that one tree come two guests, both made without mounting anything:
+uses, and turns it, without mounting anything, into a UEFI-bootable disk laid
+out as Ubuntu's cloud images are: GPT with the EFI system partition as
+partition 15 (a FAT image made with `mkfs.vfat -C` and `mcopy`, holding a
+standalone GRUB at the removable-media path EFI/BOOT/BOOTX64.EFI) and the root
+file system (`mkfs.ext4 -d`), labelled cloudimg-rootfs, as partition 1; placed
+with `dd`, then compressed to qcow2.
 
-- for direct kernel boot: the kernel, its initrd and a root disk (`mkfs.ext4 -d`);
-- a UEFI-bootable disk laid out as Ubuntu's cloud images are: GPT with the
-  EFI system partition as partition 15 (a FAT image made with `mkfs.vfat -C`
-  and `mcopy`, holding a standalone GRUB at the removable-media path
-  EFI/BOOT/BOOTX64.EFI) and the root file system, labelled cloudimg-rootfs,
-  as partition 1; placed with `dd`, then compressed to qcow2.
-
-Both are cached under a key made of this recipe, beside the tiny image.
+It is cached under a key made of this recipe, beside the tiny image.
 debootstrap needs root. Run directly to build and print the paths:
 python tests/realguest/build.py
 """
@@ -49,8 +47,7 @@ DISK_SIZE = "2G"
 ROOT_LABEL = "cloudimg-rootfs"  # what Ubuntu's cloud images call their root file system
 ESP_MIB = 64
 SECTOR = 512
-# GRUB finds the root by its label and boots the kernel on the serial console, read-write
-# (the tree has no fstab: the direct-boot disk of the same tree has another label).
+# GRUB finds the root by its label and boots the kernel on the serial console, read-write.
 GRUB_CFG = """\
 insmod part_gpt
 insmod ext2
@@ -134,23 +131,13 @@ def uefi_disk(tree: Path, work: Path, output: Path) -> None:
     run(["qemu-img", "convert", "-c", "-O", "qcow2", str(disk), str(output)])
 
 
-def build(cache: Path | None = None) -> tuple[Path, Path, Path]:
-    """(kernel, initrd, root disk) of the guest for direct kernel boot, built once per recipe."""
-    kernel, initrd, disk, _ = build_all(cache)
-    return kernel, initrd, disk
-
-
 def build_uefi(cache: Path | None = None) -> Path:
     """The guest as a UEFI-bootable cloud-like disk image (qcow2), built once per recipe."""
-    return build_all(cache)[3]
-
-
-def build_all(cache: Path | None = None) -> tuple[Path, Path, Path, Path]:
     cache = cache or cache_root()
     target = cache / recipe_key()
-    kernel, initrd, disk, uefi = target / "vmlinuz", target / "initrd.img", target / "root.qcow2", target / "uefi.qcow2"
-    if all(path.exists() for path in (kernel, initrd, disk, uefi)):
-        return kernel, initrd, disk, uefi
+    image = target / "uefi.qcow2"
+    if image.exists():
+        return image
     cache.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=cache, prefix="build-") as temporary:
         work = Path(temporary)
@@ -164,17 +151,11 @@ def build_all(cache: Path | None = None) -> tuple[Path, Path, Path, Path]:
             package.unlink()
         staging = work / "out"
         staging.mkdir()
-        shutil.copy2(next(tree.glob("boot/vmlinuz-*")), staging / "vmlinuz")
-        shutil.copy2(next(tree.glob("boot/initrd.img-*")), staging / "initrd.img")
-        raw = work / "root.img"
-        run(["mkfs.ext4", "-q", "-L", "root", "-d", str(tree), str(raw), DISK_SIZE])
-        run(["qemu-img", "convert", "-O", "qcow2", str(raw), str(staging / "root.qcow2")])
-        raw.unlink()
         uefi_disk(tree, work, staging / "uefi.qcow2")
         shutil.rmtree(target, ignore_errors=True)
         os.replace(staging, target)
-    return kernel, initrd, disk, uefi
+    return image
 
 
 if __name__ == "__main__":
-    print(*build_all(Path(sys.argv[1]) if len(sys.argv) > 1 else None))
+    print(build_uefi(Path(sys.argv[1]) if len(sys.argv) > 1 else None))
