@@ -109,5 +109,5 @@ setup: $(DISKS) $(EFIVARS) $(SEEDS) $(KUBENET_STATE)/known_hosts $(KUBENET_STATE
 # interrupted: each is written whole (or not at all).
 .PRECIOUS: $(DISKS) $(EFIVARS) $(KUBENET_BASE_IMAGE) $(SEEDS) $(KUBENET_STATE)/known_hosts $(KUBENET_STATE)/ssh_config
 
-up: setup ## prepare what is missing, launch every VM in tmux session <cluster>-qemu and wait for SSH
+up: setup ## prepare what is missing, launch every VM in tmux session <cluster>-qemu and wait until they are ready
 	@$(INVOKE) up --config $(CONFIG)

@@ -26,7 +26,7 @@ Running VMs
   tmux          apply a layout to tmux in batched calls, read panes back
   vde           the rootless cluster switch
   launch        start VMs: `invoke vm` (exec) and `invoke up` (tmux), then wait
-  readiness     wait until VMs answer SSH, all at once
+  readiness     wait until VMs answer SSH and cloud-init has finished, all at once
   vmstate       is a VM running, under which pid, did it answer
   shutdown      power VMs off over QMP within a timeout; `down`
   ssh           the one ssh command builder: `ssh`, `ssh-all`, `exec`
@@ -41,7 +41,7 @@ The path of `make up`: the Makefile runs `invoke makevars` (config -> target ->
 makevars) to learn the per-VM files, decides which are out of date, and hands
 them to one `invoke vmsetup` (prepare: image, disk, seed, sshkeys); then
 `invoke up` (launch: target, qemu, layout, tmux, vde) starts every VM that is
-not running in `<cluster>-qemu` and waits for SSH (readiness, vmstate).
+not running in `<cluster>-qemu` and waits until they are ready (readiness, vmstate).
 """
 
 __version__ = "0.1.0"
