@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 
 from . import errors
@@ -90,6 +91,10 @@ class Host:
     # Why no firmware was found; raised only when a cloud image needs it.
     firmware_error: str | None = None
     memory: int | None = None  # bytes of RAM; None when unknown (a described host)
+    # Linux: the host's IPv4 routes as (interface, network); None when unknown.
+    routes: tuple[tuple[str, IPv4Network], ...] | None = None
+    # macOS: the shared network vmnet is set to (com.apple.vmnet.plist), when it names one.
+    vmnet_shared: tuple[IPv4Address, IPv4Address] | None = None  # (address, mask)
 
 
 def needs_efivars(cluster: Cluster, host: Host) -> bool:

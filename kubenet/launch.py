@@ -70,6 +70,12 @@ def check_launchable(cluster: Cluster, vms: list[VM], target: Target) -> None:
 
 
 def prepare_network(cluster: Cluster, target: Target) -> None:
+    from .network import check_bridge_subnet, check_vmnet_shared
+
+    if target.mode == NetworkMode.BRIDGE:
+        check_bridge_subnet(cluster.network, target.host)
+    if target.mode == NetworkMode.VMNET_SHARED:
+        check_vmnet_shared(cluster.network, target.host)
     if target.mode == NetworkMode.USER:
         from .vde import ensure_switch
 

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from ipaddress import IPv4Network
 from pathlib import Path
 
 from . import errors
@@ -59,6 +60,44 @@ def resolve_mode(network: Network, host: Host) -> NetworkMode:
                 f"sudo ip link set {network.bridge} up) or set network.mode: user",
             )
     return mode
+
+
+def colliding_routes(network: Network, host: Host) -> list[str]:
+    """Routes of the host, other than through the cluster's bridge, that overlap the cluster's subnet
+    (a home router's LAN is often 192.168.1.0/24 too)."""
+    routes = host.routes or ()
+    return [
+        f"{destination} on {interface}"
+        for interface, destination in routes
+        if interface != network.bridge and destination.prefixlen > 0 and destination.overlaps(network.subnet)
+    ]
+
+
+def check_bridge_subnet(network: Network, host: Host) -> None:
+    clashes = colliding_routes(network, host)
+    if clashes:
+        raise errors.HostError(
+            f"network.subnet {network.subnet} overlaps what this host already reaches: {', '.join(clashes)}",
+            "move the cluster to another subnet in cluster.yaml (network.subnet, host_address, api_address, dhcp_end), e.g. 192.168.100.0/24",
+        )
+
+
+def check_vmnet_shared(network: Network, host: Host) -> None:
+    """macOS's vmnet refuses a shared range that disagrees with its own setting ("general failure")."""
+    if host.vmnet_shared is None:
+        return
+    address, mask = host.vmnet_shared
+    if (address, mask) != (network.host_address, network.subnet.netmask):
+        subnet = IPv4Network(f"{address}/{mask}", strict=False)
+        raise errors.HostError(
+            f"macOS's vmnet shared network is {address} mask {mask} (Shared_Net_Address and Shared_Net_Mask in "
+            f"{VMNET_PLIST}), but cluster.yaml asks for {network.host_address} mask {network.subnet.netmask}",
+            f"set network.subnet: {subnet} and network.host_address: {address} (and api_address, dhcp_end inside it), "
+            "or change the plist to match",
+        )
+
+
+VMNET_PLIST = "/Library/Preferences/SystemConfiguration/com.apple.vmnet.plist"
 
 
 def user_nic_mac(vm: VM) -> str:

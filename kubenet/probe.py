@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 from dataclasses import replace
+from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 from typing import Callable, Mapping
 
@@ -16,6 +17,7 @@ from . import errors
 from .cluster import Accel
 from .firmware import find_firmware
 from .host import Arch, Host
+from .network import VMNET_PLIST
 
 QEMU_ENV = "KUBENET_QEMU"
 BRIDGE_HELPERS = (
@@ -45,6 +47,8 @@ def probe_host(
         is_root=hasattr(os, "geteuid") and os.geteuid() == 0,
         bridge_helper_setuid=any(_setuid_root(root / helper) for helper in BRIDGE_HELPERS),
         memory=_memory(),
+        routes=read_routes((root / "proc/net/route").read_text()) if system == "linux" and (root / "proc/net/route").is_file() else None,
+        vmnet_shared=read_vmnet_shared(root / VMNET_PLIST.lstrip("/")) if system == "darwin" else None,
     )
     if not firmware_needed:
         return host
@@ -130,6 +134,29 @@ def _bridges(root: Path) -> frozenset[str]:
         return frozenset(entry.name for entry in net.iterdir() if (entry / "bridge").is_dir())
     except OSError:
         return frozenset()
+
+
+def read_routes(text: str) -> tuple[tuple[str, IPv4Network], ...]:
+    """(interface, destination) of each IPv4 route in /proc/net/route (hexadecimal, host byte order)."""
+    routes = []
+    for line in text.splitlines()[1:]:
+        fields = line.split()
+        if len(fields) >= 8:
+            destination = IPv4Address(int.from_bytes(bytes.fromhex(fields[1]), "little"))
+            mask = IPv4Address(int.from_bytes(bytes.fromhex(fields[7]), "little"))
+            routes.append((fields[0], IPv4Network(f"{destination}/{mask}", strict=False)))
+    return tuple(routes)
+
+
+def read_vmnet_shared(plist: Path) -> tuple[IPv4Address, IPv4Address] | None:
+    """The shared network macOS's vmnet is set to, if its plist names one."""
+    import plistlib
+
+    try:
+        data = plistlib.loads(plist.read_bytes())
+        return IPv4Address(data["Shared_Net_Address"]), IPv4Address(data["Shared_Net_Mask"])
+    except (OSError, ValueError, KeyError, TypeError, plistlib.InvalidFileException):
+        return None
 
 
 def _memory() -> int | None:
