@@ -27,29 +27,13 @@ def ls(c, config=None, json=False, names=False):
     if names:
         print("\n".join(vm.name for vm in cluster.vms))
         return
-    from kubenet.layout import qemu_session_name, ssh_session_name
-    from kubenet.network import resolve_mode
-    from kubenet.probe import probe_host
-
-    from kubenet.tmux import Tmux
-
-    # Listing needs the network mode (for SSH endpoints), not the accelerator: no qemu is asked.
-    host = probe_host(firmware_needed=False)
-    mode = resolve_mode(cluster.network, host)
-    from kubenet.network import needs_root
-
-    exits = Tmux.from_environment(sudo=needs_root(mode, host)).last_words(qemu_session_name(cluster))
-    rows = cli.vm_rows(cluster, mode, exits)
-    print(cli.format_json(rows) if json else cli.format_table([{k: v for k, v in row.items() if k != "exited"} for row in rows]))
-    if not json:
-        for row in rows:
-            if row["exited"]:
-                cli.say(f"kubenet: {row['name']}: its qemu exited: {row['exited']}")
-        running = sum(row["state"] == "running" for row in rows)
-        cli.say(
-            f"kubenet: {running} of {len(rows)} VMs running; tmux sessions: "
-            f"{qemu_session_name(cluster)} (VMs), {ssh_session_name(cluster)} (ssh-all)"
-        )
+    rows = cli.listing(cluster)
+    if json:
+        print(cli.format_json(rows))
+        return
+    print(cli.format_table([{key: value for key, value in row.items() if key != "exited"} for row in rows]))
+    for line in cli.listing_notes(cluster, rows):
+        cli.say(line)
 
 
 # What `argv` and `vm` share: which VM, and how its qemu command is made.

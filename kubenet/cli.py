@@ -152,6 +152,30 @@ def pick_vm(cluster: Cluster, vm_id: str | int | None, name: str | None) -> VM:
     return vm
 
 
+def listing(cluster: Cluster) -> list[dict]:
+    """The rows of `invoke ls`. Listing needs the network mode (for SSH endpoints), not the
+    accelerator, so no qemu is asked; tmux only when the session's server exists."""
+    from .layout import qemu_session_name
+    from .network import needs_root, resolve_mode
+    from .probe import probe_host
+    from .tmux import Tmux
+
+    host = probe_host(firmware_needed=False)
+    mode = resolve_mode(cluster.network, host)
+    exits = Tmux.from_environment(sudo=needs_root(mode, host)).last_words(qemu_session_name(cluster))
+    return vm_rows(cluster, mode, exits)
+
+
+def listing_notes(cluster: Cluster, rows: list[dict]) -> list[str]:
+    """What `invoke ls` adds on stderr below its table."""
+    from .layout import qemu_session_name, ssh_session_name
+
+    notes = [f"kubenet: {row['name']}: its qemu exited: {row['exited']}" for row in rows if row["exited"]]
+    running = sum(row["state"] == "running" for row in rows)
+    sessions = f"{qemu_session_name(cluster)} (VMs), {ssh_session_name(cluster)} (ssh-all)"
+    return [*notes, f"kubenet: {running} of {len(rows)} VMs running; tmux sessions: {sessions}"]
+
+
 def vm_rows(cluster: Cluster, mode: NetworkMode, exits: dict[str, str] | None = None) -> list[dict]:
     """A row per VM; `exits` holds the last words of qemus whose pane has died."""
     from .network import ssh_endpoint
