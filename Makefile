@@ -12,7 +12,7 @@ CLUSTER_MK := $(dir $(CONFIG)).$(basename $(notdir $(CONFIG))).mk
 CLUSTER_GOALS := setup up
 
 .DEFAULT_GOAL := help
-.PHONY: help deps test-deps venv test bench bench-boot bench-setup clean-venv $(CLUSTER_GOALS)
+.PHONY: help deps test-deps venv test bench bench-boot bench-setup hostnet clean-venv $(CLUSTER_GOALS)
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -43,6 +43,10 @@ bench-setup: test-deps venv ## time `make setup` of 7 fresh VMs, with nothing to
 
 bench-boot: test-deps venv ## time `make up` of 1 and 7 real tiny VMs under TCG, and when each guest's SSH listened
 	$(BIN)/python bench/boot.py
+
+hostnet: venv ## Linux, bridge mode: make the host side (bridge, forwarding, NAT, DNS/DHCP, /etc/hosts); asks sudo once
+	@scripts/install-deps --hostnet
+	@if [ "$$(id -u)" = 0 ]; then $(INVOKE) hostnet --config $(CONFIG); else sudo $(INVOKE) hostnet --config $(CONFIG); fi
 
 clean-venv: ## remove .venv (your VMs under state_dir are kept)
 	rm -rf $(VENV)

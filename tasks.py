@@ -276,3 +276,20 @@ def start(c, id=None, name=None, config=None, timeout=None, wait=True, ready=Non
     seconds = cli.parse_timeout(timeout, WAIT_SECONDS)
     until = cli.parse_ready(ready)
     launch_up(cluster, [cli.pick_vm(cluster, id, name)], resolve_target(cluster), seconds if wait else None, cli.say, until)
+
+
+@task(
+    help={
+        "config": CONFIG_HELP,
+        "dry_run": "say what would change, and change nothing",
+        "remove": "take out exactly what hostnet added, and nothing else",
+    }
+)
+@user_errors
+def hostnet(c, config=None, dry_run=False, remove=False):
+    """Linux, bridge mode: the host side (bridge, forwarding, NAT, bridge.conf, DNS and DHCP, /etc/hosts). Needs root."""
+    from kubenet import cli
+    from kubenet.hostnet import places, set_up, take_down
+
+    cluster = cli.open_cluster(config)
+    (take_down if remove else set_up)(cluster, places(), dry_run, cli.say)

@@ -72,8 +72,16 @@ def check_launchable(cluster: Cluster, vms: list[VM], target: Target) -> None:
 def prepare_network(cluster: Cluster, target: Target) -> None:
     from .network import check_bridge_subnet, check_vmnet_shared
 
-    if target.mode == NetworkMode.BRIDGE:
+    if target.mode == NetworkMode.BRIDGE and target.host.system == "linux":
+        from .hostnet import host_side_gaps
+
         check_bridge_subnet(cluster.network, target.host)
+        gaps = host_side_gaps(cluster)
+        if gaps:
+            raise errors.HostError(
+                f"bridge mode needs on this host: {', '.join(gaps)}",
+                "run `make hostnet` (it also sets up NAT and the cluster's names; it asks sudo once)",
+            )
     if target.mode == NetworkMode.VMNET_SHARED:
         check_vmnet_shared(cluster.network, target.host)
     if target.mode == NetworkMode.USER:

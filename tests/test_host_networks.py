@@ -87,3 +87,22 @@ def test_bridge_mode_up_refuses_a_subnet_a_host_interface_already_has(short_dir)
     assert done.returncode == 1, done.stderr
     assert done.stderr.strip().startswith("kubenet: error: network.subnet 192.168.1.0/24 overlaps what this host already reaches: 192.168.1.0/24 on lan0")
     assert not (short_dir / ".kubenet" / "node0" / "qemu.pid").exists()  # nothing was started
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"), reason="makes a network namespace: needs root")
+def test_bridge_mode_up_names_what_the_host_side_lacks_and_make_hostnet_as_the_fix(short_dir):
+    """After a reboot the bridge may be back (netplan) but forwarding, NAT and DNS gone."""
+    config = write_cluster(short_dir, "  - {name: node, count: 1, memory: 128M}\n")
+    config.write_text(config.read_text().replace("network: {mode: user, api_address: 192.168.1.250}", "network: {mode: bridge, api_address: 192.168.1.250}"))
+    script = 'mount -t sysfs sysfs /sys && ip link add kubr0 type bridge && exec "$@"'
+    env = {**os.environ, "KUBENET_TMUX_SOCKET": str(short_dir / "tmux.sock"), "KUBENET_QEMU": str(STUBS / "qemu-sleep"), "KUBENET_ACCEL": "tcg"}
+    done = subprocess.run(
+        ["unshare", "--net", "--mount", "--propagation", "private", "sh", "-c", script, "sh",
+         str(INVOKE), "--search-root", str(ROOT), "up", "--no-wait", "--config", str(config)],
+        env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert (done.returncode, done.stderr.strip()) == (
+        1,
+        "kubenet: error: bridge mode needs on this host: address 192.168.1.1/24 on kubr0, IPv4 forwarding "
+        "(hint: run `make hostnet` (it also sets up NAT and the cluster's names; it asks sudo once))",
+    )

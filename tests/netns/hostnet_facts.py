@@ -1,0 +1,74 @@
+"""Run inside a private network and mount namespace: `invoke hostnet` and its undoing, and what
+each leaves on the host. Prints the facts as JSON for tests/test_hostnet.py.
+
+argv: invoke search-root config
+"""
+
+import json
+import random
+import socket
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from kubenet.config import load_cluster
+from kubenet.hostnet import host_side_gaps
+
+INVOKE, ROOT, CONFIG = sys.argv[1:4]
+
+
+def invoke(*args: str) -> dict:
+    done = subprocess.run([INVOKE, "--search-root", ROOT, "hostnet", *args, "--config", CONFIG], capture_output=True, text=True)
+    return {"code": done.returncode, "stderr": done.stderr}
+
+
+def resolve(name: str, server: str = "192.168.1.1") -> str | None:
+    """An A query for `name`, asked of `server`: the address it answers, if any."""
+    ident = random.randrange(65536)
+    question = b"".join(bytes([len(part)]) + part.encode() for part in name.split(".")) + b"\0" + struct.pack(">HH", 1, 1)
+    query = struct.pack(">HHHHHH", ident, 0x0100, 1, 0, 0, 0) + question
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        udp.settimeout(2)
+        for _ in range(10):
+            try:
+                udp.sendto(query, (server, 53))
+                reply = udp.recv(512)
+                break
+            except OSError:
+                time.sleep(0.2)
+        else:
+            return None
+    answers = struct.unpack(">H", reply[6:8])[0]
+    return socket.inet_ntoa(reply[-4:]) if answers else None
+
+
+def state() -> dict:
+    def out(*argv: str) -> str:
+        return subprocess.run(argv, capture_output=True, text=True).stdout
+
+    link = json.loads(out("ip", "-j", "addr", "show", "dev", "kubr0") or "[]")
+    return {
+        "addresses": [f"{a['local']}/{a['prefixlen']}" for entry in link for a in entry.get("addr_info", []) if a.get("family") == "inet"],
+        "up": bool(link) and "UP" in link[0]["flags"],
+        "forwarding": Path("/proc/sys/net/ipv4/ip_forward").read_text().strip(),
+        "nat": out("nft", "list", "table", "ip", "kubenet-kh"),
+        "bridge_conf": Path("/etc/qemu/bridge.conf").read_text() if Path("/etc/qemu/bridge.conf").exists() else None,
+        "hosts": Path("/etc/hosts").read_text(),
+        "dns": {name: resolve(name) for name in ("control0.kubenet", "worker0", "vmhost", "kubernetes.kubenet")} if link else {},
+    }
+
+
+facts = {"before": state()}
+try:
+    facts["dry_run"] = invoke("--dry-run")
+    facts["after_dry_run"] = state()
+    facts["first"] = invoke()
+    facts["set_up"] = state()
+    facts["gaps"] = host_side_gaps(load_cluster(Path(CONFIG)))  # what bridge-mode `up` checks before launching
+    facts["second"] = invoke()
+finally:
+    facts["remove"] = invoke("--remove")  # also when a step above failed: dnsmasq must not outlive the test
+facts["removed"] = state()
+print(json.dumps(facts))

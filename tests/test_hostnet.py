@@ -1,0 +1,113 @@
+"""`invoke hostnet` for real, in a network namespace of the test's own with a private view of /etc
+(an overlay whose changes vanish with the namespace): never on this machine's own network or files."""
+
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from conftest import INVOKE, ROOT
+from kubenet.config import build_cluster
+from kubenet.hostnet import dnsmasq_conf, nat_ruleset, with_hosts_block, without_hosts_block
+
+needs_namespaces = pytest.mark.skipif(
+    os.geteuid() != 0 or not all(shutil.which(p) for p in ("unshare", "nft", "dnsmasq", "ip")),
+    reason="needs root, unshare, nft, dnsmasq and ip",
+)
+
+CLUSTER = "name: kh\nnetwork: {mode: bridge}\nroles:\n  - {name: control, count: 1}\n  - {name: worker, count: 1}\n"
+HOSTS_BLOCK = [
+    "# BEGIN kubenet kh",
+    "192.168.1.1 vmhost.kubenet vmhost",
+    "192.168.1.21 kubernetes.kubenet kubernetes",
+    "192.168.1.10 control0.kubenet control0",
+    "192.168.1.11 worker0.kubenet worker0",
+    "# END kubenet kh",
+]
+
+
+def test_the_hosts_block_is_added_once_and_taken_out_exactly(tmp_path):
+    cluster = build_cluster({"name": "kh", "roles": [{"name": "control", "count": 1}, {"name": "worker", "count": 1}]}, tmp_path / "c.yaml")
+    mine = "127.0.0.1 localhost\n10.0.0.5 nas  # mine\n"
+    added = with_hosts_block(mine, cluster)
+    assert added == mine + "\n".join(HOSTS_BLOCK) + "\n"
+    assert with_hosts_block(added, cluster) == added
+    assert without_hosts_block(added, cluster) == mine
+    assert "ip saddr 192.168.1.0/24 oifname != \"kubr0\" masquerade" in nat_ruleset(cluster)
+    conf = dnsmasq_conf(cluster, tmp_path / "names", tmp_path / "leases")
+    assert "dhcp-host=52:52:52:00:00:01,192.168.1.11" in conf and "interface=kubr0" in conf and "bind-interfaces" in conf
+
+
+@needs_namespaces
+def test_hostnet_sets_up_the_bridge_side_idempotently_and_removes_exactly_what_it_added(tmp_path):
+    config = tmp_path / "cluster.yaml"
+    config.write_text(CLUSTER)
+    upper, work = tmp_path / "upper", tmp_path / "work"
+    upper.mkdir()
+    work.mkdir()
+    script = (
+        f"mount -t overlay overlay -o lowerdir=/etc,upperdir={upper},workdir={work} /etc && "
+        "mount -t sysfs sysfs /sys && ip link set lo up && "
+        'exec "$@"'
+    )
+    facts_script = ROOT / "tests" / "netns" / "hostnet_facts.py"
+    # dnsmasq drops to nobody, who must be able to read the names it serves: a state
+    # directory nobody can reach, unlike pytest's own 0700 temporary directories
+    state = Path(tempfile.mkdtemp(prefix="knh"))
+    state.chmod(0o755)
+    env = {**os.environ, "KUBENET_HOSTNET_DIR": str(state)}
+    done = subprocess.run(
+        ["unshare", "--net", "--mount", "--propagation", "private", "sh", "-c", script, "sh",
+         sys_python(), str(facts_script), str(INVOKE), str(ROOT), str(config)],
+        env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    try:
+        assert done.returncode == 0, done.stderr
+        facts = json.loads(done.stdout)
+        check(facts, state)
+    finally:
+        shutil.rmtree(state, ignore_errors=True)
+
+
+def check(facts: dict, state: Path) -> None:
+    before = facts["before"]
+    assert (before["addresses"], before["forwarding"], before["bridge_conf"]) == ([], "0", None)
+
+    assert facts["dry_run"]["code"] == 0 and "would add bridge kubr0" in facts["dry_run"]["stderr"]
+    assert facts["after_dry_run"] == before  # a dry run changes nothing
+
+    assert facts["first"]["code"] == 0, facts["first"]["stderr"]
+    up = facts["set_up"]
+    assert up["addresses"] == ["192.168.1.1/24"] and up["up"] and up["forwarding"] == "1"
+    assert 'ip saddr 192.168.1.0/24 oifname != "kubr0" masquerade' in up["nat"]
+    assert up["bridge_conf"] == "allow kubr0\n"
+    assert "\n".join(HOSTS_BLOCK) in up["hosts"]
+    assert up["dns"] == {"control0.kubenet": "192.168.1.10", "worker0": "192.168.1.11", "vmhost": "192.168.1.1", "kubernetes.kubenet": "192.168.1.21"}
+
+    assert facts["gaps"] == []  # bridge-mode `up` finds what it needs
+    assert facts["second"] == {"code": 0, "stderr": "kubenet: hostnet: nothing to change; the host side is in place\n"}
+    assert facts["remove"]["code"] == 0, facts["remove"]["stderr"]
+    removed = facts["removed"]
+    assert (removed["addresses"], removed["forwarding"], removed["nat"], removed["bridge_conf"]) == ([], "0", "", "")
+    assert removed["hosts"] == before["hosts"]  # exactly as it was
+    assert list(state.iterdir()) == []  # the record and dnsmasq's files are gone with what they described
+
+
+def sys_python() -> str:
+    import sys
+
+    return sys.executable
+
+
+def test_on_macos_hostnet_writes_the_names_only():
+    from kubenet import errors
+    from kubenet.hostnet import keys_for
+
+    assert keys_for("darwin") == ("hosts",)  # vmnet-shared brings NAT, DHCP and DNS itself
+    assert keys_for("linux") == ("bridge", "address", "up", "forwarding", "nat", "bridge.conf", "dns", "hosts")
+    with pytest.raises(errors.HostError, match="hostnet knows Linux and macOS, not sunos"):
+        keys_for("sunos")
