@@ -29,6 +29,7 @@ STATE_ENV = "KUBENET_HOSTNET_DIR"
 
 @dataclass(frozen=True)
 class Places:
+    root: Path = Path("/")  # where qemu's bridge helper is looked for
     hosts: Path = Path("/etc/hosts")
     bridge_conf: Path = Path("/etc/qemu/bridge.conf")
     forwarding: Path = Path("/proc/sys/net/ipv4/ip_forward")
@@ -210,6 +211,22 @@ def pieces(cluster: Cluster, where: Places, record: dict) -> list[Piece]:
         for path in (conf, names, pid, leases):
             path.unlink(missing_ok=True)
 
+    def helper() -> Path | None:
+        from .probe import BRIDGE_HELPERS
+
+        return next((where.root / path for path in BRIDGE_HELPERS if (where.root / path).is_file()), None)
+
+    def helper_setuid() -> bool:
+        path = helper()
+        return path is not None and path.stat().st_uid == 0 and bool(path.stat().st_mode & 0o4000)
+
+    def set_helper_setuid(on: bool) -> None:
+        path = helper()
+        if path is None:
+            raise errors.HostError("qemu's bridge helper is not installed", "install qemu (`apt install qemu-system`)")
+        mode = path.stat().st_mode & 0o7777
+        path.chmod(mode | 0o4000 if on else mode & ~0o4000)
+
     def hosts_present() -> bool:
         text = where.hosts.read_text()
         return with_hosts_block(text, cluster) == text
@@ -225,6 +242,10 @@ def pieces(cluster: Cluster, where: Places, record: dict) -> list[Piece]:
               lambda: set_forwarding("1"), lambda: set_forwarding(record.get("forwarding_before", "0"))),
         Piece("nat", f"NAT for {network.subnet} out of every interface but {bridge} ({'nftables' if nft else 'iptables'})", nat_present, add_nat, remove_nat),
         Piece("bridge.conf", f"`{allow}` in {where.bridge_conf}", bridge_allowed, allow_bridge, disallow_bridge),
+        # QEMU's own small privileged helper makes the VMs' taps on the allowed bridge: with it
+        # setuid, qemu runs as the user, and every file and socket of a VM stays the user's.
+        Piece("bridge-helper", "qemu's bridge helper setuid root (qemu itself then runs as you)", helper_setuid,
+              lambda: set_helper_setuid(True), lambda: set_helper_setuid(False)),
         Piece("dns", f"dnsmasq on {network.host_address}: DHCP by MAC, the cluster's names, the rest forwarded", dns_running, start_dns, stop_dns),
         Piece("hosts", f"the cluster's names in {where.hosts}", hosts_present,
               lambda: write_in_place(where.hosts, with_hosts_block(where.hosts.read_text(), cluster)),
@@ -277,7 +298,7 @@ def _answers_dns(address: str) -> bool:
 
 
 # macOS's vmnet-shared brings NAT, DHCP and DNS of its own: there, only the names.
-KEYS = {"linux": ("bridge", "address", "up", "forwarding", "nat", "bridge.conf", "dns", "hosts"), "darwin": ("hosts",)}
+KEYS = {"linux": ("bridge", "address", "up", "forwarding", "nat", "bridge.conf", "bridge-helper", "dns", "hosts"), "darwin": ("hosts",)}
 
 
 def keys_for(system: str) -> tuple[str, ...]:

@@ -15,8 +15,10 @@ from kubenet.config import build_cluster
 from kubenet.hostnet import dnsmasq_conf, nat_ruleset, with_hosts_block, without_hosts_block
 
 needs_namespaces = pytest.mark.skipif(
-    os.geteuid() != 0 or not all(shutil.which(p) for p in ("unshare", "nft", "dnsmasq", "ip")),
-    reason="needs root, unshare, nft, dnsmasq and ip",
+    os.geteuid() != 0
+    or not all(shutil.which(p) for p in ("unshare", "nft", "dnsmasq", "ip"))
+    or not os.path.exists("/usr/lib/qemu/qemu-bridge-helper"),
+    reason="needs root, unshare, nft, dnsmasq, ip and qemu's bridge helper",
 )
 
 CLUSTER = "name: kh\nnetwork: {mode: bridge}\nroles:\n  - {name: control, count: 1}\n  - {name: worker, count: 1}\n"
@@ -46,11 +48,13 @@ def test_the_hosts_block_is_added_once_and_taken_out_exactly(tmp_path):
 def test_hostnet_sets_up_the_bridge_side_idempotently_and_removes_exactly_what_it_added(tmp_path):
     config = tmp_path / "cluster.yaml"
     config.write_text(CLUSTER)
+    for name in ("upper", "work", "qemu-upper", "qemu-work"):
+        (tmp_path / name).mkdir()
     upper, work = tmp_path / "upper", tmp_path / "work"
-    upper.mkdir()
-    work.mkdir()
     script = (
         f"mount -t overlay overlay -o lowerdir=/etc,upperdir={upper},workdir={work} /etc && "
+        # qemu's bridge helper too: hostnet makes it setuid, in this private view only
+        f"mount -t overlay overlay -o lowerdir=/usr/lib/qemu,upperdir={tmp_path / 'qemu-upper'},workdir={tmp_path / 'qemu-work'} /usr/lib/qemu && "
         "mount -t sysfs sysfs /sys && ip link set lo up && "
         'exec "$@"'
     )
@@ -85,6 +89,7 @@ def check(facts: dict, state: Path) -> None:
     assert up["addresses"] == ["192.168.1.1/24"] and up["up"] and up["forwarding"] == "1"
     assert 'ip saddr 192.168.1.0/24 oifname != "kubr0" masquerade' in up["nat"]
     assert up["bridge_conf"] == "allow kubr0\n"
+    assert up["helper_mode"] & 0o4000 and not before["helper_mode"] & 0o4000  # qemu then runs as the user
     assert "\n".join(HOSTS_BLOCK) in up["hosts"]
     assert up["dns"] == {"control0.kubenet": "192.168.1.10", "worker0": "192.168.1.11", "vmhost": "192.168.1.1", "kubernetes.kubenet": "192.168.1.21"}
 
@@ -93,6 +98,7 @@ def check(facts: dict, state: Path) -> None:
     assert facts["remove"]["code"] == 0, facts["remove"]["stderr"]
     removed = facts["removed"]
     assert (removed["addresses"], removed["forwarding"], removed["nat"], removed["bridge_conf"]) == ([], "0", "", "")
+    assert removed["helper_mode"] == before["helper_mode"]
     assert removed["hosts"] == before["hosts"]  # exactly as it was
     assert list(state.iterdir()) == []  # the record and dnsmasq's files are gone with what they described
 
@@ -108,6 +114,6 @@ def test_on_macos_hostnet_writes_the_names_only():
     from kubenet.hostnet import keys_for
 
     assert keys_for("darwin") == ("hosts",)  # vmnet-shared brings NAT, DHCP and DNS itself
-    assert keys_for("linux") == ("bridge", "address", "up", "forwarding", "nat", "bridge.conf", "dns", "hosts")
+    assert keys_for("linux") == ("bridge", "address", "up", "forwarding", "nat", "bridge.conf", "bridge-helper", "dns", "hosts")
     with pytest.raises(errors.HostError, match="hostnet knows Linux and macOS, not sunos"):
         keys_for("sunos")

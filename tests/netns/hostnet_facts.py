@@ -56,6 +56,7 @@ def state() -> dict:
         "nat": out("nft", "list", "table", "ip", "kubenet-kh"),
         "bridge_conf": Path("/etc/qemu/bridge.conf").read_text() if Path("/etc/qemu/bridge.conf").exists() else None,
         "hosts": Path("/etc/hosts").read_text(),
+        "helper_mode": Path("/usr/lib/qemu/qemu-bridge-helper").stat().st_mode & 0o7777,
         "dns": {name: resolve(name) for name in ("control0.kubenet", "worker0", "vmhost", "kubernetes.kubenet")} if link else {},
     }
 
