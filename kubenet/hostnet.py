@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping
@@ -22,6 +24,7 @@ from typing import Callable, Mapping
 from . import errors
 from .cluster import Cluster, NetworkMode
 from .fsutil import write_atomic
+from .probe import bridge_helpers, setuid_root
 from .process import is_own_process, kill, run
 
 STATE_ENV = "KUBENET_HOSTNET_DIR"
@@ -136,15 +139,8 @@ def pieces(cluster: Cluster, where: Places, record: dict) -> list[Piece]:
     network = cluster.network
     bridge, address = network.bridge, f"{network.host_address}/{network.subnet.prefixlen}"
     conf, names, pid, leases = (where.state / f"dnsmasq-{cluster.name}.{suffix}" for suffix in ("conf", "hosts", "pid", "leases"))
-    nft = _has("nft")
-
-    def link() -> dict | None:
-        done = run(["ip", "-j", "addr", "show", "dev", bridge], check=False)
-        return json.loads(done.stdout)[0] if done.code == 0 and done.stdout.strip() else None
-
-    def has_address() -> bool:
-        info = link() or {}
-        return any(f"{a.get('local')}/{a.get('prefixlen')}" == address for a in info.get("addr_info", []))
+    names_text = "\n".join(hosts_lines(cluster)) + "\n"
+    nft = shutil.which("nft") is not None
 
     def forwarding_on() -> bool:
         return where.forwarding.read_text().strip() == "1"
@@ -196,11 +192,11 @@ def pieces(cluster: Cluster, where: Places, record: dict) -> list[Piece]:
 
     def dns_running() -> bool:
         expected = dnsmasq_conf(cluster, names, leases)
-        return dns_pid() is not None and conf.is_file() and conf.read_text() == expected and names.is_file() and names.read_text() == "\n".join(hosts_lines(cluster)) + "\n"
+        return dns_pid() is not None and conf.is_file() and conf.read_text() == expected and names.is_file() and names.read_text() == names_text
 
     def start_dns() -> None:
         stop_dns()
-        write_atomic(names, ("\n".join(hosts_lines(cluster)) + "\n").encode(), 0o644)
+        write_atomic(names, names_text.encode(), 0o644)
         write_atomic(conf, dnsmasq_conf(cluster, names, leases).encode(), 0o644)
         run(["dnsmasq", f"--conf-file={conf}", f"--pid-file={pid}"], missing_hint="install dnsmasq (`apt install dnsmasq-base`)")
 
@@ -212,13 +208,11 @@ def pieces(cluster: Cluster, where: Places, record: dict) -> list[Piece]:
             path.unlink(missing_ok=True)
 
     def helper() -> Path | None:
-        from .probe import BRIDGE_HELPERS
-
-        return next((where.root / path for path in BRIDGE_HELPERS if (where.root / path).is_file()), None)
+        return next(iter(bridge_helpers(where.root)), None)
 
     def helper_setuid() -> bool:
         path = helper()
-        return path is not None and path.stat().st_uid == 0 and bool(path.stat().st_mode & 0o4000)
+        return path is not None and setuid_root(path)
 
     def set_helper_setuid(on: bool) -> None:
         path = helper()
@@ -232,11 +226,11 @@ def pieces(cluster: Cluster, where: Places, record: dict) -> list[Piece]:
         return with_hosts_block(text, cluster) == text
 
     return [
-        Piece("bridge", f"bridge {bridge}", lambda: link() is not None,
+        Piece("bridge", f"bridge {bridge}", lambda: bridge_link(bridge) is not None,
               lambda: run(["ip", "link", "add", bridge, "type", "bridge"]), lambda: run(["ip", "link", "delete", bridge], check=False)),
-        Piece("address", f"address {address} on {bridge}", has_address,
+        Piece("address", f"address {address} on {bridge}", lambda: address in ipv4_addresses(bridge_link(bridge)),
               lambda: run(["ip", "addr", "add", address, "dev", bridge]), lambda: run(["ip", "addr", "del", address, "dev", bridge], check=False)),
-        Piece("up", f"{bridge} up", lambda: "UP" in (link() or {}).get("flags", []),
+        Piece("up", f"{bridge} up", lambda: "UP" in (bridge_link(bridge) or {}).get("flags", []),
               lambda: run(["ip", "link", "set", bridge, "up"]), lambda: None),
         Piece("forwarding", "IPv4 forwarding", forwarding_on,
               lambda: set_forwarding("1"), lambda: set_forwarding(record.get("forwarding_before", "0"))),
@@ -260,10 +254,15 @@ def write_in_place(path: Path, text: str) -> None:
         stream.truncate()
 
 
-def _has(program: str) -> bool:
-    import shutil
+def bridge_link(bridge: str) -> dict | None:
+    """What `ip -j addr` says of the bridge; None when there is no such interface."""
+    done = run(["ip", "-j", "addr", "show", "dev", bridge], check=False)
+    return json.loads(done.stdout)[0] if done.code == 0 and done.stdout.strip() else None
 
-    return shutil.which(program) is not None
+
+def ipv4_addresses(link: dict | None) -> list[str]:
+    """An interface's IPv4 addresses as address/prefix."""
+    return [f"{a.get('local')}/{a.get('prefixlen')}" for a in (link or {}).get("addr_info", []) if a.get("family", "inet") == "inet"]
 
 
 def host_side_gaps(cluster: Cluster, where: Places = Places()) -> list[str]:
@@ -271,9 +270,7 @@ def host_side_gaps(cluster: Cluster, where: Places = Places()) -> list[str]:
     (NAT needs root to inspect). Made by `invoke hostnet` or by hand, either will do."""
     network = cluster.network
     address = f"{network.host_address}/{network.subnet.prefixlen}"
-    done = run(["ip", "-j", "addr", "show", "dev", network.bridge], check=False)
-    addresses = [f"{a.get('local')}/{a.get('prefixlen')}" for entry in (json.loads(done.stdout or "[]") if done.code == 0 else []) for a in entry.get("addr_info", [])]
-    gaps = [] if address in addresses else [f"address {address} on {network.bridge}"]
+    gaps = [] if address in ipv4_addresses(bridge_link(network.bridge)) else [f"address {address} on {network.bridge}"]
     try:
         if where.forwarding.read_text().strip() != "1":
             gaps.append("IPv4 forwarding")
@@ -285,8 +282,6 @@ def host_side_gaps(cluster: Cluster, where: Places = Places()) -> list[str]:
 
 
 def _answers_dns(address: str) -> bool:
-    import socket
-
     try:
         with socket.create_connection((address, 53), timeout=0.3):
             return True

@@ -45,7 +45,7 @@ def probe_host(
         qemu_found=qemu is not None,
         bridges=_bridges(root) if system == "linux" else frozenset(),
         is_root=hasattr(os, "geteuid") and os.geteuid() == 0,
-        bridge_helper_setuid=any(_setuid_root(root / helper) for helper in BRIDGE_HELPERS),
+        bridge_helper_setuid=any(setuid_root(helper) for helper in bridge_helpers(root)),
         memory=_memory(),
         routes=read_routes((root / "proc/net/route").read_text()) if system == "linux" and (root / "proc/net/route").is_file() else None,
         vmnet_shared=read_vmnet_shared(root / VMNET_PLIST.lstrip("/")) if system == "darwin" else None,
@@ -166,7 +166,12 @@ def _memory() -> int | None:
         return None
 
 
-def _setuid_root(path: Path) -> bool:
+def bridge_helpers(root: Path = Path("/")) -> list[Path]:
+    """qemu's bridge helpers installed under `root`, in the order qemu packages put them."""
+    return [root / helper for helper in BRIDGE_HELPERS if (root / helper).is_file()]
+
+
+def setuid_root(path: Path) -> bool:
     try:
         info = path.stat()
     except OSError:
