@@ -1,8 +1,6 @@
 """The base image download against a real HTTP server on 127.0.0.1."""
 
 import hashlib
-import http.server
-import threading
 
 import pytest
 
@@ -14,59 +12,6 @@ from kubenet.image import base_image_path, fetch_image, parse_sha256sums
 IMAGE = bytes(range(256)) * 4096  # 1 MiB, not all one byte
 NAME = "jammy-server-cloudimg-amd64.img"
 HOST, _ = host_profile("linux-x86_64")
-
-
-class Server(http.server.ThreadingHTTPServer):
-    """Serves `files`; honours Range; can cut a body short once (`cut_after` bytes)."""
-
-    def __init__(self):
-        super().__init__(("127.0.0.1", 0), Handler)
-        self.files: dict[str, bytes] = {}
-        self.cut_after: int | None = None
-        self.requests: list[tuple[str, str | None]] = []
-
-
-class Handler(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        server: Server = self.server
-        server.requests.append((self.path, self.headers.get("Range")))
-        data = server.files.get(self.path)
-        if data is None:
-            self.send_error(404)
-            return
-        start = 0
-        if self.headers.get("Range"):
-            start = int(self.headers["Range"].removeprefix("bytes=").split("-")[0])
-            if start >= len(data):
-                self.send_error(416)
-                return
-            self.send_response(206)
-            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
-        else:
-            self.send_response(200)
-        body = data[start:]
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        if server.cut_after is not None and self.path.endswith(".img"):
-            self.wfile.write(body[: server.cut_after])
-            server.cut_after = None
-            self.close_connection = True
-            return
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
-
-
-@pytest.fixture
-def server():
-    httpd = Server()
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield httpd
-    httpd.shutdown()
-    httpd.server_close()
-    thread.join()
 
 
 def sums(data: bytes, name: str = NAME) -> bytes:

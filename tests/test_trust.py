@@ -15,14 +15,12 @@ import os
 import shutil
 import signal
 import subprocess
-import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from conftest import INVOKE, ROOT, STUBS, kill_recorded_qemus, run_invoke, stop_vde_switch, wait_for
-from test_image import Server
+from conftest import INVOKE, ROOT, STUBS, Server, kill_recorded_qemus, run_invoke, stop_vde_switch, wait_for
 from test_tmux import pane_rows, write_cluster
 
 from kubenet.process import pid_alive
@@ -179,31 +177,20 @@ def test_four_ups_at_once_start_each_vm_exactly_once(short_dir, stub_env, tmux_s
 # ---- 4. a new base image never replaces one that backs disks --------------------
 
 
-@pytest.fixture
-def http_server():
-    httpd = Server()
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield httpd
-    httpd.shutdown()
-    httpd.server_close()
-    thread.join()
-
-
 def qcow2(path: Path, size: str) -> bytes:
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(path), size], check=True)
     return path.read_bytes()
 
 
-def test_a_new_image_at_the_same_url_never_replaces_the_one_under_existing_disks(tmp_path, http_server):
+def test_a_new_image_at_the_same_url_never_replaces_the_one_under_existing_disks(tmp_path, server):
     old, new = qcow2(tmp_path / "old.qcow2", "64M"), qcow2(tmp_path / "new.qcow2", "128M")
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "id_test")], check=True)
     (tmp_path / "k").touch()
-    url = f"http://127.0.0.1:{http_server.server_port}/images/base.qcow2"
+    url = f"http://127.0.0.1:{server.server_port}/images/base.qcow2"
     config = tmp_path / "cluster.yaml"
 
     def publish(data: bytes) -> None:
-        http_server.files = {"/images/base.qcow2": data}
+        server.files = {"/images/base.qcow2": data}
         config.write_text(
             f"name: t\nssh_key: id_test.pub\nnetwork: {{mode: user}}\nroles:\n  - {{name: node}}\n"
             f"image: {{kind: kernel, kernel: k, initrd: k, url: '{url}', sha256: {hashlib.sha256(data).hexdigest()}}}\n"
@@ -225,12 +212,12 @@ def test_a_new_image_at_the_same_url_never_replaces_the_one_under_existing_disks
     assert info["backing-filename"] == str(first)
 
     # two URLs that end in the same file name are two cache entries
-    http_server.files["/other/base.qcow2"] = new
+    server.files["/other/base.qcow2"] = new
     config.write_text(config.read_text().replace("/images/base.qcow2", "/other/base.qcow2"))
     assert Path(run_invoke("image", "--config", str(config), env=env, check=True).stdout.strip()) == second
     unpinned = [
         Path(run_invoke("image", "--config", str(path), env=env, check=True).stdout.strip())
-        for path in _unpinned_configs(tmp_path, http_server, new)
+        for path in _unpinned_configs(tmp_path, server, new)
     ]
     assert unpinned[0] != unpinned[1] and unpinned[0].name == unpinned[1].name == "base.qcow2"
 
