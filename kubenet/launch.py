@@ -22,7 +22,7 @@ from .paths import vm_paths
 from .qemu import Management, qemu_argv
 from .target import Target
 from .tmux import Tmux, extend_groups, pane_command, session_groups
-from .vmstate import is_running
+from .vmstate import forget_answers, is_running
 
 QEMU_HINT = "install qemu (`apt install qemu-system`, `brew install qemu`) or set KUBENET_QEMU"
 LAUNCH_LOCK = "launch.lock"
@@ -177,7 +177,7 @@ def _launch_cluster(cluster: Cluster, vms: list[VM], target: Target, tmux: Tmux)
         for vm in to_start:
             paths = vm_paths(cluster, vm)
             private_dir(paths.dir, enforce=True)
-            paths.ready_marker.unlink(missing_ok=True)
+            forget_answers(cluster, vm)
             paths.serial_log.touch(mode=0o600)  # made by us, so it stays ours even if qemu runs as root
             commands[vm.name] = pane_command(vm_argv(cluster, vm, target, managed=True))
         if panes:

@@ -15,7 +15,7 @@ from .cluster import VM, Cluster
 from .paths import vm_paths
 from .process import kill, pid_alive, wait_for_exit
 from .target import Target
-from .vmstate import qemu_pid
+from .vmstate import forget_answers, qemu_pid
 
 
 def qmp_command(cluster: Cluster, vm: VM, command: str, timeout: float) -> bool:
@@ -82,7 +82,7 @@ def power_off(cluster: Cluster, vm: VM, timeout: float) -> str:
         # Launched with sudo (vmnet, bridge): its socket and process are root's.
         return "not stopped: its qemu runs as root"
     finally:
-        vm_paths(cluster, vm).ready_marker.unlink(missing_ok=True)
+        forget_answers(cluster, vm)
 
 
 def shut_down(cluster: Cluster, vms: list[VM], target: Target, timeout: float, cleanup: bool, say: Callable[[str], None]) -> None:

@@ -54,6 +54,13 @@ def answered_before(cluster: Cluster, vm: VM, pid: int) -> bool:
     return marker_holds(vm_paths(cluster, vm).ready_marker, pid)
 
 
+def forget_answers(cluster: Cluster, vm: VM) -> None:
+    """The VM's qemu stops or starts anew: what its guest passed (SSH, cloud-init) no longer holds."""
+    paths = vm_paths(cluster, vm)
+    for marker in (paths.ready_marker, paths.cloud_init_marker):
+        marker.unlink(missing_ok=True)
+
+
 def marker_holds(marker: Path, pid: int) -> bool:
     """Whether a marker file names the qemu `pid`: what it records happened in this qemu's life."""
     try:
