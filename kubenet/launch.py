@@ -19,6 +19,7 @@ from .fsutil import locked, private_dir
 from .host import needs_efivars
 from .layout import check_ours, qemu_session, qemu_session_name
 from .paths import vm_paths
+from .process import replace_process
 from .qemu import Management, qemu_argv
 from .target import Target
 from .tmux import Tmux, extend_groups, pane_command, session_groups
@@ -99,8 +100,6 @@ def memory_warning(cluster: Cluster, target: Target) -> str | None:
 
 
 def exec_vm(cluster: Cluster, vm: VM, target: Target, managed: bool) -> None:
-    from .process import replace_process
-
     if is_running(cluster, vm):
         raise errors.LaunchError(f"{vm.name} is already running", f"see `invoke ls`; stop it with `invoke stop --id {vm.id}`")
     argv = vm_argv(cluster, vm, target, managed)

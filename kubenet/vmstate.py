@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .cluster import VM, Cluster
+from .disk import disk_in_use
 from .paths import vm_paths
 from .process import is_own_process
 
@@ -24,8 +25,6 @@ class VMState:
 
 def qemu_pid(cluster: Cluster, vm: VM) -> int | None:
     """The pid of the VM's qemu if it runs: the pid file's, once it is confirmed to be this VM's qemu."""
-    from .disk import disk_in_use
-
     paths = vm_paths(cluster, vm)
     try:
         pid = int(paths.pidfile.read_text().strip())
@@ -43,8 +42,6 @@ def vm_state(cluster: Cluster, vm: VM) -> VMState:
     such as `invoke vm`'s, which leaves no pid file to tell its pid."""
     pid = qemu_pid(cluster, vm)
     if pid is None:
-        from .disk import disk_in_use
-
         return VMState(running=disk_in_use(vm_paths(cluster, vm).disk), pid=None, ready=False)
     return VMState(running=True, pid=pid, ready=answered_before(cluster, vm, pid))
 
