@@ -626,16 +626,16 @@ def test_a_qemu_that_exits_as_it_starts_is_not_started_and_its_words_are_shown(s
 def test_a_vm_bigger_than_the_machine_is_refused_before_launch_and_a_greedy_cluster_warned(short_dir, stub_env):
     total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     too_much = f"{total // 2**30 + 1}G"
-    config = write_cluster(short_dir, f"  - {{name: node, count: 1, memory: {too_much}}}\n")
-    line = one_line_error(run_invoke("up", "--no-wait", "--config", str(config), env=stub_env))
-    assert f"node0 asks for {too_much} of memory, more than this machine has" in line
-
-    config = write_cluster(short_dir, "  - {name: node, count: 1, vcpus: 300, memory: 128M}\n")
-    assert "node0 asks for 300 vCPUs; qemu gives one VM at most 288" in one_line_error(run_invoke("up", "--no-wait", "--config", str(config), env=stub_env))
-
     half = f"{total // 2**20 // 2 + 64}M"  # each fits, the two together do not
-    config = write_cluster(short_dir, f"  - {{name: node, count: 2, memory: {half}}}\n")
-    try:
+    try:  # whatever fails, nothing a launch started outlives the test
+        config = write_cluster(short_dir, f"  - {{name: node, count: 1, memory: {too_much}}}\n")
+        line = one_line_error(run_invoke("up", "--no-wait", "--config", str(config), env=stub_env))
+        assert f"node0 asks for {too_much} of memory, more than this machine has" in line
+
+        config = write_cluster(short_dir, "  - {name: node, count: 1, vcpus: 300, memory: 128M}\n")
+        assert "node0 asks for 300 vCPUs; qemu gives one VM at most 288" in one_line_error(run_invoke("up", "--no-wait", "--config", str(config), env=stub_env))
+
+        config = write_cluster(short_dir, f"  - {{name: node, count: 2, memory: {half}}}\n")
         done = run_invoke("up", "--no-wait", "--config", str(config), env=stub_env, check=True)
         assert "kubenet: warning: the cluster's VMs want " in done.stderr and "kubenet: started node0 node1" in done.stderr
     finally:
