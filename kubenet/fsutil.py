@@ -88,3 +88,10 @@ def locked(path: Path) -> Iterator[None]:
         yield
     finally:
         os.close(descriptor)  # closing releases the lock
+
+
+def fresh_private_file(path: Path) -> None:
+    """An empty 0600 file of ours at `path`, whoever owned what was there (a qemu
+    that ran as root may have left a file of its own)."""
+    path.unlink(missing_ok=True)
+    os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY | getattr(os, "O_NOFOLLOW", 0), 0o600))

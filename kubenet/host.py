@@ -95,6 +95,8 @@ class Host:
     routes: tuple[tuple[str, IPv4Network], ...] | None = None
     # macOS: the shared network vmnet is set to (com.apple.vmnet.plist), when it names one.
     vmnet_shared: tuple[IPv4Address, IPv4Address] | None = None  # (address, mask)
+    # qemu's (major, minor); probed only when it matters (how qemu is told to drop root), None when unknown.
+    qemu_version: tuple[int, int] | None = None
 
 
 def needs_efivars(cluster: Cluster, host: Host) -> bool:

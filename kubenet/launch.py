@@ -15,12 +15,14 @@ from typing import Callable
 
 from . import errors
 from .cluster import VM, Cluster, ImageKind, NetworkMode, ReadyWhen, memory_bytes
-from .fsutil import locked, private_dir
+from .asroot import absolute_program, authorize, handover_argv
+from .fsutil import fresh_private_file, locked, private_dir
+from .handover import QMP_FD
 from .host import needs_efivars
 from .layout import check_ours, qemu_session, qemu_session_name
 from .paths import vm_paths
 from .process import replace_process
-from .qemu import Management, qemu_argv
+from .qemu import Management, qemu_argv, run_as_options
 from .target import Target
 from .tmux import Tmux, extend_groups, pane_command, session_groups
 from .vmstate import forget_answers, is_running
@@ -29,14 +31,39 @@ QEMU_HINT = "install qemu (`apt install qemu-system`, `brew install qemu`) or se
 LAUNCH_LOCK = "launch.lock"
 
 
-def management_for(cluster: Cluster, vm: VM) -> Management:
+def management_for(cluster: Cluster, vm: VM, target: Target) -> Management:
     paths = vm_paths(cluster, vm)
-    return Management(qmp=paths.qmp.absolute(), pidfile=paths.pidfile.absolute(), serial_log=paths.serial_log.absolute())
+    return Management(
+        qmp=paths.qmp.absolute(),
+        pidfile=paths.pidfile.absolute(),
+        serial_log=paths.serial_log.absolute(),
+        qmp_fd=QMP_FD if target.root else None,  # handover.py makes it, as the user
+    )
 
 
 def vm_argv(cluster: Cluster, vm: VM, target: Target, managed: bool = False) -> list[str]:
-    """The VM's qemu command; `managed` adds what `up` adds (QMP socket, pid file, console log)."""
-    return qemu_argv(cluster, vm, target.host, target.accel, target.mode, management_for(cluster, vm) if managed else None)
+    """The VM's qemu command: the tutorial's; `managed` adds what `up` adds (QMP socket, pid
+    file, console log, and for a qemu that must start as root, the user it then runs as)."""
+    if not managed:
+        return qemu_argv(cluster, vm, target.host, target.accel, target.mode)
+    return qemu_argv(cluster, vm, target.host, target.accel, target.mode, management_for(cluster, vm, target)) + dropping_root(target)
+
+
+def dropping_root(target: Target) -> list[str]:
+    """For a qemu that must start as root: run as the user once the network is open."""
+    return run_as_options(target.run_as, target.host.qemu_version) if target.root and target.run_as else []
+
+
+def pane_argv(cluster: Cluster, vm: VM, target: Target) -> list[str]:
+    """What `up` runs for the VM: qemu, or for a network that needs root, handover.py then qemu (see asroot.py).
+    Its pid file and console log are made first, by the user: qemu, even as root, writes into them."""
+    paths = vm_paths(cluster, vm)
+    for path in (paths.pidfile, paths.serial_log):
+        fresh_private_file(path)
+    argv = vm_argv(cluster, vm, target, managed=True)
+    if not target.root:
+        return argv
+    return handover_argv(target.run_as or "", paths.qmp.absolute(), absolute_program(argv))
 
 
 def missing_files(cluster: Cluster, vm: VM, target: Target) -> list[str]:
@@ -102,10 +129,12 @@ def memory_warning(cluster: Cluster, target: Target) -> str | None:
 def exec_vm(cluster: Cluster, vm: VM, target: Target, managed: bool) -> None:
     if is_running(cluster, vm):
         raise errors.LaunchError(f"{vm.name} is already running", f"see `invoke ls`; stop it with `invoke stop --id {vm.id}`")
-    argv = vm_argv(cluster, vm, target, managed)
     check_launchable(cluster, [vm], target)
     prepare_network(cluster, target)
     os.umask(0o077)  # qemu's pid file and QMP socket are private; this process becomes qemu
+    argv = pane_argv(cluster, vm, target) if managed else vm_argv(cluster, vm, target) + dropping_root(target)
+    if target.root:
+        argv = ["sudo", "--", *absolute_program(argv)]  # asks here, in the foreground; qemu then runs as the user
     replace_process(argv, QEMU_HINT)
 
 
@@ -151,14 +180,29 @@ def confirm_started(cluster: Cluster, vms: list[VM], tmux: Tmux, session: str) -
     return failed
 
 
-def launch_cluster(cluster: Cluster, vms: list[VM], target: Target, tmux: Tmux | None = None) -> LaunchResult:
+def launch_cluster(
+    cluster: Cluster, vms: list[VM], target: Target, tmux: Tmux | None = None, say: Callable[[str], None] = lambda _: None
+) -> LaunchResult:
     """Start every VM of `vms` that is not running, each in its pane of `<cluster>-qemu`.
 
     Launches of one cluster are serialised: two `up`s at once start each VM once,
     and the second sees the first's panes as running.
     """
     with locked(private_dir(cluster.state_dir) / LAUNCH_LOCK):
-        return _launch_cluster(cluster, vms, target, tmux or Tmux.from_environment(sudo=target.root))
+        if target.root:
+            if all(is_running(cluster, vm) for vm in vms):  # nothing to start: no need to ask for root
+                return LaunchResult(qemu_session_name(cluster), [], [vm.name for vm in vms], attach_hint(tmux_for(target), cluster), {})
+            authorize(target, f"starting qemu, which then runs as {target.run_as},", say)
+        return _launch_cluster(cluster, vms, target, tmux or tmux_for(target))
+
+
+def tmux_for(target: Target) -> Tmux:
+    """The tmux server of the VMs' session: root's when qemu must start as root."""
+    return Tmux.from_environment(sudo=target.root)
+
+
+def attach_hint(tmux: Tmux, cluster: Cluster) -> str:
+    return shlex.join(tmux.argv([["attach-session", "-t", qemu_session_name(cluster)]], asking=True))
 
 
 def _launch_cluster(cluster: Cluster, vms: list[VM], target: Target, tmux: Tmux) -> LaunchResult:
@@ -177,15 +221,13 @@ def _launch_cluster(cluster: Cluster, vms: list[VM], target: Target, tmux: Tmux)
             paths = vm_paths(cluster, vm)
             private_dir(paths.dir, enforce=True)
             forget_answers(cluster, vm)
-            paths.serial_log.touch(mode=0o600)  # made by us, so it stays ours even if qemu runs as root
-            commands[vm.name] = pane_command(vm_argv(cluster, vm, target, managed=True))
+            commands[vm.name] = pane_command(pane_argv(cluster, vm, target))
         if panes:
             tmux.run_groups(extend_groups(session, panes, commands))
         else:
             tmux.run_groups(session_groups(qemu_session(cluster, commands)))
     failed = confirm_started(cluster, to_start, tmux, session) if to_start else {}
-    attach = shlex.join(tmux.argv([["attach-session", "-t", session]]))
-    return LaunchResult(session, [vm.name for vm in to_start if vm.name not in failed], running, attach, failed)
+    return LaunchResult(session, [vm.name for vm in to_start if vm.name not in failed], running, attach_hint(tmux, cluster), failed)
 
 
 def up(
@@ -195,7 +237,7 @@ def up(
     ready (`until`, else the cluster's `ready`: SSH, or cloud-init finished too) and report."""
     from .readiness import summary, wait_ready
 
-    result = launch_cluster(cluster, vms, target)
+    result = launch_cluster(cluster, vms, target, say=say)
     warning = memory_warning(cluster, target)
     if warning and result.started:
         say(f"kubenet: warning: {warning}")
@@ -224,7 +266,7 @@ def up(
 
     what = "SSH and cloud-init" if until == ReadyWhen.CLOUD_INIT else "SSH"
     say(f"kubenet: waiting up to {timeout:.0f} s for {what} on {len(vms)} VMs")
-    tmux = Tmux.from_environment(sudo=target.root)
+    tmux = tmux_for(target)
     waiting = [vm for vm in vms if vm.name not in result.failed]
     results = wait_ready(cluster, waiting, target.mode, timeout, report, until, lambda name: tmux.last_words(result.session).get(name, ""))
     for line in summary(cluster, results):

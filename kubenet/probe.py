@@ -7,6 +7,7 @@ capture function) so that tests can describe any machine.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from dataclasses import replace
 from ipaddress import IPv4Address, IPv4Network
@@ -86,30 +87,45 @@ def _run_probe(argv: list[str]) -> str:
 def _with(host: Host, **changes) -> Host:
     return replace(host, **changes)
 def qemu_accelerators(qemu: str, capture: Callable[[list[str]], str], cache: Path | None = None) -> list[str]:
-    """The words of `qemu -accel help`. Asking starts qemu, which pipelines feel
-    (~20 ms), so the answer is kept in `cache` per binary: path, size and mtime."""
+    """The words of `qemu -accel help`."""
+    return _ask_qemu(qemu, "-accel", capture, cache).split()
+
+
+def qemu_version(qemu: str, capture: Callable[[list[str]], str] | None = None, cache: Path | None = None) -> tuple[int, int] | None:
+    """qemu's (major, minor), from `qemu --version`; None when it does not say."""
+    return parse_qemu_version(_ask_qemu(qemu, "--version", capture or _run_probe, cache))
+
+
+def parse_qemu_version(text: str) -> tuple[int, int] | None:
+    match = re.search(r"version (\d+)\.(\d+)", text)
+    return (int(match.group(1)), int(match.group(2))) if match else None
+
+
+def _ask_qemu(qemu: str, option: str, capture: Callable[[list[str]], str], cache: Path | None) -> str:
+    """What `qemu <option> [help]` prints. Asking starts qemu, which pipelines feel (~20 ms),
+    so the answer is kept in `cache` per binary: path, size and mtime."""
     binary = shutil.which(qemu) if cache is not None else None
-    entry = cache / _binary_key(binary) if binary else None
+    entry = cache / _binary_key(binary, option.strip("-")) if binary else None
     if entry is not None:
         try:
-            return entry.read_text().split()
+            return entry.read_text()
         except OSError:
             pass
-    listed = _capture_or_empty(capture, [qemu, "-accel", "help"]).split()
-    if entry is not None and listed:
+    said = " ".join(_capture_or_empty(capture, [qemu, option, *(["help"] if option == "-accel" else [])]).split())
+    if entry is not None and said:
         from .fsutil import write_atomic
 
         try:
-            write_atomic(entry, " ".join(listed).encode(), 0o644)
+            write_atomic(entry, said.encode(), 0o644)
         except OSError:
             pass  # an unwritable cache only costs time
-    return listed
+    return said
 
 
-def _binary_key(binary: str) -> str:
+def _binary_key(binary: str, question: str) -> str:
     real = os.path.realpath(binary)
     info = os.stat(real)
-    return f"accel{real.replace('/', '%')}-{info.st_size}-{info.st_mtime_ns}"
+    return f"{question}{real.replace('/', '%')}-{info.st_size}-{info.st_mtime_ns}"
 
 
 def _kvm_opens(root: Path) -> bool:

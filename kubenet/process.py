@@ -5,6 +5,7 @@
   install it.
 - `start`: a program in the background whose output lines go to callbacks
   (`invoke exec`), through the `sh` library.
+- `run_attached`: a program on this terminal, unhurried (sudo asking for a password).
 - `replace_process`: exec, for programs that take over the terminal (qemu, ssh, tmux attach).
 - pids: whether one is alive, and whether it is provably the process we started.
 
@@ -95,6 +96,14 @@ def start(argv: list[str], out: Callable[[str], bool | None], err: Callable[[str
     except sh.CommandNotFound:
         raise errors.HostError(f"{argv[0]}: command not found") from None
     return Background(command(*argv[1:], _out=out, _err=err, _bg=True, _ok_code=range(256), _in=None, _bg_exc=False))
+
+
+def run_attached(argv: list[str], missing_hint: str | None = None) -> int:
+    """Run `argv` on this terminal, for as long as it takes (sudo asking for a password); its exit code."""
+    try:
+        return subprocess.call(argv)
+    except FileNotFoundError:
+        raise errors.HostError(f"{argv[0]}: command not found", missing_hint) from None
 
 
 def replace_process(argv: list[str], missing_hint: str | None = None) -> None:

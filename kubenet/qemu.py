@@ -26,6 +26,9 @@ class Management:
     qmp: Path
     pidfile: Path
     serial_log: Path
+    # For a qemu that starts as root: its QMP socket, made as the user, arrives on this
+    # file descriptor (see handover.py) instead of qemu making it (root's) at `qmp`.
+    qmp_fd: int | None = None
 
 
 def qemu_argv(
@@ -67,10 +70,28 @@ def management_options(management: Management) -> list[str]:
         "-chardev", f"stdio,id=console,mux=on,signal=off,logfile={management.serial_log}",
         "-serial", "chardev:console",
         "-mon", "chardev=console,mode=readline",
-        "-qmp", f"unix:{management.qmp},server=on,wait=off",
+        *qmp_options(management),
         "-pidfile", str(management.pidfile),
         # A slot of its own: auto-assigned, it would take the disk's slot and move the
         # disk, and UEFI keeps boot entries by slot (the VM's efivars.fd would then
         # point at nothing). Every launch form gives every other device the same slot.
         "-device", f"virtio-rng-pci,addr={RNG_PCI_SLOT}",
     ]  # fmt: skip
+
+
+def qmp_options(management: Management) -> list[str]:
+    if management.qmp_fd is None:
+        return ["-qmp", f"unix:{management.qmp},server=on,wait=off"]
+    return ["-chardev", f"socket,id=qmp,fd={management.qmp_fd},server=on,wait=off", "-mon", "chardev=qmp,mode=control"]
+
+
+# qemu 9.1 replaced -runas with -run-with user= (and 10.0 removed -runas).
+RUN_WITH_SINCE = (9, 1)
+
+
+def run_as_options(user: str, version: tuple[int, int] | None) -> list[str]:
+    """For a qemu that starts as root (its network needs it): run as `user` once the
+    network is open. An unknown version is taken to be a current qemu."""
+    if version is not None and version < RUN_WITH_SINCE:
+        return ["-runas", user]
+    return ["-run-with", "user=" + user.replace(",", ",,")]  # a comma would end the value

@@ -79,7 +79,7 @@ def power_off(cluster: Cluster, vm: VM, timeout: float) -> str:
     except ProcessLookupError:
         return "powered off"
     except PermissionError:
-        # Launched with sudo (vmnet, bridge): its socket and process are root's.
+        # Started as root and never handed to the user (kubenet before asroot.py, or `sudo invoke up`).
         return "not stopped: its qemu runs as root"
     finally:
         forget_answers(cluster, vm)
@@ -104,6 +104,7 @@ def shut_down(cluster: Cluster, vms: list[VM], target: Target, timeout: float, c
     if still:
         raise errors.LaunchError(f"still running: {' '.join(still)}", "if they were started with sudo, stop them with sudo too")
     if cleanup and all(qemu_pid(cluster, vm) is None for vm in cluster.vms):
+        from .asroot import authorize
         from .layout import is_ours, qemu_session_name, ssh_session_name
         from .tmux import Tmux
         from .vde import stop_switch
@@ -112,6 +113,10 @@ def shut_down(cluster: Cluster, vms: list[VM], target: Target, timeout: float, c
             (Tmux.from_environment(sudo=target.root), qemu_session_name(cluster)),
             (Tmux.from_environment(), ssh_session_name(cluster)),
         ):
+            if tmux.sudo:
+                if not tmux.server_has(session):
+                    continue
+                authorize(target, f"removing tmux session {session}, which root runs,", say)
             owner = tmux.session_owner(session)
             if owner is not None and is_ours(cluster, owner):
                 tmux.kill_session(session)

@@ -10,7 +10,7 @@ of those chose).
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Mapping
 
 from . import errors
@@ -26,7 +26,8 @@ class Target:
     host: Host
     accel: Accel
     mode: NetworkMode  # never AUTO: resolved for this host
-    root: bool  # qemu must run as root (vmnet, or a bridge without a setuid helper)
+    root: bool  # qemu must start as root (vmnet, or a bridge without a setuid helper)
+    run_as: str | None = None  # then: the user it runs as once its network is open (the one who runs kubenet)
 
 
 def choose_accel(offered: Callable[[], Accel], configured: Accel | None, environ: Mapping[str, str], option: str | None = None) -> Accel:
@@ -58,4 +59,18 @@ def resolve_target(
         host = probe_host(environ=environ, firmware_needed=cluster.image.kind == ImageKind.CLOUD)
         offered = lambda: probe_accel(host, cache=cache_dir(environ) / "probe")  # noqa: E731
     mode = resolve_mode(cluster.network, host)
-    return Target(host, choose_accel(offered, cluster.accel, environ, accel_option), mode, needs_root(mode, host))
+    root = needs_root(mode, host)
+    if root and not host_kind:
+        from .paths import cache_dir
+        from .probe import qemu_version
+
+        host = replace(host, qemu_version=qemu_version(host.qemu, cache=cache_dir(environ) / "probe"))
+    accel = choose_accel(offered, cluster.accel, environ, accel_option)
+    return Target(host, accel, mode, root, current_user() if root else None)
+
+
+def current_user() -> str:
+    """The name of the user running kubenet (not $USER, which sudo and su may leave behind)."""
+    import pwd
+
+    return pwd.getpwuid(os.getuid()).pw_name

@@ -19,6 +19,7 @@ from .layout import SESSION_COLUMNS, SESSION_ROWS, PaneSpec, SessionSpec, Window
 from .process import run
 
 SOCKET_ENV = "KUBENET_TMUX_SOCKET"  # a socket path, for a private server (tests, CI)
+ROOT_SOCKET_SUFFIX = ".root"  # root's private server, beside the user's
 VM_OPTION = "@kubenet-vm"  # pane option naming the pane's VM; titles can be changed by programs
 # Marks kubenet's sessions (for the synchronize-panes key) with the state
 # directory of the cluster that owns it, checked before one is adopted or killed.
@@ -46,14 +47,23 @@ class Pane:
 @dataclass(frozen=True)
 class Tmux:
     socket: str | None = None
-    sudo: bool = False  # the tutorial's root-owned session, for networks that need root
+    # root's server, as in the tutorial's `sudo tmux`, for qemus whose network needs root
+    # (asroot.py). Its sudo never asks (-n): the command asked once, up front.
+    sudo: bool = False
 
     @classmethod
     def from_environment(cls, environ=os.environ, sudo: bool = False) -> "Tmux":
         return cls(socket=environ.get(SOCKET_ENV) or None, sudo=sudo)
 
-    def argv(self, commands: list[list[str]]) -> list[str]:
-        return [*(["sudo"] if self.sudo else []), "tmux", *(["-S", self.socket] if self.socket else []), *join(commands)]
+    @property
+    def server_socket(self) -> str | None:
+        """The server's socket when not tmux's default; root's server never shares the user's."""
+        return f"{self.socket}{ROOT_SOCKET_SUFFIX}" if self.socket and self.sudo else self.socket
+
+    def argv(self, commands: list[list[str]], asking: bool = False) -> list[str]:
+        """The tmux command; `asking` (for the user to type) lets sudo ask for a password."""
+        sudo = (["sudo"] if asking else ["sudo", "-n"]) if self.sudo else []
+        return [*sudo, "tmux", *(["-S", self.server_socket] if self.server_socket else []), *join(commands)]
 
     def run(self, commands: list[list[str]]) -> str:
         return run(self.argv(commands), missing_hint=TMUX_HINT).stdout
@@ -64,7 +74,7 @@ class Tmux:
 
     def server_has(self, session: str) -> bool:
         """Whether `session` may exist, judged without starting a process: no server socket, no session."""
-        socket = self.socket or (None if self.sudo else _default_socket())  # root's socket is not ours to see
+        socket = self.server_socket or (None if self.sudo else _default_socket())  # root's default socket is not ours to see
         return socket is None or os.path.exists(socket)
 
     def panes(self, session: str) -> list[Pane]:

@@ -226,3 +226,53 @@ def test_managed_linux_uefi_command_pins_what_it_adds():
         "-drive", f"file={STATE}/worker1/cidata.iso,driver=raw,if=virtio",
         *MANAGEMENT_OPTIONS,
     ]  # fmt: skip
+
+
+ROOT_MANAGEMENT_OPTIONS = [
+    "-chardev", f"stdio,id=console,mux=on,signal=off,logfile={STATE}/worker1/serial.log",
+    "-serial", "chardev:console",
+    "-mon", "chardev=console,mode=readline",
+    # the QMP socket arrives ready-made, the user's, from handover.py
+    "-chardev", "socket,id=qmp,fd=3,server=on,wait=off", "-mon", "chardev=qmp,mode=control",
+    "-pidfile", f"{STATE}/worker1/qemu.pid",
+    "-device", "virtio-rng-pci,addr=0x1e",
+]  # fmt: skip
+
+
+def test_on_macos_up_starts_the_tutorials_command_as_root_and_qemu_then_runs_as_the_user():
+    from kubenet.asroot import HANDOVER, handover_argv
+    from kubenet.launch import vm_argv
+    from kubenet.target import Target
+
+    c = cluster()
+    host = replace(host_profile("darwin-arm64")[0], qemu_version=(10, 1))
+    target = Target(host, "hvf", "vmnet-shared", root=True, run_as="alice")
+    argv = vm_argv(c, c.vms[5], target, managed=True)
+    assert argv == tutorial_command(5) + ROOT_MANAGEMENT_OPTIONS + ["-run-with", "user=alice"]
+    pane = handover_argv("alice", STATE / "worker1/qmp.sock", argv)
+    assert pane[1:7] == ["-I", str(HANDOVER), "alice", f"{STATE}/worker1/qmp.sock", "--", argv[0]]
+    # `invoke argv` without --managed: the tutorial's command as it is
+    assert vm_argv(c, c.vms[5], target) == tutorial_command(5)
+
+
+def test_how_qemu_is_told_to_drop_root_follows_its_version():
+    from kubenet.probe import parse_qemu_version
+    from kubenet.qemu import run_as_options
+
+    assert parse_qemu_version("QEMU emulator version 7.2.22 (Debian 1:7.2+dfsg-7+deb12u18+b3)\nCopyright") == (7, 2)
+    assert parse_qemu_version("QEMU emulator version 10.1.2\n") == (10, 1)
+    assert parse_qemu_version("") is None
+    assert run_as_options("kim", (7, 2)) == ["-runas", "kim"]  # Debian 12
+    assert run_as_options("kim", (9, 0)) == ["-runas", "kim"]
+    assert run_as_options("kim", (9, 1)) == ["-run-with", "user=kim"]  # -runas is gone in 10.0
+    assert run_as_options("a,b", None) == ["-run-with", "user=a,,b"]  # a comma would end the value
+
+
+def test_a_network_that_needs_no_root_changes_nothing():
+    from kubenet.launch import vm_argv
+    from kubenet.target import Target
+
+    c = cluster()
+    host = Host("linux", Arch.x86_64, "qemu-system-x86_64", firmware=OVMF, bridges=frozenset(), bridge_helper_setuid=True)
+    target = Target(host, "tcg", "user", root=False)
+    assert vm_argv(c, c.vms[5], target, managed=True)[-len(MANAGEMENT_OPTIONS):] == MANAGEMENT_OPTIONS

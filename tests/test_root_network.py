@@ -1,0 +1,128 @@
+"""A non-root user runs a cluster on the tutorial's Linux network (a bridge, host DNS
+and NAT from `invoke hostnet`) whose qemu must start as root: for real, in namespaces
+of the test's own (tests/netns/root_bridge.py), never on this machine's network or files.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from conftest import INVOKE, ROOT
+
+pytestmark = pytest.mark.skipif(
+    os.geteuid() != 0
+    or not all(shutil.which(p) for p in ("unshare", "nsenter", "nft", "dnsmasq", "ip", "sudo", "runuser", "useradd", "tmux"))
+    or not os.path.exists("/usr/lib/qemu/qemu-bridge-helper")
+    or not os.path.exists("/dev/net/tun"),
+    reason="needs root, unshare, nsenter, nft, dnsmasq, ip, sudo, runuser, useradd, tmux, /dev/net/tun and qemu's bridge helper",
+)
+
+
+def namespace_script(work: Path) -> str:
+    """Mounts that keep every change inside the test's mount namespace: overlays over /etc
+    (the user, sudoers, bridge.conf, /etc/hosts) and qemu's helper directory, and a /run of
+    its own (sudo's timestamps); directories above the repository and its Python that the
+    throwaway user could not enter get an overlay that lets it in."""
+    mounts = []
+    python = Path(os.path.realpath(sys.executable))
+    openings = dict(closed_ancestors(ROOT) + closed_ancestors(python.parent))  # the repository, its venv's python
+    for index, (lower, mode) in enumerate([("/etc", None), ("/usr/lib/qemu", None), *sorted(openings.items())]):
+        upper, scratch = work / f"upper{index}", work / f"scratch{index}"
+        upper.mkdir()
+        scratch.mkdir()
+        if mode is not None:
+            upper.chmod(mode)
+        mounts.append(f"mount -t overlay overlay -o lowerdir={lower},upperdir={upper},workdir={scratch} {lower}")
+    return " && ".join([*mounts, "mount -t tmpfs tmpfs /run", "mount -t sysfs sysfs /sys", "ip link set lo up", 'exec "$@"'])
+
+
+def closed_ancestors(path: Path) -> list[tuple[str, int]]:
+    """Directories above `path` that others cannot enter, with the mode that opens them."""
+    closed = []
+    for directory in [*reversed(path.parents), path]:
+        mode = directory.stat().st_mode & 0o777
+        if not mode & 0o001:
+            closed.append((str(directory), mode | 0o055))
+    return closed
+
+
+@pytest.fixture(scope="module")
+def facts():
+    from tinyimage.build import build
+
+    kernel, initrd = build()
+    work = Path(tempfile.mkdtemp(prefix="knr"))
+    work.chmod(0o755)  # the throwaway user lives below it
+    try:
+        done = subprocess.run(
+            ["unshare", "--net", "--mount", "--propagation", "private", "sh", "-c", namespace_script(work), "sh",
+             sys.executable, str(ROOT / "tests" / "netns" / "root_bridge.py"), str(INVOKE), str(ROOT), str(work),
+             str(kernel), str(initrd)],
+            capture_output=True, text=True, timeout=1200,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr[-3000:]
+        yield json.loads(done.stdout)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def test_hostnet_and_make_up_as_a_user_with_qemu_started_as_root(facts):
+    assert facts["hostnet"]["code"] == 0, facts["hostnet"]["stderr"]
+    assert facts["up"]["code"] == 0, facts["up"]["stdout"] + facts["up"]["stderr"]
+    rows = facts["ls"]["vms"]
+    assert {name: (row["state"], row["ready"]) for name, row in rows.items()} == {"control0": ("running", True), "worker0": ("running", True)}, facts["up"]["stderr"]
+    for name, owners in facts["qemu"].items():
+        # started by root's tmux (the network needs it), running as the user once it has its tap
+        assert owners["parent_uid"] == 0 and owners["parent"].startswith("tmux"), (name, owners)
+        assert owners["uid"] != 0, (name, owners)
+    assert facts["foreign_files"] == []  # pid files, QMP sockets and console logs are the user's
+    assert set(facts["qmp_modes"].values()) == {"0o700"}
+
+
+def test_the_vms_resolve_and_reach_each_other_the_host_and_the_world_through_its_nat(facts):
+    control = facts["guest"]["control0"]
+    assert control["code"] == 0, control["stdout"] + control["stderr"]
+    said = control["stdout"]
+    for address in ("192.168.1.11", "192.168.1.1", "192.168.1.21", "10.77.0.2"):  # worker0, vmhost, kubernetes, outside.test
+        assert f"Address: {address}" in said or f"Address 1: {address}" in said, said
+    assert said.count("1 packets received") == 2 or said.count("1 received") == 2, said
+    # the listener outside saw the host's own outer address: the host masqueraded the VM
+    assert said.rstrip().endswith("control0: 10.77.0.1"), said
+    worker = facts["guest"]["worker0"]
+    assert worker["code"] == 0 and "192.168.1.10" in worker["stdout"], worker
+
+
+def test_the_user_manages_the_root_started_vms_without_root_for_ls_exec_ssh_all_and_stop(facts):
+    for step in ("ssh_all", "stop", "start", "up_again", "down", "reset", "setup"):
+        assert facts[step]["code"] == 0, (step, facts[step]["stderr"])
+    assert facts["after_stop"]["vms"]["worker0"]["state"] == "stopped"
+    assert facts["after_stop"]["vms"]["control0"]["state"] == "running"
+    assert facts["after_start"]["vms"]["worker0"]["state"] == "running" and facts["after_start"]["vms"]["worker0"]["ready"]
+    assert "already running: control0 worker0" in facts["up_again"]["stderr"]
+    assert {row["state"] for row in facts["after_down"]["vms"].values()} == {"stopped"}
+    assert "removed tmux session kr-qemu" in facts["down"]["stderr"]
+    assert facts["foreign_files_at_end"] == []
+    assert facts["leftover_qemus"] == []
+
+    calls: dict[str, list[str]] = {}
+    for line in facts["sudo"]:
+        step, _, argv = line.partition(" ")
+        calls.setdefault(step, []).append(argv)
+    # no sudo at all where none is needed; elsewhere at most one that may ask, the rest may not
+    assert not {"ls", "exec", "ssh-all", "stop", "up-again", "reset", "setup"} & set(calls), calls
+    for step in ("up", "start", "down"):
+        asking = [argv for argv in calls.get(step, []) if not argv.startswith("-n ")]
+        assert asking == ["-v"], (step, calls.get(step))
+
+
+def test_hostnet_remove_leaves_the_host_as_it_found_it(facts):
+    assert facts["remove"]["code"] == 0, facts["remove"]["stderr"]
+    before, removed = facts["before"], facts["removed"]
+    assert removed == before, (before, removed)
+    assert removed["dns_listeners"] == ""  # hostnet's dnsmasq is gone
