@@ -86,7 +86,9 @@ class Host:
     # Names of existing network bridges; None when unknown (a described host).
     bridges: frozenset[str] | None = None
     is_root: bool = False
-    # Whether qemu's bridge helper is setuid root, so bridge mode needs no sudo.
+    # Whether qemu's bridge helper makes taps for the user, so bridge mode needs no sudo:
+    # it is setuid root, and /dev/net/tun is open to the user (the helper opens it after
+    # dropping to the user with CAP_NET_ADMIN alone).
     bridge_helper_setuid: bool = False
     # Why no firmware was found; raised only when a cloud image needs it.
     firmware_error: str | None = None

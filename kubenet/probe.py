@@ -46,7 +46,7 @@ def probe_host(
         qemu_found=qemu is not None,
         bridges=_bridges(root) if system == "linux" else frozenset(),
         is_root=hasattr(os, "geteuid") and os.geteuid() == 0,
-        bridge_helper_setuid=any(setuid_root(helper) for helper in bridge_helpers(root)),
+        bridge_helper_setuid=any(setuid_root(helper) for helper in bridge_helpers(root)) and _tun_usable(root),
         memory=_memory(),
         routes=read_routes((root / "proc/net/route").read_text()) if system == "linux" and (root / "proc/net/route").is_file() else None,
         vmnet_shared=read_vmnet_shared(root / VMNET_PLIST.lstrip("/")) if system == "darwin" else None,
@@ -126,6 +126,11 @@ def _binary_key(binary: str, question: str) -> str:
     real = os.path.realpath(binary)
     info = os.stat(real)
     return f"{question}{real.replace('/', '%')}-{info.st_size}-{info.st_mtime_ns}"
+
+
+def _tun_usable(root: Path) -> bool:
+    """Whether this user may open /dev/net/tun (0666 on most systems; some lock it to root)."""
+    return os.access(root / "dev/net/tun", os.R_OK | os.W_OK)
 
 
 def _kvm_opens(root: Path) -> bool:

@@ -27,7 +27,7 @@ pytestmark = pytest.mark.skipif(
 def namespace_script(work: Path) -> str:
     """Mounts that keep every change inside the test's mount namespace: overlays over /etc
     (the user, sudoers, bridge.conf, /etc/hosts) and qemu's helper directory, and a /run of
-    its own (sudo's timestamps); directories above the repository and its Python that the
+    its own (sudo's timestamps, and a /dev/net/tun open to all); directories above the repository and its Python that the
     throwaway user could not enter get an overlay that lets it in."""
     mounts = []
     python = Path(os.path.realpath(sys.executable))
@@ -39,7 +39,9 @@ def namespace_script(work: Path) -> str:
         if mode is not None:
             upper.chmod(mode)
         mounts.append(f"mount -t overlay overlay -o lowerdir={lower},upperdir={upper},workdir={scratch} {lower}")
-    return " && ".join([*mounts, "mount -t tmpfs tmpfs /run", "mount -t sysfs sysfs /sys", "ip link set lo up", 'exec "$@"'])
+    # /dev/net/tun as a stock Debian has it (0666; this machine's is 0600), for the setuid helper
+    tun = "mknod -m 666 /run/tun c 10 200 && mount --bind /run/tun /dev/net/tun"
+    return " && ".join([*mounts, "mount -t tmpfs tmpfs /run", tun, "mount -t sysfs sysfs /sys", "ip link set lo up", 'exec "$@"'])
 
 
 def closed_ancestors(path: Path) -> list[tuple[str, int]]:
@@ -119,6 +121,16 @@ def test_the_user_manages_the_root_started_vms_without_root_for_ls_exec_ssh_all_
     for step in ("up", "start", "down"):
         asking = [argv for argv in calls.get(step, []) if not argv.startswith("-n ")]
         assert asking == ["-v"], (step, calls.get(step))
+
+
+def test_with_the_helper_setuid_qemu_runs_as_the_user_from_the_start_and_nothing_asks_for_root(facts):
+    assert facts["setuid_up"]["code"] == 0, facts["setuid_up"]["stderr"]
+    assert {row["state"] for row in facts["setuid_ls"]["vms"].values()} == {"running"}
+    for name, owners in facts["setuid_qemu"].items():
+        assert owners["uid"] == owners["parent_uid"] != 0, (name, owners)  # the user's own tmux started it
+    assert facts["setuid_foreign_files"] == []  # root's leftovers of an older kubenet were replaced
+    assert facts["setuid_down"]["code"] == 0, facts["setuid_down"]["stderr"]
+    assert not [line for line in facts["sudo"] if line.startswith("setuid-")]
 
 
 def test_hostnet_remove_leaves_the_host_as_it_found_it(facts):

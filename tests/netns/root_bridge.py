@@ -219,6 +219,18 @@ def main() -> None:
         facts["reset"] = invoke("reset", "reset", "--name", "worker0", "--yes")
         facts["setup"] = as_user("setup", "make", "-C", ROOT, "setup", f"CONFIG={CONFIG}")
         facts["foreign_files_at_end"] = foreign_files(user.pw_uid)
+
+        # Files an older kubenet left as root, then the helper setuid as `make hostnet` leaves
+        # it: qemu runs as the user from the start, in the user's tmux, and nobody asks for root.
+        for name in ("serial.log", "qemu.pid"):
+            (STATE / "control0" / name).write_text("root's\n")
+        HELPER.chmod(HELPER.stat().st_mode | 0o4000)
+        facts["setuid_up"] = as_user("setuid-up", "make", "-C", ROOT, "up", f"CONFIG={CONFIG}", timeout=600)
+        facts["setuid_ls"] = listing("ls")
+        pids |= {row["pid"] for row in facts["setuid_ls"]["vms"].values() if row["pid"]}
+        facts["setuid_qemu"] = {name: process_owners(row["pid"]) for name, row in facts["setuid_ls"]["vms"].items()}
+        facts["setuid_foreign_files"] = foreign_files(user.pw_uid)
+        facts["setuid_down"] = invoke("setuid-down", "down", "--timeout", "30")
         facts["sudo"] = SUDO_LOG.read_text().splitlines() if SUDO_LOG.exists() else []
     finally:
         done = run(INVOKE, "--search-root", ROOT, "hostnet", "--remove", "--config", str(CONFIG), check=False,
