@@ -123,6 +123,17 @@ def test_the_user_manages_the_root_started_vms_without_root_for_ls_exec_ssh_all_
         assert asking == ["-v"], (step, calls.get(step))
 
 
+def test_invoke_vm_asks_sudo_in_the_foreground_and_its_qemu_is_the_users_too(facts):
+    vm = facts["vm"]
+    assert vm["ls"]["state"] == "running" and vm["ls"]["pid"], vm
+    assert vm["qemu"]["uid"] != 0 and vm["qemu"]["parent"] == "sudo", vm  # qemu, dropped to the user, under sudo
+    assert vm["foreign_files"] == []
+    assert vm["stop"]["code"] == 0 and vm["stop"]["stderr"] in ("kubenet: worker0: powered off\n", "kubenet: worker0: quit\n"), vm["stop"]
+    assert vm["exit"] == 0, vm["stderr"]
+    asked = [line for line in facts["sudo"] if line.startswith("vm")]
+    assert len(asked) == 1 and asked[0].startswith("vm -- ") and "handover.py" in asked[0], asked  # one sudo, none to stop
+
+
 def test_with_the_helper_setuid_qemu_runs_as_the_user_from_the_start_and_nothing_asks_for_root(facts):
     assert facts["setuid_up"]["code"] == 0, facts["setuid_up"]["stderr"]
     assert {row["state"] for row in facts["setuid_ls"]["vms"].values()} == {"running"}

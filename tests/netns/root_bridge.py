@@ -171,6 +171,31 @@ def process_owners(pid: int | None) -> dict | None:
     return {"uid": int(field(pid, "Uid")), "parent_uid": int(field(parent, "Uid")), "parent": Path(f"/proc/{parent}/comm").read_text().strip()}
 
 
+def foreground_vm(uid: int) -> dict:
+    """`invoke vm --managed` as the user: sudo in the foreground, then qemu as the user; `stop` ends it."""
+    argv = [INVOKE, "--search-root", ROOT, "vm", "--config", str(CONFIG), "--name", "worker0", "--managed"]
+    env = [f"HOME={HOME}", f"PATH={HOME / 'bin'}:/usr/bin:/bin:/usr/sbin:/sbin", "KN_STEP=vm", "KUBENET_ACCEL=tcg"]
+    console = subprocess.Popen(["runuser", "-u", USER, "--", "env", "-i", *env, *argv], cwd=HOME,
+                               stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    seen: dict = {}
+    try:
+        for _ in range(300):
+            seen = listing("ls")
+            row = seen["vms"].get("worker0", {})
+            if row.get("pid") and (STATE / "worker0" / "qmp.sock").exists():
+                break
+            time.sleep(0.1)
+        row = seen["vms"].get("worker0", {})
+        facts = {"ls": row, "qemu": process_owners(row.get("pid")), "foreign_files": foreign_files(uid)}
+        facts["stop"] = invoke("vm-stop", "stop", "--name", "worker0", "--timeout", "6")  # the guest may still be booting
+        facts["exit"] = console.wait(timeout=60)
+        facts["stderr"] = console.stderr.read()
+        return facts
+    finally:
+        if console.poll() is None:
+            console.kill()
+
+
 def cmdline(pid: int) -> bytes:
     try:
         return Path(f"/proc/{pid}/cmdline").read_bytes()
@@ -216,6 +241,7 @@ def main() -> None:
         facts["up_again"] = as_user("up-again", "make", "-C", ROOT, "up", f"CONFIG={CONFIG}")
         facts["down"] = invoke("down", "down", "--timeout", "30")
         facts["after_down"] = listing("ls")
+        facts["vm"] = foreground_vm(user.pw_uid)
         facts["reset"] = invoke("reset", "reset", "--name", "worker0", "--yes")
         facts["setup"] = as_user("setup", "make", "-C", ROOT, "setup", f"CONFIG={CONFIG}")
         facts["foreign_files_at_end"] = foreign_files(user.pw_uid)
