@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import shutil
 from dataclasses import dataclass
 
 from .layout import SESSION_COLUMNS, SESSION_ROWS, PaneSpec, SessionSpec, WindowSpec, more_qemu_windows, window_capacity
@@ -62,8 +63,11 @@ class Tmux:
 
     def argv(self, commands: list[list[str]], asking: bool = False) -> list[str]:
         """The tmux command; `asking` (for the user to type) lets sudo ask for a password."""
-        sudo = (["sudo"] if asking else ["sudo", "-n"]) if self.sudo else []
-        return [*sudo, "tmux", *(["-S", self.server_socket] if self.server_socket else []), *join(commands)]
+        if self.sudo:  # sudo resets PATH: name tmux by its full path (Homebrew's is not in root's)
+            program = ["sudo", *([] if asking else ["-n"]), shutil.which("tmux") or "tmux"]
+        else:
+            program = ["tmux"]
+        return [*program, *(["-S", self.server_socket] if self.server_socket else []), *join(commands)]
 
     def run(self, commands: list[list[str]]) -> str:
         return run(self.argv(commands), missing_hint=TMUX_HINT).stdout

@@ -2,6 +2,7 @@
 
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import time
@@ -216,13 +217,15 @@ def test_attach_or_switch():
     assert tmux.argv([tmux.attach_command("kt-ssh", "ssh-controls", inside_tmux=False)]) == ["tmux", "-S", "/tmp/s", "attach-session", "-t", "=kt-ssh:ssh-controls"]
     assert tmux.attach_command("kt-ssh", None, inside_tmux=True) == ["switch-client", "-t", "=kt-ssh"]
     sudo = Tmux(sudo=True)
-    assert sudo.argv([sudo.attach_command("kt-qemu", None, inside_tmux=False)], asking=True)[:3] == ["sudo", "tmux", "attach-session"]
+    tmux_path = shutil.which("tmux")  # root's PATH may not have it
+    assert sudo.argv([sudo.attach_command("kt-qemu", None, inside_tmux=False)], asking=True)[:3] == ["sudo", tmux_path, "attach-session"]
 
 
 def test_roots_server_is_asked_without_a_password_prompt_and_never_shares_the_users_socket():
     # the command asked sudo once up front (asroot.authorize); later calls must not ask again
-    assert Tmux(sudo=True).argv([["list-sessions"]]) == ["sudo", "-n", "tmux", "list-sessions"]
-    assert Tmux(socket="/tmp/s", sudo=True).argv([["list-sessions"]]) == ["sudo", "-n", "tmux", "-S", "/tmp/s.root", "list-sessions"]
+    tmux_path = shutil.which("tmux")
+    assert Tmux(sudo=True).argv([["list-sessions"]]) == ["sudo", "-n", tmux_path, "list-sessions"]
+    assert Tmux(socket="/tmp/s", sudo=True).argv([["list-sessions"]]) == ["sudo", "-n", tmux_path, "-S", "/tmp/s.root", "list-sessions"]
     assert Tmux(socket="/tmp/s").argv([["list-sessions"]]) == ["tmux", "-S", "/tmp/s", "list-sessions"]
 
 
