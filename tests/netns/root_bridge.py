@@ -143,8 +143,11 @@ def host_side() -> dict:
         return run(*argv, check=False).stdout
 
     link = json.loads(out("ip", "-j", "addr", "show", "dev", "kubr0") or "[]")
+    bridge_conf = Path("/etc/qemu/bridge.conf")
     return {
+        "bridge": bool(link),
         "addresses": [f"{a['local']}/{a['prefixlen']}" for entry in link for a in entry.get("addr_info", []) if a.get("family") == "inet"],
+        "bridge_conf": bridge_conf.read_text() if bridge_conf.exists() else None,
         "forwarding": Path("/proc/sys/net/ipv4/ip_forward").read_text().strip(),
         "nat": out("nft", "list", "table", "ip", "kubenet-kr"),
         "hosts": Path("/etc/hosts").read_text(),
