@@ -11,6 +11,8 @@ The cluster and the machine
   target        the one decision per command: host, accelerator, network mode, root or not
   network *     network modes: which applies, each one's NIC options and SSH endpoint
   paths *       where each file lives (state_dir, the per-user cache)
+  hostnet       the host side of bridge mode (`invoke hostnet`): bridge, forwarding, NAT,
+                DNS and DHCP, /etc/hosts; made from cluster.yaml, undone exactly
 
 Preparing VMs (`make setup`, `invoke vmsetup`)
   image         the base image: download, verify, content-addressed cache
@@ -25,6 +27,8 @@ Running VMs
   layout *      the tmux sessions as data: windows, panes, names, whose session it is
   tmux          apply a layout to tmux in batched calls, read panes back
   vde           the rootless cluster switch
+  asroot        networks that need root: qemu starts as root, then runs as the user; sudo once
+  handover      root's first program in such a pane: the QMP socket, made as the user, for qemu
   launch        start VMs: `invoke vm` (exec) and `invoke up` (tmux), then wait
   readiness     wait until VMs answer SSH and cloud-init has finished, all at once
   vmstate       is a VM running, under which pid, did it answer

@@ -174,6 +174,8 @@ def pieces(cluster: Cluster, where: Places, record: dict) -> list[Piece]:
         return where.bridge_conf.is_file() and allow in where.bridge_conf.read_text().splitlines()
 
     def allow_bridge() -> None:
+        # what did not exist is noted, so that --remove takes it away again rather than leave it empty
+        record.setdefault("created", []).extend(str(path) for path in (where.bridge_conf.parent, where.bridge_conf) if not path.exists())
         where.bridge_conf.parent.mkdir(parents=True, exist_ok=True)
         text = where.bridge_conf.read_text() if where.bridge_conf.is_file() else ""
         write_in_place(where.bridge_conf, text + ("" if not text or text.endswith("\n") else "\n") + allow + "\n")
@@ -182,6 +184,11 @@ def pieces(cluster: Cluster, where: Places, record: dict) -> list[Piece]:
         if where.bridge_conf.is_file():
             lines = where.bridge_conf.read_text().splitlines(keepends=True)
             write_in_place(where.bridge_conf, "".join(line for line in lines if line.rstrip("\n") != allow))
+        created = record.get("created", [])
+        if str(where.bridge_conf) in created and where.bridge_conf.is_file() and where.bridge_conf.stat().st_size == 0:
+            where.bridge_conf.unlink()
+        if str(where.bridge_conf.parent) in created and where.bridge_conf.parent.is_dir() and not any(where.bridge_conf.parent.iterdir()):
+            where.bridge_conf.parent.rmdir()
 
     def dns_pid() -> int | None:
         try:

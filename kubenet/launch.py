@@ -54,9 +54,10 @@ def dropping_root(target: Target) -> list[str]:
     return run_as_options(target.run_as, target.host.qemu_version) if target.root and target.run_as else []
 
 
-def pane_argv(cluster: Cluster, vm: VM, target: Target) -> list[str]:
-    """What `up` runs for the VM: qemu, or for a network that needs root, handover.py then qemu (see asroot.py).
-    Its pid file and console log are made first, by the user: qemu, even as root, writes into them."""
+def prepare_launch(cluster: Cluster, vm: VM, target: Target) -> list[str]:
+    """Make the VM's pid file and console log, as the user (qemu, even as root, writes into
+    them), and return what `up` runs: qemu, or for a network that needs root, handover.py
+    then qemu (see asroot.py)."""
     paths = vm_paths(cluster, vm)
     for path in (paths.pidfile, paths.serial_log):
         fresh_private_file(path)
@@ -132,7 +133,7 @@ def exec_vm(cluster: Cluster, vm: VM, target: Target, managed: bool) -> None:
     check_launchable(cluster, [vm], target)
     prepare_network(cluster, target)
     os.umask(0o077)  # qemu's pid file and QMP socket are private; this process becomes qemu
-    argv = pane_argv(cluster, vm, target) if managed else vm_argv(cluster, vm, target) + dropping_root(target)
+    argv = prepare_launch(cluster, vm, target) if managed else vm_argv(cluster, vm, target) + dropping_root(target)
     if target.root:
         argv = ["sudo", "--", *absolute_program(argv)]  # asks here, in the foreground; qemu then runs as the user
     replace_process(argv, QEMU_HINT)
@@ -221,7 +222,7 @@ def _launch_cluster(cluster: Cluster, vms: list[VM], target: Target, tmux: Tmux)
             paths = vm_paths(cluster, vm)
             private_dir(paths.dir, enforce=True)
             forget_answers(cluster, vm)
-            commands[vm.name] = pane_command(pane_argv(cluster, vm, target))
+            commands[vm.name] = pane_command(prepare_launch(cluster, vm, target))
         if panes:
             tmux.run_groups(extend_groups(session, panes, commands))
         else:

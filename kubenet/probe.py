@@ -86,14 +86,16 @@ def _run_probe(argv: list[str]) -> str:
 
 def _with(host: Host, **changes) -> Host:
     return replace(host, **changes)
+
+
 def qemu_accelerators(qemu: str, capture: Callable[[list[str]], str], cache: Path | None = None) -> list[str]:
     """The words of `qemu -accel help`."""
-    return _ask_qemu(qemu, "-accel", capture, cache).split()
+    return _ask_qemu(qemu, ["-accel", "help"], capture, cache).split()
 
 
 def qemu_version(qemu: str, capture: Callable[[list[str]], str] | None = None, cache: Path | None = None) -> tuple[int, int] | None:
     """qemu's (major, minor), from `qemu --version`; None when it does not say."""
-    return parse_qemu_version(_ask_qemu(qemu, "--version", capture or _run_probe, cache))
+    return parse_qemu_version(_ask_qemu(qemu, ["--version"], capture or _run_probe, cache))
 
 
 def parse_qemu_version(text: str) -> tuple[int, int] | None:
@@ -101,17 +103,17 @@ def parse_qemu_version(text: str) -> tuple[int, int] | None:
     return (int(match.group(1)), int(match.group(2))) if match else None
 
 
-def _ask_qemu(qemu: str, option: str, capture: Callable[[list[str]], str], cache: Path | None) -> str:
-    """What `qemu <option> [help]` prints. Asking starts qemu, which pipelines feel (~20 ms),
-    so the answer is kept in `cache` per binary: path, size and mtime."""
+def _ask_qemu(qemu: str, question: list[str], capture: Callable[[list[str]], str], cache: Path | None) -> str:
+    """What `qemu <question>` prints, whitespace folded. Asking starts qemu, which pipelines
+    feel (~20 ms), so the answer is kept in `cache` per binary: path, size and mtime."""
     binary = shutil.which(qemu) if cache is not None else None
-    entry = cache / _binary_key(binary, option.strip("-")) if binary else None
+    entry = cache / _binary_key(binary, question[0].strip("-")) if binary else None
     if entry is not None:
         try:
             return entry.read_text()
         except OSError:
             pass
-    said = " ".join(_capture_or_empty(capture, [qemu, option, *(["help"] if option == "-accel" else [])]).split())
+    said = " ".join(_capture_or_empty(capture, [qemu, *question]).split())
     if entry is not None and said:
         from .fsutil import write_atomic
 

@@ -97,7 +97,7 @@ def check(facts: dict, state: Path) -> None:
     assert facts["second"] == {"code": 0, "stderr": "kubenet: hostnet: nothing to change; the host side is in place\n"}
     assert facts["remove"]["code"] == 0, facts["remove"]["stderr"]
     removed = facts["removed"]
-    assert (removed["addresses"], removed["forwarding"], removed["nat"], removed["bridge_conf"]) == ([], "0", "", "")
+    assert (removed["addresses"], removed["forwarding"], removed["nat"], removed["bridge_conf"]) == ([], "0", "", None)  # as before
     assert removed["helper_mode"] == before["helper_mode"]
     assert removed["hosts"] == before["hosts"]  # exactly as it was
     assert list(state.iterdir()) == []  # the record and dnsmasq's files are gone with what they described
