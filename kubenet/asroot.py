@@ -13,7 +13,6 @@ which never asks.
 
 from __future__ import annotations
 
-import shutil
 import sys
 from pathlib import Path
 from typing import Callable
@@ -29,11 +28,6 @@ HANDOVER = Path(__file__).with_name("handover.py")
 def handover_argv(user: str, qmp: Path, qemu_argv: list[str]) -> list[str]:
     """What root's pane runs: handover.py (by path, isolated from the user's environment), then qemu."""
     return [sys.executable, "-I", str(HANDOVER), user, str(qmp), "--", *qemu_argv]
-
-
-def absolute_program(argv: list[str]) -> list[str]:
-    """root's PATH is not the user's (sudo resets it): name the program by its full path."""
-    return [shutil.which(argv[0]) or argv[0], *argv[1:]]
 
 
 def why_root(target: Target) -> str:

@@ -15,13 +15,13 @@ from typing import Callable
 
 from . import errors
 from .cluster import VM, Cluster, ImageKind, NetworkMode, ReadyWhen, memory_bytes
-from .asroot import absolute_program, authorize, handover_argv
+from .asroot import authorize, handover_argv
 from .fsutil import fresh_private_file, locked, private_dir
 from .handover import QMP_FD
 from .host import needs_efivars
 from .layout import check_ours, qemu_session, qemu_session_name
 from .paths import vm_paths
-from .process import replace_process
+from .process import absolute_program, replace_process
 from .qemu import Management, qemu_argv, run_as_options
 from .target import Target
 from .tmux import Tmux, extend_groups, pane_command, session_groups

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import time
@@ -104,6 +105,12 @@ def run_attached(argv: list[str], missing_hint: str | None = None) -> int:
         return subprocess.call(argv)
     except FileNotFoundError:
         raise errors.HostError(f"{argv[0]}: command not found", missing_hint) from None
+
+
+def absolute_program(argv: list[str]) -> list[str]:
+    """For a command root runs: root's PATH is not the user's (sudo resets it; Homebrew's
+    programs are not in root's), so name the program by its full path."""
+    return [shutil.which(argv[0]) or argv[0], *argv[1:]]
 
 
 def replace_process(argv: list[str], missing_hint: str | None = None) -> None:

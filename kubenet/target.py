@@ -56,15 +56,15 @@ def resolve_target(
         from .paths import cache_dir
         from .probe import probe_accel, probe_host
 
+        answers = cache_dir(environ) / "probe"  # what qemu said of itself, per binary
         host = probe_host(environ=environ, firmware_needed=cluster.image.kind == ImageKind.CLOUD)
-        offered = lambda: probe_accel(host, cache=cache_dir(environ) / "probe")  # noqa: E731
+        offered = lambda: probe_accel(host, cache=answers)  # noqa: E731
     mode = resolve_mode(cluster.network, host)
     root = needs_root(mode, host)
     if root and not host_kind:
-        from .paths import cache_dir
         from .probe import qemu_version
 
-        host = replace(host, qemu_version=qemu_version(host.qemu, cache=cache_dir(environ) / "probe"))
+        host = replace(host, qemu_version=qemu_version(host.qemu, cache=answers))
     accel = choose_accel(offered, cluster.accel, environ, accel_option)
     return Target(host, accel, mode, root, current_user() if root else None)
 

@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import os
 import shlex
-import shutil
 from dataclasses import dataclass
 
 from .layout import SESSION_COLUMNS, SESSION_ROWS, PaneSpec, SessionSpec, WindowSpec, more_qemu_windows, window_capacity
-from .process import run
+from .process import absolute_program, run
 
 SOCKET_ENV = "KUBENET_TMUX_SOCKET"  # a socket path, for a private server (tests, CI)
 ROOT_SOCKET_SUFFIX = ".root"  # root's private server, beside the user's
@@ -63,11 +62,8 @@ class Tmux:
 
     def argv(self, commands: list[list[str]], asking: bool = False) -> list[str]:
         """The tmux command; `asking` (for the user to type) lets sudo ask for a password."""
-        if self.sudo:  # sudo resets PATH: name tmux by its full path (Homebrew's is not in root's)
-            program = ["sudo", *([] if asking else ["-n"]), shutil.which("tmux") or "tmux"]
-        else:
-            program = ["tmux"]
-        return [*program, *(["-S", self.server_socket] if self.server_socket else []), *join(commands)]
+        tmux = ["tmux", *(["-S", self.server_socket] if self.server_socket else []), *join(commands)]
+        return ["sudo", *([] if asking else ["-n"]), *absolute_program(tmux)] if self.sudo else tmux
 
     def run(self, commands: list[list[str]]) -> str:
         return run(self.argv(commands), missing_hint=TMUX_HINT).stdout
