@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+from hostside import host_side
 from kubenet.config import load_cluster
 from kubenet.hostnet import host_side_gaps
 
@@ -45,20 +46,9 @@ def resolve(name: str, server: str = "192.168.1.1") -> str | None:
 
 
 def state() -> dict:
-    def out(*argv: str) -> str:
-        return subprocess.run(argv, capture_output=True, text=True).stdout
-
-    link = json.loads(out("ip", "-j", "addr", "show", "dev", "kubr0") or "[]")
-    return {
-        "addresses": [f"{a['local']}/{a['prefixlen']}" for entry in link for a in entry.get("addr_info", []) if a.get("family") == "inet"],
-        "up": bool(link) and "UP" in link[0]["flags"],
-        "forwarding": Path("/proc/sys/net/ipv4/ip_forward").read_text().strip(),
-        "nat": out("nft", "list", "table", "ip", "kubenet-kh"),
-        "bridge_conf": Path("/etc/qemu/bridge.conf").read_text() if Path("/etc/qemu/bridge.conf").exists() else None,
-        "hosts": Path("/etc/hosts").read_text(),
-        "helper_mode": Path("/usr/lib/qemu/qemu-bridge-helper").stat().st_mode & 0o7777,
-        "dns": {name: resolve(name) for name in ("control0.kubenet", "worker0", "vmhost", "kubernetes.kubenet")} if link else {},
-    }
+    side = host_side("kubenet-kh")
+    names = ("control0.kubenet", "worker0", "vmhost", "kubernetes.kubenet")
+    return {**side, "dns": {name: resolve(name) for name in names} if side["bridge"] else {}}
 
 
 facts = {"before": state()}

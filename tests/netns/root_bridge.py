@@ -18,11 +18,12 @@ import sys
 import time
 from pathlib import Path
 
+from hostside import HELPER, host_side
+
 INVOKE, ROOT, WORK, KERNEL, INITRD = sys.argv[1:6]
 WORK_DIR = Path(WORK)
 USER = "kntest"
 EDGE, OUTSIDE = "10.77.0.1", "10.77.0.2"  # the host's address toward the outside, and the outside's
-HELPER = Path("/usr/lib/qemu/qemu-bridge-helper")
 HOME = WORK_DIR / "home"
 CONFIG = HOME / "cluster.yaml"
 STATE = HOME / "state"
@@ -138,24 +139,6 @@ def make_outside() -> list[subprocess.Popen]:
     return [listener, resolver, world]
 
 
-def host_side() -> dict:
-    def out(*argv: str) -> str:
-        return run(*argv, check=False).stdout
-
-    link = json.loads(out("ip", "-j", "addr", "show", "dev", "kubr0") or "[]")
-    bridge_conf = Path("/etc/qemu/bridge.conf")
-    return {
-        "bridge": bool(link),
-        "addresses": [f"{a['local']}/{a['prefixlen']}" for entry in link for a in entry.get("addr_info", []) if a.get("family") == "inet"],
-        "bridge_conf": bridge_conf.read_text() if bridge_conf.exists() else None,
-        "forwarding": Path("/proc/sys/net/ipv4/ip_forward").read_text().strip(),
-        "nat": out("nft", "list", "table", "ip", "kubenet-kr"),
-        "hosts": Path("/etc/hosts").read_text(),
-        "helper_mode": HELPER.stat().st_mode & 0o7777,
-        "dns_listeners": out("ss", "-Hlnu", "sport = :53"),
-    }
-
-
 def foreign_files(uid: int) -> list[str]:
     """Everything under the state directory that is not the user's."""
     return [str(path) for path in [STATE, *STATE.rglob("*")] if STATE.exists() and path.lstat().st_uid != uid]
@@ -213,7 +196,7 @@ def main() -> None:
     try:
         user = make_user()
         helpers = make_outside()
-        facts["before"] = host_side()
+        facts["before"] = host_side("kubenet-kr")
         hostnet_env = {**os.environ, "KUBENET_HOSTNET_DIR": str(WORK_DIR / "hostnet")}
         done = run(INVOKE, "--search-root", ROOT, "hostnet", "--config", str(CONFIG), check=False, env=hostnet_env)
         facts["hostnet"] = {"code": done.returncode, "stderr": done.stderr}
@@ -265,7 +248,7 @@ def main() -> None:
         done = run(INVOKE, "--search-root", ROOT, "hostnet", "--remove", "--config", str(CONFIG), check=False,
                    env={**os.environ, "KUBENET_HOSTNET_DIR": str(WORK_DIR / "hostnet")})  # fmt: skip
         facts["remove"] = {"code": done.returncode, "stderr": done.stderr}
-        facts["removed"] = host_side()
+        facts["removed"] = host_side("kubenet-kr")
         for socket in (TMUX_SOCKET, Path(f"{TMUX_SOCKET}.root")):
             run("tmux", "-S", str(socket), "kill-server", check=False)
         pids |= {int(path.read_text()) for path in STATE.glob("*/qemu.pid") if path.read_text().strip().isdigit()}
