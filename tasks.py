@@ -6,6 +6,7 @@ heavy modules are imported inside tasks so that pipeline tasks start fast.
 
 from invoke import task
 
+from kubenet import cli
 from kubenet.cli import user_errors
 
 CONFIG_HELP = "cluster file (default: $KUBENET_CONFIG or ./cluster.yaml)"
@@ -21,18 +22,18 @@ WAIT_SECONDS, STOP_SECONDS = 600.0, 60.0
 @user_errors
 def ls(c, config=None, json=False, names=False):
     """List the cluster's VMs: id, name, role, resources, MAC, IP, SSH endpoint, state."""
-    from kubenet import cli
+    from kubenet import status
 
     cluster = cli.open_cluster(config)
     if names:
         print("\n".join(vm.name for vm in cluster.vms))
         return
-    rows = cli.listing(cluster)
+    rows = status.listing(cluster)
     if json:
         print(cli.format_json(rows))
         return
     print(cli.format_table([{key: value for key, value in row.items() if key != "exited"} for row in rows]))
-    for line in cli.listing_notes(cluster, rows):
+    for line in status.listing_notes(cluster, rows):
         cli.say(line)
 
 
@@ -52,7 +53,6 @@ def argv(c, id=None, name=None, config=None, host=None, accel=None, managed=Fals
     """Print the VM's qemu command, shell-quoted on one line."""
     import shlex
 
-    from kubenet import cli
     from kubenet.launch import vm_argv
     from kubenet.target import resolve_target
 
@@ -65,7 +65,6 @@ def argv(c, id=None, name=None, config=None, host=None, accel=None, managed=Fals
 @user_errors
 def vm(c, id=None, name=None, config=None, accel=None, managed=False):
     """Run one VM in the foreground: qemu replaces this process (quit with Ctrl-A X)."""
-    from kubenet import cli
     from kubenet.launch import exec_vm
     from kubenet.target import resolve_target
 
@@ -77,7 +76,6 @@ def vm(c, id=None, name=None, config=None, accel=None, managed=False):
 @user_errors
 def image(c, config=None):
     """Fetch the base image into the cache and verify its SHA-256 (reuses a verified copy)."""
-    from kubenet import cli
     from kubenet.image import fetch_image
     from kubenet.probe import probe_host
 
@@ -103,48 +101,23 @@ def image(c, config=None):
 @user_errors
 def vmsetup(c, id=None, name=None, config=None, disk=False, seed=False, ssh=False, files_from=None):
     """Prepare VMs: disk overlay, cloud-init seed, host key, ssh_config. Never recreates a disk."""
-    from kubenet import cli
-    from kubenet.prepare import PARTS, parts_for_files, prepare_cluster, setup_context
+    from kubenet.prepare import prepare_cluster, setup_plan
     from kubenet.target import resolve_target
 
     cluster = cli.open_cluster(config)
-    context = setup_context(cluster, resolve_target(cluster))
-    if files_from:
-        from pathlib import Path
-
-        per_vm = parts_for_files(cluster, Path(files_from).read_text().split())
-        plan = {cluster.vm_by_name(name): parts for name, parts in per_vm.items()}
-        ssh_files = True  # cheap, and they name what the VMs' files hold: always rewritten with them
-    else:
-        parts = [part for part, wanted in zip(PARTS, (disk, seed, ssh)) if wanted] or list(PARTS)
-        plan = {vm: [part for part in parts if part != "ssh"] for vm in cli.pick_vms(cluster, id, name)}
-        ssh_files = "ssh" in parts
-    prepare_cluster(context, plan, ssh_files, cli.say)
+    plan, ssh_files = setup_plan(cluster, cli.pick_vms(cluster, id, name), (disk, seed, ssh), files_from)
+    prepare_cluster(cluster, resolve_target(cluster), plan, ssh_files, cli.say)
 
 
 @task(help={"id": ID_HELP, "name": NAME_HELP, "config": CONFIG_HELP, "yes": "do not ask for confirmation"})
 @user_errors
 def reset(c, id=None, name=None, config=None, yes=False):
     """Delete one VM's disk and UEFI variables so that the next setup makes it afresh."""
-    from kubenet import cli, errors
-    from kubenet.paths import vm_paths
     from kubenet.prepare import reset_vm
-    from kubenet.vmstate import vm_state
 
     cluster = cli.open_cluster(config)
     chosen = cli.pick_vm(cluster, id, name)
-    state = vm_state(cluster, chosen)
-    if state.running and state.pid is not None:
-        raise errors.KubenetError(f"{chosen.name} is running", f"stop it first: `invoke stop --id {chosen.id}`")
-    if state.running:
-        raise errors.KubenetError(
-            f"{chosen.name} is running in a qemu that kubenet did not start (its disk is open), such as `invoke vm`'s",
-            "quit that qemu first: Ctrl-A X in its console, or power the VM off from inside",
-        )
-    paths = vm_paths(cluster, chosen)
-    if not cli.confirm(f"delete {chosen.name}'s disk {paths.disk} and UEFI variables, losing all its data?", yes):
-        raise errors.KubenetError("reset cancelled; nothing was deleted")
-    deleted = reset_vm(cluster, chosen)
+    deleted = reset_vm(cluster, chosen, lambda question: cli.confirm(question, yes))
     for path in deleted:
         cli.say(f"kubenet: deleted {path}")
     if not deleted:
@@ -157,7 +130,6 @@ def makevars(c, config=None, output=None):
     """Print the cluster as Make variables (used by the Makefile's per-VM rules)."""
     from pathlib import Path
 
-    from kubenet import cli
     from kubenet.fsutil import write_atomic
     from kubenet.makevars import make_variables
     from kubenet.target import resolve_target
@@ -170,35 +142,62 @@ def makevars(c, config=None, output=None):
         write_atomic(Path(output), text.encode(), 0o644)
 
 
-@task(
-    iterable=["id"],
-    help={
-        "config": CONFIG_HELP,
-        "id": "start only this VM (repeatable; default: every VM)",
-        "timeout": WAIT_HELP,
-        "wait": "wait until every VM is ready (--no-wait to return at once)",
-        "ready": READY_HELP,
-    },
-)
-@user_errors
-def up(c, config=None, id=None, timeout=None, wait=True, ready=None):
-    """Launch the cluster in the detached tmux session <cluster>-qemu, then wait until it is ready."""
-    from kubenet import cli
-    from kubenet.launch import up as launch_up
+def start_vms(config, pick, timeout, wait, ready) -> None:
+    """What `up` and `start` share: launch the chosen VMs, then wait until they are ready."""
+    from kubenet.launch import up_and_wait
     from kubenet.target import resolve_target
 
     cluster = cli.open_cluster(config)
     seconds = cli.parse_timeout(timeout, WAIT_SECONDS)
-    until = cli.parse_ready(ready)
-    launch_up(cluster, cli.pick_vms(cluster, id), resolve_target(cluster), seconds if wait else None, cli.say, until)
+    up_and_wait(cluster, pick(cluster), resolve_target(cluster), seconds if wait else None, cli.say, cli.parse_ready(ready))
+
+
+START_HELP = {"config": CONFIG_HELP, "timeout": WAIT_HELP, "wait": "wait until every VM is ready (--no-wait to return at once)", "ready": READY_HELP}
+
+
+@task(iterable=["id"], help={**START_HELP, "id": "start only this VM (repeatable; default: every VM)"})
+@user_errors
+def up(c, config=None, id=None, timeout=None, wait=True, ready=None):
+    """Launch the cluster in the detached tmux session <cluster>-qemu, then wait until it is ready."""
+    start_vms(config, lambda cluster: cli.pick_vms(cluster, id), timeout, wait, ready)
+
+
+@task(help={**START_HELP, "id": ID_HELP, "name": NAME_HELP})
+@user_errors
+def start(c, id=None, name=None, config=None, timeout=None, wait=True, ready=None):
+    """Start one VM in its pane of the qemu session (made if needed), then wait until it is ready."""
+    start_vms(config, lambda cluster: [cli.pick_vm(cluster, id, name)], timeout, wait, ready)
+
+
+def stop_vms(config, pick, timeout, cleanup: bool) -> None:
+    """What `down` and `stop` share: power the chosen VMs off within the timeout."""
+    from kubenet.shutdown import shut_down
+    from kubenet.target import resolve_target
+
+    cluster = cli.open_cluster(config)
+    seconds = cli.parse_timeout(timeout, STOP_SECONDS)
+    shut_down(cluster, pick(cluster), resolve_target(cluster), seconds, cleanup=cleanup, say=cli.say)
+
+
+@task(iterable=["id"], help={"config": CONFIG_HELP, "id": "stop only this VM (repeatable)", "timeout": STOP_HELP})
+@user_errors
+def down(c, config=None, id=None, timeout=None):
+    """Power VMs off (ACPI, then quit, then kill); with every VM down, remove the tmux sessions."""
+    stop_vms(config, lambda cluster: cli.pick_vms(cluster, id), timeout, cleanup=True)
+
+
+@task(help={"id": ID_HELP, "name": NAME_HELP, "config": CONFIG_HELP, "timeout": STOP_HELP})
+@user_errors
+def stop(c, id=None, name=None, config=None, timeout=None):
+    """Power one VM off; its pane keeps its last output."""
+    stop_vms(config, lambda cluster: [cli.pick_vm(cluster, id, name)], timeout, cleanup=False)
 
 
 @task(help={"config": CONFIG_HELP, "attach": "attach when done (--no-attach for scripts)"})
 @user_errors
 def ssh_all(c, config=None, attach=True):
     """Open the <cluster>-ssh session: a window per role and ssh-nodes; prefix + C-s syncs panes."""
-    from kubenet import cli
-    from kubenet.ssh import open_ssh_session
+    from kubenet.sshall import open_ssh_session
 
     session = open_ssh_session(cli.open_cluster(config), attach, cli.say)
     if not attach:
@@ -209,7 +208,6 @@ def ssh_all(c, config=None, attach=True):
 @user_errors
 def ssh(c, id=None, name=None, config=None):
     """Open an SSH session to one VM, with its pinned host key."""
-    from kubenet import cli
     from kubenet.ssh import ssh_one
 
     cluster = cli.open_cluster(config)
@@ -226,7 +224,7 @@ def exec_(c, role=None, id=None, name=None, config=None):
     """Run the command after `--` on the VMs in parallel; lines come out as `<vm>: <line>`."""
     from invoke import Exit
 
-    from kubenet import cli, errors
+    from kubenet import errors
     from kubenet.ssh import exec_summary, run_everywhere
 
     cluster = cli.open_cluster(config)
@@ -236,46 +234,6 @@ def exec_(c, role=None, id=None, name=None, config=None):
     cli.say(exec_summary(results))
     if any(result.exit_code != 0 for result in results):
         raise Exit(code=1)
-
-
-@task(iterable=["id"], help={"config": CONFIG_HELP, "id": "stop only this VM (repeatable)", "timeout": STOP_HELP})
-@user_errors
-def down(c, config=None, id=None, timeout=None):
-    """Power VMs off (ACPI, then quit, then kill); with every VM down, remove the tmux sessions."""
-    from kubenet import cli
-    from kubenet.shutdown import shut_down
-    from kubenet.target import resolve_target
-
-    cluster = cli.open_cluster(config)
-    seconds = cli.parse_timeout(timeout, STOP_SECONDS)
-    shut_down(cluster, cli.pick_vms(cluster, id), resolve_target(cluster), seconds, cleanup=True, say=cli.say)
-
-
-@task(help={"id": ID_HELP, "name": NAME_HELP, "config": CONFIG_HELP, "timeout": STOP_HELP})
-@user_errors
-def stop(c, id=None, name=None, config=None, timeout=None):
-    """Power one VM off; its pane keeps its last output."""
-    from kubenet import cli
-    from kubenet.shutdown import shut_down
-    from kubenet.target import resolve_target
-
-    cluster = cli.open_cluster(config)
-    seconds = cli.parse_timeout(timeout, STOP_SECONDS)
-    shut_down(cluster, [cli.pick_vm(cluster, id, name)], resolve_target(cluster), seconds, cleanup=False, say=cli.say)
-
-
-@task(help={"id": ID_HELP, "name": NAME_HELP, "config": CONFIG_HELP, "timeout": WAIT_HELP, "wait": "wait until it is ready", "ready": READY_HELP})
-@user_errors
-def start(c, id=None, name=None, config=None, timeout=None, wait=True, ready=None):
-    """Start one VM in its pane of the qemu session (made if needed), then wait until it is ready."""
-    from kubenet import cli
-    from kubenet.launch import up as launch_up
-    from kubenet.target import resolve_target
-
-    cluster = cli.open_cluster(config)
-    seconds = cli.parse_timeout(timeout, WAIT_SECONDS)
-    until = cli.parse_ready(ready)
-    launch_up(cluster, [cli.pick_vm(cluster, id, name)], resolve_target(cluster), seconds if wait else None, cli.say, until)
 
 
 @task(
@@ -288,7 +246,6 @@ def start(c, id=None, name=None, config=None, timeout=None, wait=True, ready=Non
 @user_errors
 def hostnet(c, config=None, dry_run=False, remove=False):
     """Linux, bridge mode: the host side (bridge, forwarding, NAT, bridge.conf, DNS and DHCP, /etc/hosts). Needs root."""
-    from kubenet import cli
     from kubenet.hostnet import places, set_up, take_down
 
     cluster = cli.open_cluster(config)

@@ -7,9 +7,11 @@ The cluster and the machine
   config        read cluster.yaml, validate it, build a Cluster
   host *        kinds of host: CPU architectures, what a host offers, described hosts (`--host`)
   firmware      find UEFI firmware through QEMU's descriptors
-  probe         look at this machine: OS, qemu, firmware, bridges, the best accelerator
+  probe         look at this machine: OS, qemu, firmware, bridges, the best accelerator,
+                and the host's side of bridge mode (its address, forwarding, DNS)
   target        the one decision per command: host, accelerator, network mode, root or not
-  network *     network modes: which applies, each one's NIC options and SSH endpoint
+  network *     network modes: which applies, each one's NIC options and SSH endpoint;
+                the cluster's names as /etc/hosts lines
   paths *       where each file lives (state_dir, the per-user cache)
   hostnet       the host side of bridge mode (`invoke hostnet`): bridge, forwarding, NAT,
                 DNS and DHCP, /etc/hosts; made from cluster.yaml, undone exactly
@@ -31,15 +33,19 @@ Running VMs
   handover      root's first program in such a pane: the QMP socket, made as the user, for qemu
   launch        start VMs: `invoke vm` (exec) and `invoke up` (tmux), then wait
   readiness     wait until VMs answer SSH and cloud-init has finished, all at once
-  vmstate       is a VM running, under which pid, did it answer
+  vmstate       is a VM running, under which pid, what its guest passed, what qemu says
+  qmp           the one QMP client: commands and events, each within a time bound
   shutdown      power VMs off over QMP within a timeout; `down`
-  ssh           the one ssh command builder: `ssh`, `ssh-all`, `exec`
+  ssh           the one ssh command builder; `ssh` and `exec`
+  sshall        the `<cluster>-ssh` tmux session: `ssh-all`
+  status        what `ls` shows: a row per VM and the notes below the table
 
 Plumbing
-  process       the one place that runs, watches and signals programs
+  process       the one place that runs, watches and signals programs; the one pid-file reader
+  parallel      one thing done for many VMs at once, Ctrl-C heard
   fsutil        atomic writes, private directories, locks
   errors        one exception class per kind of user error, each with a hint
-  cli           glue for tasks.py: one-line errors, VM selection, tables, progress
+  cli           glue for tasks.py: one-line errors, VM selection, tables, progress lines
 
 The path of `make up`: the Makefile runs `invoke makevars` (config -> target ->
 makevars) to learn the per-VM files, decides which are out of date, and hands

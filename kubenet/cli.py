@@ -11,12 +11,13 @@ import json
 import math
 import os
 import sys
+import threading
 from typing import Callable, Iterable
 
 from invoke import Exit
 
 from . import errors
-from .cluster import VM, Cluster, NetworkMode, ReadyWhen
+from .cluster import VM, Cluster, ReadyWhen
 
 
 def user_errors(function: Callable) -> Callable:
@@ -33,6 +34,10 @@ def user_errors(function: Callable) -> Callable:
                 result = function(*args, **kwargs)
                 sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
                 return result
+            except errors.ConfigProblems as problems:
+                for line in problems.lines()[:-1]:
+                    print(f"kubenet: error: {line}", file=sys.stderr)
+                fail(problems.lines()[-1])
             except errors.KubenetError as error:
                 fail(str(error))
             except UnicodeError as error:
@@ -152,56 +157,6 @@ def pick_vm(cluster: Cluster, vm_id: str | int | None, name: str | None) -> VM:
     return vm
 
 
-def listing(cluster: Cluster) -> list[dict]:
-    """The rows of `invoke ls`. Listing needs the network mode (for SSH endpoints), not the
-    accelerator, so no qemu is asked; tmux only when the session's server exists."""
-    from .layout import qemu_session_name
-    from .network import needs_root, resolve_mode
-    from .probe import probe_host
-    from .tmux import Tmux
-
-    host = probe_host(firmware_needed=False)
-    mode = resolve_mode(cluster.network, host)
-    # root's session (a network that needs root) is not read: listing never asks for root
-    exits = {} if needs_root(mode, host) else Tmux.from_environment().last_words(qemu_session_name(cluster))
-    return vm_rows(cluster, mode, exits)
-
-
-def listing_notes(cluster: Cluster, rows: list[dict]) -> list[str]:
-    """What `invoke ls` adds on stderr below its table."""
-    from .layout import qemu_session_name, ssh_session_name
-
-    notes = [f"kubenet: {row['name']}: its qemu exited: {row['exited']}" for row in rows if row["exited"]]
-    running = sum(row["state"] == "running" for row in rows)
-    sessions = f"{qemu_session_name(cluster)} (VMs), {ssh_session_name(cluster)} (ssh-all)"
-    return [*notes, f"kubenet: {running} of {len(rows)} VMs running; tmux sessions: {sessions}"]
-
-
-def vm_rows(cluster: Cluster, mode: NetworkMode, exits: dict[str, str] | None = None) -> list[dict]:
-    """A row per VM; `exits` holds the last words of qemus whose pane has died."""
-    from .network import ssh_endpoint
-    from .vmstate import vm_state
-
-    states = {vm.name: vm_state(cluster, vm) for vm in cluster.vms}
-    return [
-        {
-            "id": vm.id,
-            "name": vm.name,
-            "role": vm.role,
-            "vcpus": vm.vcpus,
-            "memory": vm.memory,
-            "mac": vm.mac,
-            "ip": str(vm.ip),
-            "ssh": str(ssh_endpoint(cluster.network, mode, vm)),
-            "state": "running" if states[vm.name].running else "stopped",
-            "pid": states[vm.name].pid,
-            "ready": states[vm.name].ready,
-            "exited": None if states[vm.name].running else (exits or {}).get(vm.name),
-        }
-        for vm in cluster.vms
-    ]
-
-
 def format_table(rows: list[dict]) -> str:
     if not rows:
         return ""
@@ -216,10 +171,16 @@ def format_json(rows: list[dict]) -> str:
     return json.dumps(rows, indent=2)
 
 
+_SAYING = threading.Lock()
+
+
 def say(message: str) -> None:
-    """Progress for people goes to stderr; stdout is for data (written first, so a closed pipe ends us here)."""
-    sys.stdout.flush()
-    print(message, file=sys.stderr, flush=True)
+    """Progress for people goes to stderr, a whole line at a time whichever thread says it;
+    stdout is for data (flushed first, so a closed pipe ends us here)."""
+    with _SAYING:
+        sys.stdout.flush()
+        sys.stderr.write(message + "\n")
+        sys.stderr.flush()
 
 
 def confirm(question: str, assume_yes: bool) -> bool:

@@ -1,14 +1,17 @@
 """Read cluster.yaml, fill in the tutorial's defaults and validate, in that order.
 
 Every problem is reported as one line naming the file, the key, the bad value
-and what is allowed. Validation sits on the load path: a Cluster that exists is
-a Cluster that is valid.
+and what is allowed, and every problem of the file at once, as Lima's validator
+does: a value that is wrong is set aside, the rest is still read, and checks that
+join several values run only once those values are good. Validation sits on the
+load path: a Cluster that exists is a Cluster that is valid.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import stat
 import string
 from dataclasses import fields, replace
 from ipaddress import AddressValueError, IPv4Address, IPv4Network, NetmaskValueError
@@ -49,22 +52,44 @@ def config_path(option: str | None, environ=os.environ) -> Path:
     return Path(option or environ.get(CONFIG_ENV) or DEFAULT_CONFIG)
 
 
-def load_cluster(path: Path) -> Cluster:
-    import yaml  # imported here: only tasks that read the cluster pay for it
+MAX_CONFIG_BYTES = 4 << 20  # far more than any cluster file; a device or an endless file is refused
 
+
+def read_config_text(path: Path) -> str:
+    """The file's text: a regular file of at most MAX_CONFIG_BYTES, read without waiting on a FIFO."""
     try:
-        text = path.read_text()
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError:
         raise errors.ConfigFileError(
             f"{path}: no such cluster file",
             f"run from the directory holding cluster.yaml, or pass --config PATH / set {CONFIG_ENV}",
         ) from None
-    except UnicodeDecodeError:
-        raise errors.ConfigFileError(f"{path}: not UTF-8 text", "save the cluster file as UTF-8") from None
     except OSError as error:
         raise errors.ConfigFileError(f"{path}: cannot read: {error.strerror}") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise errors.ConfigFileError(f"{path}: not a regular file (a directory, device or pipe)", "give the path of a cluster.yaml")
+    with os.fdopen(fd, "rb") as stream:
+        data = stream.read(MAX_CONFIG_BYTES + 1)
+    if len(data) > MAX_CONFIG_BYTES:
+        raise errors.ConfigFileError(f"{path}: larger than {MAX_CONFIG_BYTES >> 20} MiB: not a cluster file", "give the path of a cluster.yaml")
     try:
-        data = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+        return data.decode()
+    except UnicodeDecodeError:
+        raise errors.ConfigFileError(f"{path}: not UTF-8 text", "save the cluster file as UTF-8") from None
+
+
+def load_cluster(path: Path) -> Cluster:
+    import yaml  # imported here: only tasks that read the cluster pay for it
+
+    text = read_config_text(path)
+    try:
+        data = yaml.load(text, Loader=_loader(yaml))
+    except _DuplicateKey as duplicate:
+        raise errors.DuplicateKeyError(
+            f"{path}: line {duplicate.line}: {shown(duplicate.key)} is given twice (lines {duplicate.first} and {duplicate.line})",
+            "keep one of them: YAML would silently use the last",
+        ) from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f"line {mark.line + 1}: " if mark else ""
@@ -75,16 +100,78 @@ def load_cluster(path: Path) -> Cluster:
     return build_cluster(data if data is not None else {}, path)
 
 
+class _DuplicateKey(Exception):
+    def __init__(self, key: Any, first: int, line: int):
+        self.key, self.first, self.line = key, first, line
+
+
+def _loader(yaml):
+    """PyYAML's safe loader (its C one where built), refusing a key given twice in a mapping."""
+
+    class Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
+        def construct_mapping(self, node, deep=False):
+            seen: dict = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key, line = self.construct_object(key_node, deep=True), key_node.start_mark.line + 1
+                try:
+                    if key in seen:
+                        raise _DuplicateKey(key, seen[key], line)
+                    seen[key] = line
+                except TypeError:
+                    continue  # an unhashable key: the constructor says what is wrong with it
+            return super().construct_mapping(node, deep)
+
+    return Loader
+
+
+MAX_SHOWN = 60  # characters of a value quoted in a message: a 1 MB value makes no 1 MB line
+
+
+def shown(value: Any) -> str:
+    """A value as a message quotes it (repr), cut short when long."""
+    text = repr(value)
+    return text if len(text) <= MAX_SHOWN else f"{text[:MAX_SHOWN]}... ({len(str(value))} characters)"
+
+
+class _Bad(Exception):
+    """A value was found wrong and its problem noted: reading that key stops, the rest goes on."""
+
+
 class _Checker:
-    """Validators that know which file they read, so every message can name it."""
+    """Validators that know which file they read, so every message can name it, and that
+    note every problem they find."""
 
     def __init__(self, source: Path):
         self.source = source
+        self.problems: list[errors.ConfigError] = []
+
+    def note(self, kind: type[errors.ConfigError], key: str, message: str, hint: str | None = None) -> None:
+        self.problems.append(kind(f"{self.source}: {key}: {message}", hint))
 
     def fail(self, kind: type[errors.ConfigError], key: str, message: str, hint: str | None = None):
-        raise kind(f"{self.source}: {key}: {message}", hint)
+        self.note(kind, key, message, hint)
+        raise _Bad()
+
+    def each(self, entries: dict, parsers: dict[str, Callable[[Any, str], Any]], key_of: Callable[[str], str]) -> dict:
+        """The parsed value of every entry that has a parser and parses, in the file's order
+        (so problems are reported in it); the others are noted."""
+        parsed = {}
+        for name, value in entries.items():
+            if name in parsers:
+                try:
+                    parsed[name] = parsers[name](value, key_of(name))
+                except _Bad:
+                    pass
+        return parsed
+
+    def good(self, since: int) -> bool:
+        """Whether no problem was noted since `since` problems (checks that join values need good ones)."""
+        return len(self.problems) == since
 
     def mapping(self, value: Any, key: str, allowed: tuple[str, ...]) -> dict:
+        """The mapping's entries with known keys; each unknown key is noted."""
         if not isinstance(value, dict):
             self.fail(errors.WrongTypeError, key, f"expected a mapping, got {_describe(value)}")
         for name in value:
@@ -93,13 +180,8 @@ class _Checker:
 
                 close = difflib.get_close_matches(str(name), allowed, n=1)
                 hint = f"did you mean '{close[0]}'?" if close else None
-                self.fail(
-                    errors.UnknownKeyError,
-                    _join(key, name),
-                    f"unknown key; allowed: {', '.join(allowed)}",
-                    hint,
-                )
-        return value
+                self.note(errors.UnknownKeyError, _join(key, name), f"unknown key; allowed: {', '.join(allowed)}", hint)
+        return {name: item for name, item in value.items() if name in allowed}
 
     def integer(self, value: Any, key: str, minimum: int, maximum: int | None = None) -> int:
         if isinstance(value, bool) or not isinstance(value, int):
@@ -117,7 +199,7 @@ class _Checker:
     def matching(self, value: Any, key: str, pattern: re.Pattern, allowed: str) -> str:
         text = self.string(value, key)
         if not pattern.fullmatch(text):
-            self.fail(errors.BadValueError, key, f"{text!r} is not allowed; allowed: {allowed}")
+            self.fail(errors.BadValueError, key, f"{shown(text)} is not allowed; allowed: {allowed}")
         return text
 
     def size(self, value: Any, key: str) -> str:
@@ -130,28 +212,39 @@ class _Checker:
     def choice(self, value: Any, key: str, choices: type[Choice]) -> Choice:
         text = self.string(value, key)
         if text not in choices.values():
-            self.fail(errors.BadValueError, key, f"{text!r} is not allowed; allowed: {', '.join(choices.values())}")
+            self.fail(errors.BadValueError, key, f"{shown(text)} is not allowed; allowed: {', '.join(choices.values())}")
         return choices(text)
 
     def address(self, value: Any, key: str) -> IPv4Address:
         try:
             return IPv4Address(self.string(value, key))
         except AddressValueError:
-            self.fail(errors.BadValueError, key, f"{value!r} is not an IPv4 address; e.g. 192.168.1.1")
+            self.fail(errors.BadValueError, key, f"{shown(value)} is not an IPv4 address; e.g. 192.168.1.1")
 
     def subnet(self, value: Any, key: str) -> IPv4Network:
         try:
             return IPv4Network(self.string(value, key))
         except (AddressValueError, NetmaskValueError, ValueError):
-            self.fail(errors.BadValueError, key, f"{value!r} is not an IPv4 network; e.g. 192.168.1.0/24")
+            self.fail(errors.BadValueError, key, f"{shown(value)} is not an IPv4 network; e.g. 192.168.1.0/24")
 
 
 def build_cluster(data: Any, source: Path) -> Cluster:
-    """Turn parsed YAML into a Cluster, or raise the first ConfigError found.
+    """Turn parsed YAML into a Cluster, or raise a ConfigError: the one problem found, or
+    ConfigProblems with every one of them.
 
     Only the keys present are parsed; every other value is Cluster's default.
     """
     check = _Checker(source)
+    try:
+        cluster = _build(check, data, source)
+    except _Bad:
+        cluster = None
+    if check.problems:
+        raise check.problems[0] if len(check.problems) == 1 else errors.ConfigProblems(check.problems)
+    return cluster
+
+
+def _build(check: _Checker, data: Any, source: Path) -> Cluster:
     top = check.mapping(data, "(top level)", FILE_KEYS)
     base = source.absolute().parent
     parsers: dict[str, Callable[[Any, str], Any]] = {
@@ -165,9 +258,14 @@ def build_cluster(data: Any, source: Path) -> Cluster:
         "templates": lambda v, k: _directory(check, v, k, base),
         "accel": lambda v, k: None if v is None else check.choice(v, k, Accel),
         "ready": lambda v, k: check.choice(v, k, ReadyWhen),
+        "state_dir": lambda v, k: _state_dir(check, v, base),
     }
-    values = {key: parsers[key](top[key], key) for key in FILE_KEYS if key in top and key in parsers}
-    values["state_dir"] = _state_dir(check, top["state_dir"] if "state_dir" in top else str(Cluster.state_dir), base)
+    before = len(check.problems)
+    values = check.each(top, parsers, lambda key: key)
+    if "state_dir" not in top:
+        values["state_dir"] = _state_dir(check, str(Cluster.state_dir), base)
+    if not check.good(before):
+        raise _Bad()  # the checks below join values, and would only repeat what is wrong
     cluster = Cluster(**values, source=source)
     _check_count(check, cluster.roles, cluster.network)
     cluster = replace(cluster, vms=expand_vms(cluster.roles, cluster.network))
@@ -179,28 +277,42 @@ def build_cluster(data: Any, source: Path) -> Cluster:
 def _roles(check: _Checker, value: Any) -> tuple[Role, ...]:
     if not isinstance(value, list) or not value:
         check.fail(errors.WrongTypeError, "roles", f"expected a non-empty list of roles, got {_describe(value)}")
+    before = len(check.problems)
     roles = []
     for index, item in enumerate(value):
-        key = f"roles[{index}]"
-        entry = check.mapping(item, key, ROLE_KEYS)
-        if "name" not in entry:
-            check.fail(errors.BadValueError, key, "missing 'name'", "e.g. - {name: worker, count: 3, vcpus: 4, memory: 4G}")
-        name = check.matching(
-            entry["name"], f"{key}.name", NAME_PATTERN, "lower-case letters, digits and '-', starting with a letter"
-        )
-        if len(name) > MAX_NAME_LENGTH - 3:  # room for the index digits of a counted role
-            check.fail(errors.BadValueError, f"{key}.name", f"{len(name)} characters; VM names are host names, so a role name has at most {MAX_NAME_LENGTH - 3}")
-        parsers = {
-            "count": lambda v, k: None if v is None else check.integer(v, k, 0),
-            "vcpus": lambda v, k: check.integer(v, k, 1, 512),
-            "memory": check.size,
-        }
-        roles.append(Role(name=name, **{field: parsers[field](entry[field], f"{key}.{field}") for field in parsers if field in entry}))
+        try:
+            roles.append(_role(check, item, f"roles[{index}]"))
+        except _Bad:
+            pass
+    if not check.good(before):
+        raise _Bad()
     return tuple(roles)
+
+
+def _role(check: _Checker, item: Any, key: str) -> Role:
+    before = len(check.problems)
+    entry = check.mapping(item, key, ROLE_KEYS)
+    if "name" not in entry:
+        check.fail(errors.BadValueError, key, "missing 'name'", "e.g. - {name: worker, count: 3, vcpus: 4, memory: 4G}")
+    name = check.matching(
+        entry["name"], f"{key}.name", NAME_PATTERN, "lower-case letters, digits and '-', starting with a letter"
+    )
+    if len(name) > MAX_NAME_LENGTH - 3:  # room for the index digits of a counted role
+        check.fail(errors.BadValueError, f"{key}.name", f"{len(name)} characters; VM names are host names, so a role name has at most {MAX_NAME_LENGTH - 3}")
+    parsers = {
+        "count": lambda v, k: None if v is None else check.integer(v, k, 0),
+        "vcpus": lambda v, k: check.integer(v, k, 1, 512),
+        "memory": check.size,
+    }
+    fields_ = check.each(entry, parsers, lambda field: f"{key}.{field}")
+    if not check.good(before):
+        raise _Bad()
+    return Role(name=name, **fields_)
 
 
 def _network(check: _Checker, value: Any) -> Network:
     allowed = tuple(f.name for f in fields(Network))
+    before = len(check.problems)
     entry = check.mapping(value, "network", allowed)
     defaults = Network()
     parsers: dict[str, Callable[[Any, str], Any]] = {
@@ -217,7 +329,9 @@ def _network(check: _Checker, value: Any) -> Network:
         "dhcp_end": check.address,
         "ssh_port_base": lambda v, k: check.integer(v, k, 1024, 65535),
     }
-    parsed = {name: parsers[name](entry[name], f"network.{name}") for name in entry}
+    parsed = check.each(entry, parsers, lambda name: f"network.{name}")
+    if not check.good(before):
+        raise _Bad()
     network = Network(**{name: parsed.get(name, getattr(defaults, name)) for name in allowed})
     _check_addresses(check, network)
     return network
@@ -228,18 +342,18 @@ def _check_addresses(check: _Checker, network: Network) -> None:
     for name in ("host_address", "api_address", "dhcp_end"):
         address = getattr(network, name)
         if address not in subnet:
-            check.fail(errors.BadValueError, f"network.{name}", f"{address} is outside {subnet}")
-        if address in (subnet.network_address, subnet.broadcast_address):
-            check.fail(errors.BadValueError, f"network.{name}", f"{address} is {subnet}'s own network or broadcast address")
+            check.note(errors.BadValueError, f"network.{name}", f"{address} is outside {subnet}")
+        elif address in (subnet.network_address, subnet.broadcast_address):
+            check.note(errors.BadValueError, f"network.{name}", f"{address} is {subnet}'s own network or broadcast address")
     if network.api_address == network.host_address:
-        check.fail(errors.BadValueError, "network.api_address", f"{network.api_address} is also network.host_address", "give the API its own address")
+        check.note(errors.BadValueError, "network.api_address", f"{network.api_address} is also network.host_address", "give the API its own address")
     if int(network.mac_prefix[:2], 16) & 1:
-        check.fail(
+        check.note(
             errors.BadValueError, "network.mac_prefix", f"{network.mac_prefix} is a multicast prefix",
             "the first octet must be even; locally administered unicast prefixes like 52:52:52:00:00 are safe",
         )  # fmt: skip
     if network.mode == NetworkMode.USER and subnet.overlaps(SLIRP_SUBNET):
-        check.fail(
+        check.note(
             errors.BadValueError, "network.subnet", f"{subnet} overlaps {SLIRP_SUBNET}, user mode's own network",
             "choose another subnet, e.g. 192.168.1.0/24",
         )  # fmt: skip
@@ -247,22 +361,37 @@ def _check_addresses(check: _Checker, network: Network) -> None:
 
 def _image(check: _Checker, value: Any, base: Path) -> Image:
     allowed = tuple(f.name for f in fields(Image))
+    before = len(check.problems)
     entry = check.mapping(value, "image", allowed)
-    kind = check.choice(entry["kind"], "image.kind", ImageKind) if "kind" in entry else Image.kind
-    strings = {name: check.string(entry[name], f"image.{name}") for name in entry if name != "kind"}
+    kind = Image.kind
+    if "kind" in entry:
+        kind = check.choice(entry["kind"], "image.kind", ImageKind)
+    strings = check.each(entry, {name: check.string for name in allowed if name != "kind"}, lambda name: f"image.{name}")
     if strings.get("url"):
-        _check_url_fields(check, strings["url"])
+        try:
+            _check_url_fields(check, strings["url"])
+        except _Bad:
+            pass
     if "sha256" in strings:
-        strings["sha256"] = check.matching(
-            strings["sha256"].lower().removeprefix("sha256:"), "image.sha256", SHA256_PATTERN, "64 hex digits"
-        )
+        try:
+            strings["sha256"] = check.matching(
+                strings["sha256"].lower().removeprefix("sha256:"), "image.sha256", SHA256_PATTERN, "64 hex digits"
+            )
+        except _Bad:
+            pass
     if kind == ImageKind.KERNEL:
         for name in ("kernel", "initrd"):
-            if name not in strings:
-                check.fail(errors.BadValueError, f"image.{name}", "missing; a kernel image needs kernel and initrd paths")
-            # absolute: qemu runs in a tmux pane whose working directory is not ours
-            strings[name] = str(_path(check, strings[name], f"image.{name}", base))
+            if name not in entry:
+                check.note(errors.BadValueError, f"image.{name}", "missing; a kernel image needs kernel and initrd paths")
+            elif name in strings:
+                # absolute: qemu runs in a tmux pane whose working directory is not ours
+                try:
+                    strings[name] = str(_path(check, strings[name], f"image.{name}", base))
+                except _Bad:
+                    pass
         strings.setdefault("url", None)  # a root disk is optional for a kernel
+    if not check.good(before):
+        raise _Bad()
     return Image(kind=kind, **strings)
 
 
@@ -271,7 +400,7 @@ def _path(check: _Checker, value: Any, key: str, base: Path) -> Path | None:
         return None
     text = check.string(value, key)
     if not text or any(ord(char) < 32 or ord(char) == 127 for char in text):
-        check.fail(errors.BadValueError, key, f"{text!r} is not a usable path: it is empty or holds a control character such as a newline")
+        check.fail(errors.BadValueError, key, f"{shown(text)} is not a usable path: it is empty or holds a control character such as a newline")
     path = Path(text).expanduser()
     return path if path.is_absolute() else base / path
 
@@ -281,7 +410,7 @@ def _check_url_fields(check: _Checker, url: str) -> None:
     try:
         fields_used = [(name, spec, conversion) for _, name, spec, conversion in string.Formatter().parse(url) if name is not None]
     except ValueError as error:
-        check.fail(errors.BadValueError, "image.url", f"{url!r}: {error}", "write a literal brace as {{ or }}")
+        check.fail(errors.BadValueError, "image.url", f"{shown(url)}: {error}", "write a literal brace as {{ or }}")
     for name, spec, conversion in fields_used:
         if name != "arch" or spec or conversion:
             check.fail(errors.BadValueError, "image.url", f"{{{name}}} is not known; only {{arch}} is replaced (amd64 or arm64)")
@@ -290,7 +419,9 @@ def _check_url_fields(check: _Checker, url: str) -> None:
 def _state_dir(check: _Checker, value: Any, base: Path) -> Path:
     if value is None:
         check.fail(errors.WrongTypeError, "state_dir", "expected a directory path, got nothing", "leave it out for .kubenet beside the cluster file")
-    path = _path(check, value, "state_dir", base)
+    # Its real path: a pid file, a session mark or a snapshot names the state directory,
+    # and must name it the same way whether the cluster file was reached through a link or not.
+    path = Path(os.path.realpath(_path(check, value, "state_dir", base)))
     if path.exists() and not path.is_dir():
         check.fail(errors.BadValueError, "state_dir", f"{path} exists and is not a directory", "point state_dir at a directory, or remove that file")
     return path
@@ -307,10 +438,12 @@ def _check_names(check: _Checker, cluster: Cluster) -> None:
     seen: dict[str, str] = {}
     for index, role in enumerate(cluster.roles):
         if role.name in (r.name for r in cluster.roles[:index]):
-            check.fail(errors.DuplicateNameError, f"roles[{index}].name", f"role {role.name!r} is declared twice")
+            check.note(errors.DuplicateNameError, f"roles[{index}].name", f"role {role.name!r} is declared twice")
+    if not check.good(0):
+        return  # the VMs' names clash for the same reason
     for vm in cluster.vms:
         if vm.name in seen:
-            check.fail(
+            check.note(
                 errors.DuplicateNameError,
                 "roles",
                 f"VM name {vm.name!r} is made by both role {seen[vm.name]!r} and role {vm.role!r}",
@@ -318,7 +451,7 @@ def _check_names(check: _Checker, cluster: Cluster) -> None:
             )
         seen[vm.name] = vm.role
     if not cluster.vms:
-        check.fail(errors.BadValueError, "roles", "the cluster has no VMs; give a role a count of 1 or more")
+        check.note(errors.BadValueError, "roles", "the cluster has no VMs; give a role a count of 1 or more")
 
 
 def _check_count(check: _Checker, roles: tuple[Role, ...], network: Network) -> None:
@@ -339,14 +472,14 @@ def _check_capacity(check: _Checker, cluster: Cluster) -> None:
         address = getattr(network, name)
         clash = next((vm for vm in cluster.vms if vm.ip == address), None)
         if clash:
-            check.fail(
+            check.note(
                 errors.CapacityError,
                 f"network.{name}",
                 f"{address} is also the address of VM {clash.name}",
                 "move it out of the VMs' range or change network.first_vm_offset",
             )
     if network.ssh_port_base + count - 1 > 65535:
-        check.fail(errors.CapacityError, "network.ssh_port_base", f"{network.ssh_port_base} + {count} VMs runs past port 65535")
+        check.note(errors.CapacityError, "network.ssh_port_base", f"{network.ssh_port_base} + {count} VMs runs past port 65535")
 
 
 def _join(key: str, name: Any) -> str:
@@ -357,4 +490,4 @@ def _describe(value: Any) -> str:
     if value is None:
         return "nothing"
     kind = {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean", int: "a number", float: "a number"}
-    return f"{kind.get(type(value), type(value).__name__)} ({value!r})" if not isinstance(value, (dict, list)) else kind[type(value)]
+    return f"{kind.get(type(value), type(value).__name__)} ({shown(value)})" if not isinstance(value, (dict, list)) else kind[type(value)]

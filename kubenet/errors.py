@@ -27,6 +27,21 @@ class ConfigFileError(ConfigError):
     """The file is missing or is not YAML."""
 
 
+class ConfigProblems(ConfigError):
+    """More than one thing is wrong in cluster.yaml: every one is reported, a line each."""
+
+    def __init__(self, problems: list[ConfigError]):
+        super().__init__("; ".join(str(problem) for problem in problems))
+        self.problems = problems
+
+    def lines(self) -> list[str]:
+        return [str(problem) for problem in self.problems]
+
+
+class DuplicateKeyError(ConfigError):
+    """A key given twice in one mapping: YAML would keep the last one silently."""
+
+
 class UnknownKeyError(ConfigError):
     """A key that kubenet does not know (often a typo)."""
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping
@@ -24,8 +23,9 @@ from typing import Callable, Mapping
 from . import errors
 from .cluster import Cluster, NetworkMode
 from .fsutil import write_atomic
-from .probe import bridge_helpers, setuid_root
-from .process import is_own_process, kill, run
+from .network import hosts_lines
+from .probe import bridge_helpers, bridge_link, ipv4_addresses, setuid_root
+from .process import kill, own_pid, run
 
 STATE_ENV = "KUBENET_HOSTNET_DIR"
 
@@ -46,12 +46,6 @@ def places(environ: Mapping[str, str] = os.environ) -> Places:
 # ---- what the pieces contain: pure ------------------------------------------------
 
 
-def hosts_lines(cluster: Cluster) -> list[str]:
-    from .seed import hosts_entries
-
-    return hosts_entries(cluster, NetworkMode.BRIDGE).splitlines()[1:]  # without its comment line
-
-
 def markers(cluster: Cluster) -> tuple[str, str]:
     return f"# BEGIN kubenet {cluster.name}", f"# END kubenet {cluster.name}"
 
@@ -59,7 +53,7 @@ def markers(cluster: Cluster) -> tuple[str, str]:
 def with_hosts_block(text: str, cluster: Cluster) -> str:
     """`text` (an /etc/hosts) with the cluster's block, in place of an older one."""
     begin, end = markers(cluster)
-    block = "\n".join([begin, *hosts_lines(cluster), end]) + "\n"
+    block = "\n".join([begin, *hosts_lines(cluster, NetworkMode.BRIDGE), end]) + "\n"
     rest = without_hosts_block(text, cluster)
     return rest + ("" if not rest or rest.endswith("\n") else "\n") + block
 
@@ -123,135 +117,262 @@ def iptables_rule(cluster: Cluster) -> list[str]:
     ]  # fmt: skip
 
 
-# ---- the pieces as they are on this host, and how to change them ------------------------------------
+# ---- the pieces: one change to the host each, its check, add and remove side by side ----
 
 
-@dataclass(frozen=True)
 class Piece:
-    key: str
-    description: str
-    present: Callable[[], bool]
-    add: Callable[[], None]
-    remove: Callable[[], None]
+    """One change to the host: whether it is in place, how to make it, how to unmake it.
+
+    `record` is what hostnet remembers of this cluster between runs (what it added,
+    what it found); a piece may note there what its removal needs to know."""
+
+    key = ""
+
+    def __init__(self, cluster: Cluster, where: Places, record: dict):
+        self.cluster, self.network, self.where, self.record = cluster, cluster.network, where, record
+
+    def describe(self) -> str:
+        raise NotImplementedError
+
+    def present(self) -> bool:
+        raise NotImplementedError
+
+    def add(self) -> None:
+        raise NotImplementedError
+
+    def remove(self) -> None:
+        raise NotImplementedError
 
 
-def pieces(cluster: Cluster, where: Places, record: dict) -> list[Piece]:
-    network = cluster.network
-    bridge, address = network.bridge, f"{network.host_address}/{network.subnet.prefixlen}"
-    conf, names, pid, leases = (where.state / f"dnsmasq-{cluster.name}.{suffix}" for suffix in ("conf", "hosts", "pid", "leases"))
-    names_text = "\n".join(hosts_lines(cluster)) + "\n"
+class Bridge(Piece):
+    key = "bridge"
+
+    def describe(self) -> str:
+        return f"bridge {self.network.bridge}"
+
+    def present(self) -> bool:
+        return bridge_link(self.network.bridge) is not None
+
+    def add(self) -> None:
+        run(["ip", "link", "add", self.network.bridge, "type", "bridge"])
+
+    def remove(self) -> None:
+        run(["ip", "link", "delete", self.network.bridge], check=False)
+
+
+class Address(Piece):
+    key = "address"
+
+    @property
+    def address(self) -> str:
+        return f"{self.network.host_address}/{self.network.subnet.prefixlen}"
+
+    def describe(self) -> str:
+        return f"address {self.address} on {self.network.bridge}"
+
+    def present(self) -> bool:
+        return self.address in ipv4_addresses(bridge_link(self.network.bridge))
+
+    def add(self) -> None:
+        run(["ip", "addr", "add", self.address, "dev", self.network.bridge])
+
+    def remove(self) -> None:
+        run(["ip", "addr", "del", self.address, "dev", self.network.bridge], check=False)
+
+
+class LinkUp(Piece):
+    key = "up"
+
+    def describe(self) -> str:
+        return f"{self.network.bridge} up"
+
+    def present(self) -> bool:
+        return "UP" in (bridge_link(self.network.bridge) or {}).get("flags", [])
+
+    def add(self) -> None:
+        run(["ip", "link", "set", self.network.bridge, "up"])
+
+    def remove(self) -> None:
+        pass  # the bridge goes, or stays as the user had it
+
+
+class Forwarding(Piece):
+    key = "forwarding"
+
+    def describe(self) -> str:
+        return "IPv4 forwarding"
+
+    def present(self) -> bool:
+        return self.where.forwarding.read_text().strip() == "1"
+
+    def add(self) -> None:
+        self.record.setdefault("forwarding_before", self.where.forwarding.read_text().strip())
+        self.where.forwarding.write_text("1\n")
+
+    def remove(self) -> None:
+        self.where.forwarding.write_text(self.record.get("forwarding_before", "0") + "\n")
+
+
+class Nat(Piece):
+    key = "nat"
     nft = shutil.which("nft") is not None
 
-    def forwarding_on() -> bool:
-        return where.forwarding.read_text().strip() == "1"
+    @property
+    def ruleset(self) -> Path:
+        return self.where.state / f"nat-{self.cluster.name}.nft"
 
-    def set_forwarding(value: str) -> None:
-        where.forwarding.write_text(value + "\n")
+    def describe(self) -> str:
+        return f"NAT for {self.network.subnet} out of every interface but {self.network.bridge} ({'nftables' if self.nft else 'iptables'})"
 
-    def nat_present() -> bool:
-        if nft:
-            return run(["nft", "list", "table", "ip", nat_table(cluster)], check=False).code == 0
-        return run(["iptables", "-t", "nat", "-C", *iptables_rule(cluster)], check=False).code == 0
+    def present(self) -> bool:
+        if self.nft:
+            return run(["nft", "list", "table", "ip", nat_table(self.cluster)], check=False).code == 0
+        return run(["iptables", "-t", "nat", "-C", *iptables_rule(self.cluster)], check=False).code == 0
 
-    def add_nat() -> None:
-        if nft:
-            ruleset = where.state / f"nat-{cluster.name}.nft"
-            write_atomic(ruleset, nat_ruleset(cluster).encode(), 0o644)
-            run(["nft", "-f", str(ruleset)])
+    def add(self) -> None:
+        if self.nft:
+            write_atomic(self.ruleset, nat_ruleset(self.cluster).encode(), 0o644)
+            run(["nft", "-f", str(self.ruleset)])
         else:
-            run(["iptables", "-t", "nat", "-A", *iptables_rule(cluster)])
+            run(["iptables", "-t", "nat", "-A", *iptables_rule(self.cluster)])
 
-    def remove_nat() -> None:
-        if nft:
-            run(["nft", "delete", "table", "ip", nat_table(cluster)], check=False)
-            (where.state / f"nat-{cluster.name}.nft").unlink(missing_ok=True)
+    def remove(self) -> None:
+        if self.nft:
+            run(["nft", "delete", "table", "ip", nat_table(self.cluster)], check=False)
+            self.ruleset.unlink(missing_ok=True)
         else:
-            run(["iptables", "-t", "nat", "-D", *iptables_rule(cluster)], check=False)
+            run(["iptables", "-t", "nat", "-D", *iptables_rule(self.cluster)], check=False)
 
-    allow = f"allow {bridge}"
 
-    def bridge_allowed() -> bool:
-        return where.bridge_conf.is_file() and allow in where.bridge_conf.read_text().splitlines()
+class BridgeConf(Piece):
+    key = "bridge.conf"
 
-    def allow_bridge() -> None:
-        # what did not exist is noted, so that --remove takes it away again rather than leave it empty
-        record.setdefault("created", []).extend(str(path) for path in (where.bridge_conf.parent, where.bridge_conf) if not path.exists())
-        where.bridge_conf.parent.mkdir(parents=True, exist_ok=True)
-        text = where.bridge_conf.read_text() if where.bridge_conf.is_file() else ""
-        write_in_place(where.bridge_conf, text + ("" if not text or text.endswith("\n") else "\n") + allow + "\n")
+    @property
+    def allow(self) -> str:
+        return f"allow {self.network.bridge}"
 
-    def disallow_bridge() -> None:
-        if where.bridge_conf.is_file():
-            lines = where.bridge_conf.read_text().splitlines(keepends=True)
-            write_in_place(where.bridge_conf, "".join(line for line in lines if line.rstrip("\n") != allow))
-        created = record.get("created", [])
-        if str(where.bridge_conf) in created and where.bridge_conf.is_file() and where.bridge_conf.stat().st_size == 0:
-            where.bridge_conf.unlink()
-        if str(where.bridge_conf.parent) in created and where.bridge_conf.parent.is_dir() and not any(where.bridge_conf.parent.iterdir()):
-            where.bridge_conf.parent.rmdir()
+    def describe(self) -> str:
+        return f"`{self.allow}` in {self.where.bridge_conf}"
 
-    def dns_pid() -> int | None:
-        try:
-            value = int(pid.read_text().strip())
-        except (OSError, ValueError):
-            return None
-        return value if is_own_process(value, f"--conf-file={conf}", lambda: False) else None
+    def present(self) -> bool:
+        conf = self.where.bridge_conf
+        return conf.is_file() and self.allow in conf.read_text().splitlines()
 
-    def dns_running() -> bool:
-        expected = dnsmasq_conf(cluster, names, leases)
-        return dns_pid() is not None and conf.is_file() and conf.read_text() == expected and names.is_file() and names.read_text() == names_text
+    def add(self) -> None:
+        conf = self.where.bridge_conf
+        # what did not exist is noted, so that removing takes it away again rather than leave it empty
+        self.record.setdefault("created", []).extend(str(path) for path in (conf.parent, conf) if not path.exists())
+        conf.parent.mkdir(parents=True, exist_ok=True)
+        text = conf.read_text() if conf.is_file() else ""
+        write_in_place(conf, text + ("" if not text or text.endswith("\n") else "\n") + self.allow + "\n")
 
-    def start_dns() -> None:
-        stop_dns()
-        write_atomic(names, names_text.encode(), 0o644)
-        write_atomic(conf, dnsmasq_conf(cluster, names, leases).encode(), 0o644)
-        run(["dnsmasq", f"--conf-file={conf}", f"--pid-file={pid}"], missing_hint="install dnsmasq (`apt install dnsmasq-base`)")
+    def remove(self) -> None:
+        conf, created = self.where.bridge_conf, self.record.get("created", [])
+        if conf.is_file():
+            lines = conf.read_text().splitlines(keepends=True)
+            write_in_place(conf, "".join(line for line in lines if line.rstrip("\n") != self.allow))
+        if str(conf) in created and conf.is_file() and conf.stat().st_size == 0:
+            conf.unlink()
+        if str(conf.parent) in created and conf.parent.is_dir() and not any(conf.parent.iterdir()):
+            conf.parent.rmdir()
 
-    def stop_dns() -> None:
-        running = dns_pid()
-        if running is not None:
-            kill(running, 15)
-        for path in (conf, names, pid, leases):
-            path.unlink(missing_ok=True)
 
-    def helper() -> Path | None:
-        return next(iter(bridge_helpers(where.root)), None)
+class BridgeHelper(Piece):
+    """QEMU's own small privileged helper makes the VMs' taps on the allowed bridge: with it
+    setuid, qemu runs as the user, and every file and socket of a VM stays the user's."""
 
-    def helper_setuid() -> bool:
-        path = helper()
+    key = "bridge-helper"
+
+    def describe(self) -> str:
+        return "qemu's bridge helper setuid root (qemu itself then runs as you)"
+
+    def helper(self) -> Path | None:
+        return next(iter(bridge_helpers(self.where.root)), None)
+
+    def present(self) -> bool:
+        path = self.helper()
         return path is not None and setuid_root(path)
 
-    def set_helper_setuid(on: bool) -> None:
-        path = helper()
+    def add(self) -> None:
+        self._set(True)
+
+    def remove(self) -> None:
+        self._set(False)
+
+    def _set(self, on: bool) -> None:
+        path = self.helper()
         if path is None:
             raise errors.HostError("qemu's bridge helper is not installed", "install qemu (`apt install qemu-system`)")
         mode = path.stat().st_mode & 0o7777
         path.chmod(mode | 0o4000 if on else mode & ~0o4000)
 
-    def hosts_present() -> bool:
-        text = where.hosts.read_text()
-        return with_hosts_block(text, cluster) == text
 
-    return [
-        Piece("bridge", f"bridge {bridge}", lambda: bridge_link(bridge) is not None,
-              lambda: run(["ip", "link", "add", bridge, "type", "bridge"]), lambda: run(["ip", "link", "delete", bridge], check=False)),
-        Piece("address", f"address {address} on {bridge}", lambda: address in ipv4_addresses(bridge_link(bridge)),
-              lambda: run(["ip", "addr", "add", address, "dev", bridge]), lambda: run(["ip", "addr", "del", address, "dev", bridge], check=False)),
-        Piece("up", f"{bridge} up", lambda: "UP" in (bridge_link(bridge) or {}).get("flags", []),
-              lambda: run(["ip", "link", "set", bridge, "up"]), lambda: None),
-        Piece("forwarding", "IPv4 forwarding", forwarding_on,
-              lambda: set_forwarding("1"), lambda: set_forwarding(record.get("forwarding_before", "0"))),
-        Piece("nat", f"NAT for {network.subnet} out of every interface but {bridge} ({'nftables' if nft else 'iptables'})", nat_present, add_nat, remove_nat),
-        Piece("bridge.conf", f"`{allow}` in {where.bridge_conf}", bridge_allowed, allow_bridge, disallow_bridge),
-        # QEMU's own small privileged helper makes the VMs' taps on the allowed bridge: with it
-        # setuid, qemu runs as the user, and every file and socket of a VM stays the user's.
-        Piece("bridge-helper", "qemu's bridge helper setuid root (qemu itself then runs as you)", helper_setuid,
-              lambda: set_helper_setuid(True), lambda: set_helper_setuid(False)),
-        Piece("dns", f"dnsmasq on {network.host_address}: DHCP by MAC, the cluster's names, the rest forwarded", dns_running, start_dns, stop_dns),
-        Piece("hosts", f"the cluster's names in {where.hosts}", hosts_present,
-              lambda: write_in_place(where.hosts, with_hosts_block(where.hosts.read_text(), cluster)),
-              lambda: write_in_place(where.hosts, without_hosts_block(where.hosts.read_text(), cluster))),
-    ]  # fmt: skip
+class Dns(Piece):
+    key = "dns"
+
+    def file(self, suffix: str) -> Path:
+        return self.where.state / f"dnsmasq-{self.cluster.name}.{suffix}"
+
+    @property
+    def names_text(self) -> str:
+        return "\n".join(hosts_lines(self.cluster, NetworkMode.BRIDGE)) + "\n"
+
+    @property
+    def conf_text(self) -> str:
+        return dnsmasq_conf(self.cluster, self.file("hosts"), self.file("leases"))
+
+    def describe(self) -> str:
+        return f"dnsmasq on {self.network.host_address}: DHCP by MAC, the cluster's names, the rest forwarded"
+
+    def pid(self) -> int | None:
+        return own_pid(self.file("pid"), f"--conf-file={self.file('conf')}")
+
+    def present(self) -> bool:
+        conf, names = self.file("conf"), self.file("hosts")
+        return (
+            self.pid() is not None
+            and conf.is_file() and conf.read_text() == self.conf_text
+            and names.is_file() and names.read_text() == self.names_text
+        )  # fmt: skip
+
+    def add(self) -> None:
+        self.remove()
+        write_atomic(self.file("hosts"), self.names_text.encode(), 0o644)
+        write_atomic(self.file("conf"), self.conf_text.encode(), 0o644)
+        run(["dnsmasq", f"--conf-file={self.file('conf')}", f"--pid-file={self.file('pid')}"],
+            missing_hint="install dnsmasq (`apt install dnsmasq-base`)")  # fmt: skip
+
+    def remove(self) -> None:
+        running = self.pid()
+        if running is not None:
+            kill(running, 15)
+        for suffix in ("conf", "hosts", "pid", "leases"):
+            self.file(suffix).unlink(missing_ok=True)
+
+
+class HostsBlock(Piece):
+    key = "hosts"
+
+    def describe(self) -> str:
+        return f"the cluster's names in {self.where.hosts}"
+
+    def present(self) -> bool:
+        text = self.where.hosts.read_text()
+        return with_hosts_block(text, self.cluster) == text
+
+    def add(self) -> None:
+        write_in_place(self.where.hosts, with_hosts_block(self.where.hosts.read_text(), self.cluster))
+
+    def remove(self) -> None:
+        write_in_place(self.where.hosts, without_hosts_block(self.where.hosts.read_text(), self.cluster))
+
+
+# In the order they are added (and removed in reverse).
+PIECES = (Bridge, Address, LinkUp, Forwarding, Nat, BridgeConf, BridgeHelper, Dns, HostsBlock)
+
+
+def pieces(cluster: Cluster, where: Places, record: dict) -> list[Piece]:
+    return [piece(cluster, where, record) for piece in PIECES]
 
 
 def write_in_place(path: Path, text: str) -> None:
@@ -259,41 +380,6 @@ def write_in_place(path: Path, text: str) -> None:
     with open(path, "r+" if path.exists() else "w") as stream:
         stream.write(text)
         stream.truncate()
-
-
-def bridge_link(bridge: str) -> dict | None:
-    """What `ip -j addr` says of the bridge; None when there is no such interface."""
-    done = run(["ip", "-j", "addr", "show", "dev", bridge], check=False)
-    return json.loads(done.stdout)[0] if done.code == 0 and done.stdout.strip() else None
-
-
-def ipv4_addresses(link: dict | None) -> list[str]:
-    """An interface's IPv4 addresses as address/prefix."""
-    return [f"{a.get('local')}/{a.get('prefixlen')}" for a in (link or {}).get("addr_info", []) if a.get("family", "inet") == "inet"]
-
-
-def host_side_gaps(cluster: Cluster, where: Places = Places()) -> list[str]:
-    """What bridge mode needs of the host and does not find, as far as a user can see it
-    (NAT needs root to inspect). Made by `invoke hostnet` or by hand, either will do."""
-    network = cluster.network
-    address = f"{network.host_address}/{network.subnet.prefixlen}"
-    gaps = [] if address in ipv4_addresses(bridge_link(network.bridge)) else [f"address {address} on {network.bridge}"]
-    try:
-        if where.forwarding.read_text().strip() != "1":
-            gaps.append("IPv4 forwarding")
-    except OSError:
-        pass
-    if not gaps and not _answers_dns(str(network.host_address)):
-        gaps.append(f"a DNS server on {network.host_address} (the VMs' only nameserver)")
-    return gaps
-
-
-def _answers_dns(address: str) -> bool:
-    try:
-        with socket.create_connection((address, 53), timeout=0.3):
-            return True
-    except OSError:
-        return False
 
 
 # ---- the command -------------------------------------------------------------------
@@ -331,15 +417,13 @@ def set_up(cluster: Cluster, where: Places, dry_run: bool, say: Callable[[str], 
         return
     for piece in missing:
         if dry_run:
-            say(f"kubenet: hostnet: would add {piece.description}")
+            say(f"kubenet: hostnet: would add {piece.describe()}")
             continue
-        if piece.key == "forwarding" and "forwarding_before" not in record:
-            record["forwarding_before"] = where.forwarding.read_text().strip()
         piece.add()
         if piece.key not in record["added"]:
             record["added"].append(piece.key)
         write_atomic(path, json.dumps(record).encode(), 0o644)
-        say(f"kubenet: hostnet: added {piece.description}")
+        say(f"kubenet: hostnet: added {piece.describe()}")
 
 
 def take_down(cluster: Cluster, where: Places, dry_run: bool, say: Callable[[str], None]) -> None:
@@ -351,7 +435,7 @@ def take_down(cluster: Cluster, where: Places, dry_run: bool, say: Callable[[str
     record = json.loads(path.read_text())
     by_key = {piece.key: piece for piece in pieces(cluster, where, record)}
     for key in reversed(record["added"]):
-        say(f"kubenet: hostnet: {'would remove' if dry_run else 'removed'} {by_key[key].description}")
+        say(f"kubenet: hostnet: {'would remove' if dry_run else 'removed'} {by_key[key].describe()}")
         if not dry_run:
             by_key[key].remove()
     if not dry_run:

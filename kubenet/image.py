@@ -56,6 +56,11 @@ def base_image_path(cluster: Cluster, host: Host, environ: Mapping[str, str] = o
     return cache_dir(environ) / "images" / cache_key(url, cluster.image.sha256) / image_file_name(url)
 
 
+def base_image(cluster: Cluster, host: Host) -> Path | None:
+    """The image every VM's disk overlays; None when disks start blank (a kernel image without `url`)."""
+    return base_image_path(cluster, host) if cluster.image.url else None
+
+
 def cache_key(url: str, sha256: str | None) -> str:
     return sha256 or "url-" + hashlib.sha256(url.encode()).hexdigest()[:16]
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import shlex
-import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ from .layout import check_ours, qemu_session, qemu_session_name
 from .paths import vm_paths
 from .process import absolute_program, replace_process
 from .qemu import Management, qemu_argv, run_as_options
+from .qmp import greets
 from .target import Target
 from .tmux import Tmux, extend_groups, pane_command, session_groups
 from .vmstate import forget_answers, is_running
@@ -102,10 +102,10 @@ def prepare_network(cluster: Cluster, target: Target) -> None:
     from .network import check_bridge_subnet, check_vmnet_shared
 
     if target.mode == NetworkMode.BRIDGE and target.host.system == "linux":
-        from .hostnet import host_side_gaps
+        from .probe import bridge_side_gaps
 
         check_bridge_subnet(cluster.network, target.host)
-        gaps = host_side_gaps(cluster)
+        gaps = bridge_side_gaps(cluster.network)
         if gaps:
             raise errors.HostError(
                 f"bridge mode needs on this host: {', '.join(gaps)}",
@@ -153,24 +153,13 @@ class LaunchResult:
 CONFIRM_SECONDS = 3.0
 
 
-def qmp_greets(socket_path: Path, timeout: float = 0.2) -> bool:
-    """Whether a qemu answers on its QMP socket: it does once it has set the machine up."""
-    try:
-        with socket.socket(socket.AF_UNIX) as connection:
-            connection.settimeout(timeout)
-            connection.connect(str(socket_path))
-            return b'"QMP"' in connection.recv(4096)
-    except OSError:
-        return False
-
-
 def confirm_started(cluster: Cluster, vms: list[VM], tmux: Tmux, session: str) -> dict[str, str]:
     """Wait until each new qemu has started (greets on QMP) or exited; the last words of those that exited."""
     deadline = time.monotonic() + CONFIRM_SECONDS
     pending = {vm.name: vm for vm in vms}
     failed: dict[str, str] = {}
     while pending and time.monotonic() < deadline:
-        for name in [name for name, vm in pending.items() if qmp_greets(vm_paths(cluster, vm).qmp)]:
+        for name in [name for name, vm in pending.items() if greets(vm_paths(cluster, vm).qmp)]:
             del pending[name]
         if pending:
             for name, words in tmux.last_words(session).items():
@@ -231,7 +220,7 @@ def _launch_cluster(cluster: Cluster, vms: list[VM], target: Target, tmux: Tmux)
     return LaunchResult(session, [vm.name for vm in to_start if vm.name not in failed], running, attach_hint(tmux, cluster), failed)
 
 
-def up(
+def up_and_wait(
     cluster: Cluster, vms: list[VM], target: Target, timeout: float | None, say: Callable[[str], None], until: ReadyWhen | None = None
 ) -> None:
     """Start what is not running, then (unless timeout is None) wait until all of `vms` are

@@ -17,14 +17,14 @@ from .target import Target
 
 def make_variables(cluster: Cluster, target: Target) -> str:
     """Make variable assignments describing the cluster."""
-    from .prepare import setup_context
+    from .image import base_image
     from .seed import template_paths
     from .sshkeys import login_key_path
 
-    context = setup_context(cluster, target)
+    base = base_image(cluster, target.host)
     paths = {
         "state_dir": [cluster.state_dir],
-        "image.url": [context.base_image] if context.base_image else [],
+        "image.url": [base] if base else [],
         "templates": template_paths(cluster),
         "ssh_key": [login_key_path(cluster)],
         # the seed is also remade when the code that writes it changes
@@ -36,7 +36,7 @@ def make_variables(cluster: Cluster, target: Target) -> str:
     values = {
         "KUBENET_STATE": str(cluster.state_dir),
         "KUBENET_VMS": " ".join(vm.name for vm in cluster.vms),
-        "KUBENET_BASE_IMAGE": str(context.base_image or ""),
+        "KUBENET_BASE_IMAGE": str(base or ""),
         "KUBENET_SEED_INPUTS": " ".join(str(p) for key in ("templates", "ssh_key", "the kubenet checkout") for p in paths[key]),
         "KUBENET_EFIVARS": "yes" if needs_efivars(cluster, target.host) else "",
     }

@@ -9,14 +9,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from ipaddress import IPv4Network
+from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 
 from . import errors
-from .cluster import SLIRP_SUBNET, VM, Network, NetworkMode
+from .cluster import SLIRP_SUBNET, VM, Cluster, Network, NetworkMode
 from .host import Host
 
 LOOPBACK = "127.0.0.1"
+# How a user-mode (slirp) guest reaches its host.
+SLIRP_HOST = IPv4Address("10.0.2.2")
 
 NIC_MODEL = "virtio-net-pci"
 # The user-mode NIC's MAC; slirp networks are private to each VM, so the
@@ -130,6 +132,19 @@ def nic_options(network: Network, mode: NetworkMode, vm: VM, vde_socket: Path) -
         f"vde,sock={vde_socket},model={NIC_MODEL},mac={vm.mac}",
     ]
 
+
+
+def host_address_for_guests(network: Network, mode: NetworkMode) -> IPv4Address:
+    """The address the VMs reach the host at: on the cluster segment, or slirp's gateway in user mode."""
+    return SLIRP_HOST if mode == NetworkMode.USER else network.host_address
+
+
+def hosts_lines(cluster: Cluster, mode: NetworkMode) -> list[str]:
+    """/etc/hosts lines for every cluster name, `vmhost` and `kubernetes`, plain and in the domain."""
+    network, domain = cluster.network, cluster.network.domain
+    entries = [(host_address_for_guests(network, mode), "vmhost"), (network.api_address, "kubernetes")]
+    entries += [(vm.ip, vm.name) for vm in cluster.vms]
+    return [f"{address} {name}.{domain} {name}" for address, name in entries]
 
 
 def needs_root(mode: NetworkMode, host: Host) -> bool:

@@ -12,31 +12,18 @@ from pathlib import Path
 from typing import Callable
 
 from . import errors
-from .cluster import VM, Cluster, NetworkMode
+from .cluster import VM, Cluster
 from .disk import create_disk, create_efivars
 from .fsutil import locked, private_dir, write_atomic
-from .host import Host, needs_efivars
+from .host import needs_efivars
+from .image import base_image
+from .parallel import for_each
 from .paths import vm_paths
 from .seed import read_templates, seed_files, write_seed_iso
 from .sshkeys import ensure_host_key, login_key_path, read_login_key, write_ssh_files
 from .target import Target
 
 PARTS = ("disk", "seed", "ssh")
-
-
-@dataclass(frozen=True)
-class SetupContext:
-    cluster: Cluster
-    host: Host
-    mode: NetworkMode  # the resolved network mode
-    base_image: Path | None  # None: a blank disk (kernel images)
-
-
-def setup_context(cluster: Cluster, target: Target) -> SetupContext:
-    from .image import base_image_path
-
-    base = base_image_path(cluster, target.host) if cluster.image.url else None
-    return SetupContext(cluster=cluster, host=target.host, mode=target.mode, base_image=base)
 
 
 @dataclass(frozen=True)
@@ -51,10 +38,10 @@ def read_seed_inputs(cluster: Cluster) -> SeedInputs:
     return SeedInputs(read_templates(cluster), read_login_key(login_key_path(cluster)))
 
 
-def setup_vm(context: SetupContext, vm: VM, parts=PARTS, say: Callable[[str], None] = print, inputs: SeedInputs | None = None) -> None:
+def setup_vm(cluster: Cluster, target: Target, vm: VM, parts=PARTS, say: Callable[[str], None] = print, inputs: SeedInputs | None = None) -> None:
     """Make what the VM lacks. Everything is checked first: a bad template, key or firmware
     stops setup before its first write, so a failed setup leaves no half-made VM."""
-    cluster, host = context.cluster, context.host
+    host = target.host
     paths = vm_paths(cluster, vm)
     inputs = inputs or read_seed_inputs(cluster)
     efivars = needs_efivars(cluster, host)
@@ -63,37 +50,51 @@ def setup_vm(context: SetupContext, vm: VM, parts=PARTS, say: Callable[[str], No
     private_dir(paths.dir, enforce=True)
     with locked(paths.lock):
         if "disk" in parts:
-            if create_disk(paths.disk, cluster.disk_size, context.base_image):
+            if create_disk(paths.disk, cluster.disk_size, base_image(cluster, host)):
                 say(f"{vm.name}: created {paths.disk} ({cluster.disk_size})")
             else:
                 say(f"{vm.name}: kept {paths.disk}")
             if efivars and create_efivars(paths.efivars, host.firmware.vars_template):
                 say(f"{vm.name}: created {paths.efivars}")
         if "seed" in parts:
-            write_seed(context, vm, inputs)
+            write_seed(cluster, target, vm, inputs)
             say(f"{vm.name}: wrote {paths.seed}")
 
 
-def write_seed(context: SetupContext, vm: VM, inputs: SeedInputs) -> None:
-    cluster = context.cluster
+def write_seed(cluster: Cluster, target: Target, vm: VM, inputs: SeedInputs) -> None:
     paths = vm_paths(cluster, vm)
-    files = seed_files(cluster, vm, context.mode, inputs.templates, inputs.login_key, ensure_host_key(cluster, vm.name))
+    files = seed_files(cluster, vm, target.mode, inputs.templates, inputs.login_key, ensure_host_key(cluster, vm.name))
     for name, data in files.items():  # plain copies, to read and to feed to cloud-init tooling
         write_atomic(paths.dir / name, data)
     write_seed_iso(files, paths.seed)
 
 
-def setup_ssh(context: SetupContext) -> list[Path]:
+def setup_ssh(cluster: Cluster, target: Target) -> list[Path]:
     """known_hosts and ssh_config for the whole cluster; cheap, so always rewritten."""
-    return write_ssh_files(context.cluster, context.mode)
+    return write_ssh_files(cluster, target.mode)
 
 
-def reset_vm(cluster: Cluster, vm: VM) -> list[Path]:
-    """Delete the VM's disk and UEFI variables, so the next setup makes a fresh VM.
+def reset_vm(cluster: Cluster, vm: VM, confirm: Callable[[str], bool]) -> list[Path]:
+    """Delete the VM's disk and UEFI variables, so the next setup makes a fresh VM; refused
+    while it runs, and only once `confirm` says yes.
 
     The host key and seed stay: the VM keeps its identity and its known_hosts line.
     """
+    from .vmstate import vm_state
+
+    state = vm_state(cluster, vm)
+    if state.running and state.pid is not None:
+        raise errors.KubenetError(f"{vm.name} is running", f"stop it first: `invoke stop --id {vm.id}`")
+    if state.running:
+        raise errors.KubenetError(
+            f"{vm.name} is running in a qemu that kubenet did not start (its disk is open), such as `invoke vm`'s",
+            "quit that qemu first: Ctrl-A X in its console, or power the VM off from inside",
+        )
     paths = vm_paths(cluster, vm)
+    if not paths.disk.exists() and not paths.efivars.exists():
+        return []
+    if not confirm(f"delete {vm.name}'s disk {paths.disk} and UEFI variables, losing all its data?"):
+        raise errors.KubenetError("reset cancelled; nothing was deleted")
     deleted = []
     with locked(paths.lock):
         for path in (paths.disk, paths.efivars):
@@ -125,22 +126,32 @@ def parts_for_files(cluster: Cluster, files: list[str]) -> dict[str, list[str]]:
     return per_vm
 
 
-def prepare_cluster(context: SetupContext, plan: dict[VM, list[str]], ssh: bool, say: Callable[[str], None]) -> None:
+def setup_plan(cluster: Cluster, chosen: list[VM], only: tuple[bool, bool, bool], files_from: str | None) -> tuple[dict[VM, list[str]], bool]:
+    """What `vmsetup` makes: per VM the parts (disk, seed), and whether the ssh files too.
+
+    `files_from` names a list of out-of-date files (make's); else `only` (--disk, --seed,
+    --ssh) picks parts for the chosen VMs, and none picked means all of them.
+    """
+    if files_from:
+        per_vm = parts_for_files(cluster, Path(files_from).read_text().split())
+        # the ssh files are cheap, and name what the VMs' files hold: always rewritten with them
+        return {cluster.vm_by_name(name): parts for name, parts in per_vm.items()}, True
+    parts = [part for part, wanted in zip(PARTS, only) if wanted] or list(PARTS)
+    return {vm: [part for part in parts if part != "ssh"] for vm in chosen}, "ssh" in parts
+
+
+def prepare_cluster(cluster: Cluster, target: Target, plan: dict[VM, list[str]], ssh: bool, say: Callable[[str], None]) -> None:
     """Make the planned parts of each VM, then (if asked) the cluster's ssh files.
 
     Templates and key are read first, so a mistake stops setup before any write;
     VMs are prepared in parallel, as their steps mostly wait for qemu-img and ssh-keygen.
     """
-    from concurrent.futures import ThreadPoolExecutor
-
-    inputs = read_seed_inputs(context.cluster)
-    if context.base_image is not None and any("disk" in parts for parts in plan.values()):
+    inputs = read_seed_inputs(cluster)
+    if base_image(cluster, target.host) is not None and any("disk" in parts for parts in plan.values()):
         from .image import check_local_image
 
-        check_local_image(context.cluster, context.host)  # a wrong image.sha256 stops setup before the first disk
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        for done in [pool.submit(setup_vm, context, vm, parts, say, inputs) for vm, parts in plan.items() if parts]:
-            done.result()  # the first failure is raised here, once every started VM has finished
+        check_local_image(cluster, target.host)  # a wrong image.sha256 stops setup before the first disk
+    for_each([(vm, parts) for vm, parts in plan.items() if parts], lambda job: setup_vm(cluster, target, job[0], job[1], say, inputs), limit=4)
     if ssh:
-        for path in setup_ssh(context):
+        for path in setup_ssh(cluster, target):
             say(f"kubenet: wrote {path}")

@@ -6,16 +6,18 @@ capture function) so that tests can describe any machine.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
+import socket
 from dataclasses import replace
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 from typing import Callable, Mapping
 
 from . import errors
-from .cluster import Accel
+from .cluster import Accel, Network
 from .firmware import find_firmware
 from .host import Arch, Host
 from .network import VMNET_PLIST
@@ -200,3 +202,53 @@ def setuid_root(path: Path) -> bool:
     except OSError:
         return False
     return info.st_uid == 0 and bool(info.st_mode & 0o4000)
+
+
+# ---- the host's side of bridge mode: what `up` checks and `hostnet` changes --------------
+
+FORWARDING = Path("/proc/sys/net/ipv4/ip_forward")
+
+
+def bridge_link(bridge: str) -> dict | None:
+    """What `ip -j addr` says of the bridge; None when there is no such interface."""
+    from .process import run
+
+    done = run(["ip", "-j", "addr", "show", "dev", bridge], check=False)
+    try:
+        return json.loads(done.stdout)[0] if done.code == 0 and done.stdout.strip() else None
+    except (ValueError, IndexError):
+        return None
+
+
+def ipv4_addresses(link: dict | None) -> list[str]:
+    """An interface's IPv4 addresses as address/prefix."""
+    return [f"{a.get('local')}/{a.get('prefixlen')}" for a in (link or {}).get("addr_info", []) if a.get("family", "inet") == "inet"]
+
+
+def forwarding_on(path: Path = FORWARDING) -> bool | None:
+    """Whether the host forwards IPv4; None when it cannot be read."""
+    try:
+        return path.read_text().strip() == "1"
+    except OSError:
+        return None
+
+
+def answers_dns(address: str, timeout: float = 0.3) -> bool:
+    """Whether something listens for DNS over TCP on `address` (the VMs' only nameserver)."""
+    try:
+        with socket.create_connection((address, 53), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def bridge_side_gaps(network: Network, forwarding: Path = FORWARDING) -> list[str]:
+    """What bridge mode needs of the host and does not find, as far as a user can see it
+    (NAT needs root to inspect). Made by `invoke hostnet` or by hand, either will do."""
+    address = f"{network.host_address}/{network.subnet.prefixlen}"
+    gaps = [] if address in ipv4_addresses(bridge_link(network.bridge)) else [f"address {address} on {network.bridge}"]
+    if forwarding_on(forwarding) is False:
+        gaps.append("IPv4 forwarding")
+    if not gaps and not answers_dns(str(network.host_address)):
+        gaps.append(f"a DNS server on {network.host_address} (the VMs' only nameserver)")
+    return gaps

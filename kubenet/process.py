@@ -4,14 +4,17 @@
   command, its exit code and what it said, and a missing program says how to
   install it.
 - `start`: a program in the background whose output lines go to callbacks
-  (`invoke exec`), through the `sh` library.
+  (`invoke exec`).
 - `run_attached`: a program on this terminal, unhurried (sudo asking for a password).
 - `replace_process`: exec, for programs that take over the terminal (qemu, ssh, tmux attach).
-- pids: whether one is alive, and whether it is provably the process we started.
+- pids: the one reader of pid files, whether a pid is alive, and whether it is
+  provably the process we started.
 
-`run` uses subprocess rather than `sh`: importing sh costs 50-100 ms, more than
-`invoke up`'s whole budget for driving tmux, and the pipeline tasks (`ls`,
-`argv`) must stay quick; its errors carry what sh's would.
+Programs run through the `sh` library, imported on first use: inside an invoke
+process it adds about 17 ms once (invoke has already loaded most of what it
+needs; standalone it is about 60 ms), so the pipeline tasks (`ls`, `argv`), which
+usually run nothing, do not pay for it. Its TTY for stdout is off: output is read
+as data, never shown on a pseudo-terminal.
 """
 
 from __future__ import annotations
@@ -20,9 +23,10 @@ import os
 import shlex
 import shutil
 import signal
-import subprocess
+import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 from . import errors
@@ -35,22 +39,74 @@ class Completed:
     stderr: str
 
 
-def run(argv: list[str], check: bool = True, timeout: float = 30, missing_hint: str | None = None) -> Completed:
-    """Run `argv` to completion, stdin closed. With `check`, a non-zero exit raises LaunchError.
+# What every call of a program through sh shares: no pseudo-terminal, any exit code is
+# ours to judge, output that is not UTF-8 decoded with replacement rather than lost, and
+# errors of a background command left to its waiter. (sh's own timeouts, `_timeout` and
+# `wait(timeout=)`, poll every 0.1 s, which every call would pay, and the latter returns
+# before the output is read: a timer kills a program that overstays instead.)
+PLAIN = {"_tty_out": False, "_ok_code": range(256), "_decode_errors": "replace", "_bg": True, "_bg_exc": False}
 
-    `missing_hint` (how to install the program) is given only when it is missing.
-    """
+
+def _command(argv: list[str], missing_hint: str | None):
+    import sh
+
     try:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL, check=False)
-    except FileNotFoundError:
+        return sh, sh.Command(argv[0])
+    except sh.CommandNotFound:
         raise errors.HostError(f"{argv[0]}: command not found", missing_hint) from None
-    except subprocess.TimeoutExpired:
-        raise errors.LaunchError(f"`{short(argv)}` did not finish within {timeout:g} s") from None
-    if check and done.returncode != 0:
-        said = (done.stderr.strip() or done.stdout.strip()).splitlines()
+
+
+def _stdin(data: bytes):
+    """What sh feeds a program: `data`, or /dev/null (no feeding thread) when there is none."""
+    return data if data else open(os.devnull, "rb")
+
+
+def run(
+    argv: list[str], check: bool = True, timeout: float = 30, missing_hint: str | None = None, input: bytes = b""
+) -> Completed:
+    """Run `argv` to completion, with `input` as its whole stdin (none: /dev/null).
+    With `check`, a non-zero exit raises LaunchError. `missing_hint` (how to install the
+    program) is given only when it is missing."""
+    sh, command = _command(argv, missing_hint)
+    try:
+        running = command(*argv[1:], _in=_stdin(input), **PLAIN)
+    except OSError as error:
+        raise errors.HostError(f"{argv[0]}: cannot run it: {error.strerror}", missing_hint) from None
+    overstayed = threading.Event()
+    timer = threading.Timer(timeout, lambda: (overstayed.set(), _kill_quietly(running)))
+    timer.daemon = True
+    timer.start()
+    try:
+        running.wait()
+    except sh.SignalException:
+        pass  # killed by a signal: judged below like an exit code, 128 + N
+    finally:
+        timer.cancel()
+    if overstayed.is_set():
+        raise errors.LaunchError(f"`{short(argv)}` did not finish within {timeout:g} s")
+    code = _exit_code(running.exit_code)
+    stdout, stderr = _text(running.stdout), _text(running.stderr)
+    if check and code != 0:
+        said = (stderr.strip() or stdout.strip()).splitlines()
         reason = said[-1] if said else "no output"
-        raise errors.LaunchError(f"`{short(argv)}` failed with exit code {done.returncode}: {reason}")
-    return Completed(done.returncode, done.stdout, done.stderr)
+        raise errors.LaunchError(f"`{short(argv)}` failed with exit code {code}: {reason}")
+    return Completed(code, stdout, stderr)
+
+
+def _exit_code(code: int) -> int:
+    """sh gives a signal's death as -N; a shell says 128 + N."""
+    return code if code >= 0 else 128 - code
+
+
+def _kill_quietly(running) -> None:
+    try:
+        running.kill()
+    except OSError:
+        pass  # it ended meanwhile
+
+
+def _text(data: bytes | str) -> str:
+    return data.decode(errors="replace") if isinstance(data, bytes) else data
 
 
 def short(argv: list[str], limit: int = 300) -> str:
@@ -84,27 +140,30 @@ class Background:
             return 128 + abs(signalled.exit_code)
         except sh.ErrorReturnCode as failed:
             return failed.exit_code
-        return self._running.exit_code
+        return _exit_code(self._running.exit_code)
 
 
-def start(argv: list[str], out: Callable[[str], bool | None], err: Callable[[str], bool | None]) -> Background:
-    """Start `argv` with stdin closed; each output line is passed to `out` or `err`
-    (a callback that returns True hears no more)."""
-    import sh  # only `invoke exec` pays for it
-
-    try:
-        command = sh.Command(argv[0])
-    except sh.CommandNotFound:
-        raise errors.HostError(f"{argv[0]}: command not found") from None
-    return Background(command(*argv[1:], _out=out, _err=err, _bg=True, _ok_code=range(256), _in=None, _bg_exc=False))
+def start(
+    argv: list[str], out: Callable[[str], bool | None], err: Callable[[str], bool | None], input: bytes = b""
+) -> Background:
+    """Start `argv` with `input` as its whole stdin; each output line is passed to `out`
+    or `err` (a callback that returns True hears no more). Bytes that are not UTF-8
+    arrive as surrogate escapes, so `os.fsencode` gives them back unchanged."""
+    sh, command = _command(argv, None)
+    options = {**PLAIN, "_decode_errors": "surrogateescape"}
+    return Background(command(*argv[1:], _out=out, _err=err, _in=_stdin(input), **options))
 
 
 def run_attached(argv: list[str], missing_hint: str | None = None) -> int:
     """Run `argv` on this terminal, for as long as it takes (sudo asking for a password); its exit code."""
+    sh, command = _command(argv, missing_hint)
     try:
-        return subprocess.call(argv)
-    except FileNotFoundError:
-        raise errors.HostError(f"{argv[0]}: command not found", missing_hint) from None
+        command(*argv[1:], _fg=True)  # sh takes no other option with _fg
+        return 0
+    except sh.SignalException as signalled:
+        return 128 + abs(signalled.exit_code)
+    except sh.ErrorReturnCode as failed:
+        return failed.exit_code
 
 
 def absolute_program(argv: list[str]) -> list[str]:
@@ -121,7 +180,36 @@ def replace_process(argv: list[str], missing_hint: str | None = None) -> None:
         raise errors.HostError(f"{argv[0]}: command not found", missing_hint) from None
 
 
+# ---- pids ---------------------------------------------------------------------------
+
+# The largest pid any system hands out (Linux's pid_max is at most 2^22; macOS's is lower):
+# a larger number in a pid file is garbage, not a process to look at or signal.
+MAX_PID = 1 << 22
+
+
+def read_pid(path: Path) -> int | None:
+    """The pid a pid file holds; None when it is missing, unreadable or not a plausible pid."""
+    try:
+        with open(path, "rb") as stream:
+            text = stream.read(32).decode("ascii").strip()
+    except (OSError, UnicodeError):
+        return None
+    if not (text.isdigit() and len(text) <= 8):
+        return None
+    pid = int(text)
+    return pid if 0 < pid <= MAX_PID else None
+
+
+def own_pid(pid_file: Path, marker: str, fallback: Callable[[], bool] = lambda: False) -> int | None:
+    """The pid in `pid_file` if it is alive and provably the process we started with `marker`
+    among its arguments; None otherwise (a pid file may outlive its process, and its pid be reused)."""
+    pid = read_pid(pid_file)
+    return pid if pid is not None and is_own_process(pid, marker, fallback) else None
+
+
 def pid_alive(pid: int) -> bool:
+    if not 0 < pid <= MAX_PID:
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -160,7 +248,7 @@ def names_in_arguments(pid: int, marker: str) -> bool | None:
 def is_own_process(pid: int, marker: str, fallback: Callable[[], bool]) -> bool:
     """Whether `pid` is alive and is the process we started: its arguments name `marker`,
     a path only it is given. A pid read from a file may have been reused since."""
-    if pid <= 0 or not pid_alive(pid):
+    if not pid_alive(pid):
         return False
     named = names_in_arguments(pid, marker)
     return fallback() if named is None else named  # unreadable: another user's process on a hardened /proc
@@ -170,10 +258,11 @@ def kill(pid: int, sig: int = signal.SIGKILL) -> None:
     os.kill(pid, sig)
 
 
-def wait_for_exit(pid: int, timeout: float) -> bool:
+def wait_for_exit(pid: int, timeout: float, stop=None) -> bool:
+    """Whether `pid` exits within `timeout` seconds; gives up early once `stop` (an Event) is set."""
     deadline = time.monotonic() + timeout
     while pid_alive(pid):
-        if time.monotonic() >= deadline:
+        if time.monotonic() >= deadline or (stop is not None and stop.is_set()):
             return False
         time.sleep(0.05)
     return True

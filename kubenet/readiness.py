@@ -21,10 +21,10 @@ from typing import Callable
 
 from . import errors
 from .cluster import VM, Cluster, NetworkMode, ReadyWhen
-from .fsutil import write_atomic
 from .network import SshEndpoint, ssh_endpoint
+from .parallel import for_each
 from .paths import ssh_config_path, vm_paths
-from .vmstate import answered_before, marker_holds, qemu_pid, vm_state
+from .vmstate import answered_before, cloud_init_done_before, qemu_pid, remember_answer, remember_cloud_init_done, vm_state
 
 POLL_SECONDS = 0.1
 CLOUD_INIT_POLL_SECONDS = 2.0
@@ -102,7 +102,7 @@ def wait_for_ssh(
             ok, said = ssh_succeeds(cluster, vm)
             if ok:
                 if pid is not None:
-                    write_atomic(vm_paths(cluster, vm).ready_marker, f"{pid}\n".encode())
+                    remember_answer(cluster, vm, pid)
                 return Readiness(vm.name, True, time.monotonic() - started)
             reason = said
         time.sleep(POLL_SECONDS)
@@ -111,8 +111,7 @@ def wait_for_ssh(
 
 def wait_for_cloud_init(cluster: Cluster, vm: VM, deadline: float, started: float) -> Readiness:
     pid = qemu_pid(cluster, vm)
-    marker = vm_paths(cluster, vm).cloud_init_marker
-    if pid is not None and marker_holds(marker, pid):
+    if pid is not None and cloud_init_done_before(cluster, vm, pid):
         return Readiness(vm.name, True, time.monotonic() - started, cloud_init="done")
     why: list[str] = []
     while time.monotonic() < deadline:
@@ -121,7 +120,7 @@ def wait_for_cloud_init(cluster: Cluster, vm: VM, deadline: float, started: floa
             state, why = parse_cloud_init_status(done.code, done.stdout + done.stderr)
             if state in ("done", "disabled", "absent"):
                 if pid is not None:
-                    write_atomic(marker, f"{pid}\n".encode())
+                    remember_cloud_init_done(cluster, vm, pid)
                 return Readiness(vm.name, True, time.monotonic() - started, cloud_init=state)
             if state == "error":
                 return Readiness(vm.name, False, time.monotonic() - started, "cloud-init failed: " + " | ".join(why), cloud_init="error")
@@ -141,10 +140,9 @@ def wait_ready(
     """Wait for every VM in parallel; `report` hears of each stage ("ssh", then "cloud-init") as it settles."""
     started = time.monotonic()
     deadline = started + timeout
-    results: dict[str, Readiness] = {}
-    lock = threading.Lock()
+    lock = threading.Lock()  # one report at a time
 
-    def watch(vm: VM) -> None:
+    def watch(vm: VM) -> Readiness:
         result = wait_for_ssh(cluster, vm, mode, deadline, started, why_stopped)
         with lock:
             report("ssh", result)
@@ -152,15 +150,9 @@ def wait_ready(
             result = wait_for_cloud_init(cluster, vm, deadline, started)
             with lock:
                 report("cloud-init", result)
-        with lock:
-            results[vm.name] = result
+        return result
 
-    threads = [threading.Thread(target=watch, args=(vm,), daemon=True) for vm in vms]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return [results[vm.name] for vm in vms]
+    return for_each(vms, watch)
 
 
 def summary(cluster: Cluster, results: list[Readiness]) -> list[str]:

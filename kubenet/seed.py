@@ -8,21 +8,18 @@ from __future__ import annotations
 
 import io
 import os
-from ipaddress import IPv4Address
 from pathlib import Path
 
 from . import errors
 from .cluster import VM, Cluster, NetworkMode
 from .fsutil import atomic_output, sha256_of, write_atomic
-from .network import user_nic_mac
+from .network import hosts_lines, user_nic_mac
 from .sshkeys import HostKey
 
 TEMPLATE_DIR = Path(__file__).parent / "templates" / "user-data"
 COMMON_TEMPLATE = "common"
 # Keys whose lists from the common and role templates are joined, not replaced.
 JOINED_KEYS = ("packages", "runcmd", "bootcmd", "write_files", "ssh_authorized_keys")
-# How a user-mode (slirp) guest reaches its host.
-SLIRP_HOST = IPv4Address("10.0.2.2")
 VOLUME_ID = "cidata"
 # ISO 9660 names (8.3) for readers without Rock Ridge or Joliet; Linux and
 # cloud-init read the Rock Ridge names.
@@ -76,13 +73,8 @@ def merge_cloud_config(*parts: dict) -> dict:
 
 
 def hosts_entries(cluster: Cluster, mode: NetworkMode) -> str:
-    """/etc/hosts lines for every cluster name, `vmhost` and `kubernetes`."""
-    network, domain = cluster.network, cluster.network.domain
-    host = SLIRP_HOST if mode == NetworkMode.USER else network.host_address
-    entries = [(host, "vmhost"), (network.api_address, "kubernetes")]
-    entries += [(vm.ip, vm.name) for vm in cluster.vms]
-    lines = [f"{address} {name}.{domain} {name}" for address, name in entries]
-    return "# kubenet cluster\n" + "\n".join(lines) + "\n"
+    """What the VMs append to /etc/hosts: every cluster name, `vmhost` and `kubernetes`."""
+    return "# kubenet cluster\n" + "\n".join(hosts_lines(cluster, mode)) + "\n"
 
 
 def user_data(cluster: Cluster, vm: VM, mode: NetworkMode, templates: dict[str, dict], login_key: str, host_key: HostKey) -> str:

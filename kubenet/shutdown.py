@@ -1,6 +1,13 @@
-"""Stopping VMs, as QEMU's own QEMUMachine does: ask politely (the ACPI power
-button over QMP), wait, then `quit`, then kill, all within one timeout; and
-`down`, which then removes the cluster's tmux sessions and VDE switch.
+"""Stopping VMs within one timeout, and `down`, which then removes the cluster's tmux
+sessions and VDE switch.
+
+The ladder follows QEMU's own QEMUMachine (a graceful request, a wait bounded in
+time, then kill, cleaning up whatever happens) with one step before it: the ACPI
+power button, so the guest shuts down as on a real machine. QEMUMachine itself
+goes straight to `quit`, which ends qemu at once, like pulling the plug.
+
+A Ctrl-C stops the ladder where it is: VMs not yet killed stay running, and `down`
+says which.
 """
 
 from __future__ import annotations
@@ -12,52 +19,33 @@ from typing import Callable
 
 from . import errors
 from .cluster import VM, Cluster
+from .parallel import for_each
 from .paths import vm_paths
 from .process import kill, pid_alive, wait_for_exit
+from .qmp import Monitor, QMPError
 from .target import Target
 from .vmstate import forget_answers, qemu_pid
-
-
-def qmp_command(cluster: Cluster, vm: VM, command: str, timeout: float) -> bool:
-    """Send one QMP command within `timeout` seconds in all; whether qemu took it.
-
-    After `quit` qemu may close the socket before or instead of answering:
-    qemu.qmp then raises EOFError, which means the command was taken.
-    """
-    import asyncio
-
-    from qemu.qmp import QMPClient, QMPError
-
-    async def send() -> None:
-        client = QMPClient(vm.name)
-        try:
-            await client.connect(str(vm_paths(cluster, vm).qmp))
-            await client.execute(command)
-        finally:
-            await client.disconnect()
-
-    async def bounded() -> bool:
-        try:
-            await asyncio.wait_for(send(), max(timeout, 0.01))
-            return True
-        except EOFError:
-            return command == "quit"
-        except (OSError, QMPError, asyncio.TimeoutError):
-            return False
-
-    try:
-        return asyncio.run(bounded())
-    except EOFError:
-        return command == "quit"
-
 
 # Of the whole timeout, the power button gets all but this share (at most
 # RESERVE_SECONDS), which is left for `quit` and, failing that, SIGKILL.
 RESERVE_SHARE, RESERVE_SECONDS = 0.25, 5.0
+INTERRUPTED = "left running: interrupted"
 
 
-def power_off(cluster: Cluster, vm: VM, timeout: float) -> str:
-    """Stop the VM within `timeout` seconds; says how: 'powered off', 'quit' (ignored the button) or 'killed'."""
+def qmp_request(cluster: Cluster, vm: VM, command: str, timeout: float) -> bool:
+    """Send `system_powerdown` or `quit` within `timeout` seconds; whether qemu took it."""
+    try:
+        with Monitor(vm_paths(cluster, vm).qmp, vm.name, timeout) as monitor:
+            monitor.quit(timeout) if command == "quit" else monitor.execute(command, timeout=timeout)
+        return True
+    except QMPError:
+        return False
+
+
+def power_off(cluster: Cluster, vm: VM, timeout: float, stop: threading.Event | None = None) -> str:
+    """Stop the VM within `timeout` seconds; says how: 'powered off', 'quit' (ignored the
+    button), 'killed', or, once `stop` is set, that it was left running."""
+    stop = stop or threading.Event()
     pid = qemu_pid(cluster, vm)
     if pid is None:
         return "not running"
@@ -67,10 +55,14 @@ def power_off(cluster: Cluster, vm: VM, timeout: float) -> str:
     quit_deadline = started + timeout - reserve / 4  # the last quarter of the reserve is for the kill
     left = lambda deadline: max(0.0, deadline - time.monotonic())  # noqa: E731
     try:
-        if qmp_command(cluster, vm, "system_powerdown", left(button_deadline)) and wait_for_exit(pid, left(button_deadline)):
+        if qmp_request(cluster, vm, "system_powerdown", left(button_deadline)) and wait_for_exit(pid, left(button_deadline), stop):
             return "powered off"
-        if qmp_command(cluster, vm, "quit", left(quit_deadline)) and wait_for_exit(pid, left(quit_deadline)):
+        if stop.is_set():
+            return INTERRUPTED
+        if qmp_request(cluster, vm, "quit", left(quit_deadline)) and wait_for_exit(pid, left(quit_deadline), stop):
             return "quit"
+        if stop.is_set() and pid_alive(pid):
+            return INTERRUPTED
         if not pid_alive(pid):
             return "quit"
         kill(pid, signal.SIGKILL)
@@ -82,46 +74,56 @@ def power_off(cluster: Cluster, vm: VM, timeout: float) -> str:
         # Started as root and never handed to the user (kubenet before asroot.py, or `sudo invoke up`).
         return "not stopped: its qemu runs as root"
     finally:
-        forget_answers(cluster, vm)
+        if not pid_alive(pid):
+            try:
+                forget_answers(cluster, vm)
+            except OSError:
+                pass  # a read-only state_dir: the markers name a qemu that is gone, so they count for nothing
 
 
 def shut_down(cluster: Cluster, vms: list[VM], target: Target, timeout: float, cleanup: bool, say: Callable[[str], None]) -> None:
     """Power VMs off in parallel; with cleanup and every VM down, remove this cluster's
     tmux sessions (never another's) and its VDE switch."""
-    lock = threading.Lock()
+    stop = threading.Event()
 
-    def stop(vm: VM) -> None:
-        how = power_off(cluster, vm, timeout)
-        with lock:
-            say(f"kubenet: {vm.name}: {how}")
+    def stop_one(vm: VM) -> str:
+        how = power_off(cluster, vm, timeout, stop)
+        say(f"kubenet: {vm.name}: {how}")
+        return how
 
-    threads = [threading.Thread(target=stop, args=(vm,)) for vm in vms]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    try:
+        for_each(vms, stop_one, stop=stop)
+    except KeyboardInterrupt:
+        still = [vm.name for vm in vms if qemu_pid(cluster, vm) is not None]
+        say(f"kubenet: down interrupted; still running: {' '.join(still) or 'none'}")
+        raise
     still = [vm.name for vm in vms if qemu_pid(cluster, vm) is not None]
     if still:
         raise errors.LaunchError(f"still running: {' '.join(still)}", "if they were started with sudo, stop them with sudo too")
     if cleanup and all(qemu_pid(cluster, vm) is None for vm in cluster.vms):
-        from .asroot import authorize
-        from .layout import is_ours, qemu_session_name, ssh_session_name
-        from .tmux import Tmux
-        from .vde import stop_switch
+        remove_sessions(cluster, target, say)
 
-        for tmux, session in (
-            (Tmux.from_environment(sudo=target.root), qemu_session_name(cluster)),
-            (Tmux.from_environment(), ssh_session_name(cluster)),
-        ):
-            if tmux.sudo:
-                if not tmux.server_has(session):
-                    continue
-                authorize(target, f"removing tmux session {session}, which root runs,", say)
-            owner = tmux.session_owner(session)
-            if owner is not None and is_ours(cluster, owner):
-                tmux.kill_session(session)
-                say(f"kubenet: removed tmux session {session}")
-            elif owner is not None:
-                say(f"kubenet: left tmux session {session} alone: it is not this cluster's")
-        if stop_switch(cluster):
-            say("kubenet: stopped the VDE switch")
+
+def remove_sessions(cluster: Cluster, target: Target, say: Callable[[str], None]) -> None:
+    """The cluster's tmux sessions (never another's) and its VDE switch, once no VM runs."""
+    from .asroot import authorize
+    from .layout import is_ours, qemu_session_name, ssh_session_name
+    from .tmux import Tmux
+    from .vde import stop_switch
+
+    for tmux, session in (
+        (Tmux.from_environment(sudo=target.root), qemu_session_name(cluster)),
+        (Tmux.from_environment(), ssh_session_name(cluster)),
+    ):
+        if tmux.sudo:
+            if not tmux.server_has(session):
+                continue
+            authorize(target, f"removing tmux session {session}, which root runs,", say)
+        owner = tmux.session_owner(session)
+        if owner is not None and is_ours(cluster, owner):
+            tmux.kill_session(session)
+            say(f"kubenet: removed tmux session {session}")
+        elif owner is not None:
+            say(f"kubenet: left tmux session {session} alone: it is not this cluster's")
+    if stop_switch(cluster):
+        say("kubenet: stopped the VDE switch")

@@ -1,6 +1,5 @@
-"""SSH to the VMs: the one builder of ssh command lines, and what uses it — one
-interactive session, the `<cluster>-ssh` tmux session, and a command run on
-many VMs at once.
+"""SSH to the VMs: the one builder of ssh command lines, one interactive session, and a
+command run on many VMs at once. (The `<cluster>-ssh` tmux session is sshall.py's.)
 
 Every connection goes through the cluster's generated ssh_config, which pins
 each VM's host key.
@@ -40,37 +39,6 @@ def ssh_one(cluster: Cluster, vm: VM) -> None:
     from .process import replace_process
 
     replace_process(ssh_argv(existing_config(cluster), vm.name), SSH_HINT)
-
-
-def open_ssh_session(cluster: Cluster, attach: bool, say: Callable[[str], None]) -> str:
-    """Open `<cluster>-ssh` unless it exists (only ever our own), then attach to it or switch to it.
-
-    Returns the session's name when not attaching.
-    """
-    from .layout import check_ours, ssh_session
-    from .process import replace_process
-    from .tmux import TMUX_HINT, Tmux, session_groups
-
-    tmux = Tmux.from_environment()
-    spec = ssh_session(cluster, ssh_config_path(cluster).absolute())
-    window = None  # an existing session is attached as the user left it
-    owner = tmux.session_owner(spec.name)
-    check_ours(cluster, spec.name, owner)
-    if owner is None:
-        existing_config(cluster)
-        tmux.run_groups(session_groups(spec))
-        window = spec.attach_window
-        say(f"kubenet: opened tmux session {spec.name}")
-    tmux.bind_sync_key()
-    if not attach:
-        return spec.name
-    inside = bool(os.environ.get("TMUX"))
-    command = tmux.attach_command(spec.name, window, inside)
-    if inside and tmux.socket is None:
-        tmux.run([command])  # switch-client returns at once
-    else:
-        replace_process(tmux.argv([command]), TMUX_HINT)
-    return spec.name
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from pathlib import Path
 from . import errors
 from .cluster import Cluster
 from .fsutil import locked, private_dir, private_umask
-from .process import is_own_process, kill, run
+from .process import kill, own_pid, run
 from .paths import vde_socket_path
 
 
@@ -18,22 +18,17 @@ def pid_file(cluster: Cluster) -> Path:
 
 
 def running_pid(cluster: Cluster) -> int | None:
-    """The switch's pid if it is alive and its control socket exists."""
-    try:
-        pid = int(pid_file(cluster).read_text().strip())
-    except (OSError, ValueError):
-        return None
+    """The switch's pid if it is alive, provably our switch, and its control socket exists."""
     if not (vde_socket_path(cluster) / "ctl").exists():
         return None
-    # The pid file may outlive the switch and its pid be reused: it must be our switch's.
-    return pid if is_own_process(pid, str(pid_file(cluster).absolute()), lambda: True) else None
+    return own_pid(pid_file(cluster), str(pid_file(cluster)), lambda: True)
 
 
 def switch_argv(cluster: Cluster) -> list[str]:
     return [
         "vde_switch",
         "--sock", str(vde_socket_path(cluster)),
-        "--pidfile", str(pid_file(cluster).absolute()),
+        "--pidfile", str(pid_file(cluster)),
         "--numports", str(max(32, 2 * len(cluster.vms))),  # the default 32 ports is too few for big clusters
         "--dirmode", "0700",
         "--daemon",

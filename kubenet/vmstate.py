@@ -1,8 +1,13 @@
-"""Whether a VM runs, under which pid, and whether it answered SSH.
+"""Whether a VM runs, under which pid, what its guest already passed, and what its qemu
+says it is doing.
 
 qemu's pid file is trusted only while that pid is provably this VM's qemu (its
 arguments name the pid file); a qemu that kubenet did not start, such as
 `invoke vm`'s, is seen by the lock it holds on the VM's disk.
+
+What a running qemu's guest passed (SSH answered, cloud-init finished) is kept in
+marker files holding that qemu's pid: written by readiness, read here, and
+forgotten whenever the VM's qemu starts or stops.
 """
 
 from __future__ import annotations
@@ -12,25 +17,22 @@ from pathlib import Path
 
 from .cluster import VM, Cluster
 from .disk import disk_in_use
+from .fsutil import write_atomic
 from .paths import vm_paths
-from .process import is_own_process
+from .process import own_pid, read_pid
 
 
 @dataclass(frozen=True)
 class VMState:
     running: bool
     pid: int | None  # None: not running, or running without a pid file kubenet wrote
-    ready: bool
+    ready: bool  # its guest answered SSH in this qemu's life (a marker; `ls` checks it anew)
 
 
 def qemu_pid(cluster: Cluster, vm: VM) -> int | None:
     """The pid of the VM's qemu if it runs: the pid file's, once it is confirmed to be this VM's qemu."""
     paths = vm_paths(cluster, vm)
-    try:
-        pid = int(paths.pidfile.read_text().strip())
-    except (OSError, ValueError):
-        return None
-    return pid if is_own_process(pid, str(paths.pidfile.absolute()), lambda: disk_in_use(paths.disk)) else None
+    return own_pid(paths.pidfile, str(paths.pidfile), lambda: disk_in_use(paths.disk))
 
 
 def is_running(cluster: Cluster, vm: VM) -> bool:
@@ -46,9 +48,39 @@ def vm_state(cluster: Cluster, vm: VM) -> VMState:
     return VMState(running=True, pid=pid, ready=answered_before(cluster, vm, pid))
 
 
+def run_state(cluster: Cluster, vm: VM) -> str | None:
+    """What the VM's qemu says it is doing (running, paused, internal-error, ...); None if it does not answer."""
+    from .qmp import run_state as ask
+
+    return ask(vm_paths(cluster, vm).qmp)
+
+
+# ---- what the guest passed in this qemu's life ---------------------------------------
+
+
 def answered_before(cluster: Cluster, vm: VM, pid: int) -> bool:
-    """Whether SSH login already worked with the qemu that runs as `pid` (the ready marker holds its pid)."""
-    return marker_holds(vm_paths(cluster, vm).ready_marker, pid)
+    """Whether SSH login already worked with the qemu that runs as `pid`."""
+    return read_pid(vm_paths(cluster, vm).ready_marker) == pid
+
+
+def cloud_init_done_before(cluster: Cluster, vm: VM, pid: int) -> bool:
+    """Whether the guest of the qemu that runs as `pid` already reported cloud-init finished."""
+    return read_pid(vm_paths(cluster, vm).cloud_init_marker) == pid
+
+
+def remember_answer(cluster: Cluster, vm: VM, pid: int) -> None:
+    _mark(vm_paths(cluster, vm).ready_marker, pid)
+
+
+def remember_cloud_init_done(cluster: Cluster, vm: VM, pid: int) -> None:
+    _mark(vm_paths(cluster, vm).cloud_init_marker, pid)
+
+
+def _mark(marker: Path, pid: int) -> None:
+    try:
+        write_atomic(marker, f"{pid}\n".encode())
+    except OSError:
+        pass  # a marker only saves a later `up` a login; a full disk should not fail readiness
 
 
 def forget_answers(cluster: Cluster, vm: VM) -> None:
@@ -56,11 +88,3 @@ def forget_answers(cluster: Cluster, vm: VM) -> None:
     paths = vm_paths(cluster, vm)
     for marker in (paths.ready_marker, paths.cloud_init_marker):
         marker.unlink(missing_ok=True)
-
-
-def marker_holds(marker: Path, pid: int) -> bool:
-    """Whether a marker file names the qemu `pid`: what it records happened in this qemu's life."""
-    try:
-        return int(marker.read_text().strip()) == pid
-    except (OSError, ValueError):
-        return False

@@ -1,5 +1,6 @@
 """One test per kind of configuration error, asserting the whole one-line message."""
 
+import os
 from pathlib import Path
 
 import pytest
@@ -166,3 +167,62 @@ def test_kernel_paths_are_absolute_even_from_a_relative_cluster_path(cluster_fil
     monkeypatch.chdir(tmp_path)
     image = load_cluster(Path("cluster.yaml")).image
     assert (image.kind, image.kernel, image.initrd, image.cmdline) == ("kernel", f"{tmp_path}/boot/vmlinuz", "/srv/initrd.img", "quiet")
+
+
+def test_every_mistake_in_a_file_is_reported_at_once_a_line_each(cluster_file, tmp_path):
+    text = "colour: blue\nroles:\n  - {name: worker, count: three, memory: 4X}\nnetwork: {mode: nat, subnet: 10.0.0.0/33}\nready: soon\n"
+    with pytest.raises(errors.ConfigProblems) as excinfo:
+        load(cluster_file, text)
+    assert [line.replace(str(tmp_path / "cluster.yaml"), "cluster.yaml") for line in excinfo.value.lines()] == [
+        "cluster.yaml: colour: unknown key; allowed: name, roles, network, image, disk_size, user, ssh_key, templates, accel, state_dir, ready",
+        "cluster.yaml: roles[0].count: expected a whole number, got a string ('three')",
+        "cluster.yaml: roles[0].memory: '4X' is not allowed; allowed: a whole number with a unit K, M, G or T, e.g. 4G",
+        "cluster.yaml: network.mode: 'nat' is not allowed; allowed: auto, vmnet-shared, bridge, user",
+        "cluster.yaml: network.subnet: '10.0.0.0/33' is not an IPv4 network; e.g. 192.168.1.0/24",
+        "cluster.yaml: ready: 'soon' is not allowed; allowed: ssh, cloud-init",
+    ]
+
+
+def test_a_task_prints_every_mistake_as_its_own_error_line(cluster_file):
+    from conftest import run_invoke
+
+    path = cluster_file("disk_size: big\nuser: Root\nroles:\n  - {name: w, vcpus: 0}\n")
+    done = run_invoke("ls", "--config", str(path))
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert [line.split(": ")[3] for line in lines] == ["disk_size", "user", "roles[0].vcpus"]
+    assert all(line.startswith(f"kubenet: error: {path}: ") for line in lines)
+
+
+def test_a_key_given_twice_is_refused_with_both_lines(cluster_file, tmp_path):
+    with pytest.raises(errors.DuplicateKeyError) as excinfo:
+        load(cluster_file, "roles:\n  - {name: a}\nname: x\nroles:\n  - {name: b}\n")
+    assert message(excinfo, tmp_path) == (
+        "cluster.yaml: line 4: 'roles' is given twice (lines 1 and 4) (hint: keep one of them: YAML would silently use the last)"
+    )
+    with pytest.raises(errors.DuplicateKeyError) as excinfo:
+        load(cluster_file, "roles:\n  - {name: a, count: 2, count: 3}\n")
+    assert "line 2: 'count' is given twice (lines 2 and 2)" in message(excinfo, tmp_path)
+
+
+def test_a_huge_value_is_cut_short_in_the_message(cluster_file):
+    with pytest.raises(errors.BadValueError) as excinfo:
+        load(cluster_file, f"name: '{'x' * 1_000_000}!'\n")
+    assert len(str(excinfo.value)) < 300
+    assert "... (1000001 characters) is not allowed" in str(excinfo.value)
+
+
+def test_only_a_regular_file_of_a_sane_size_is_read(tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import INVOKE, ROOT
+
+    fifo = tmp_path / "fifo.yaml"
+    os.mkfifo(fifo)
+    big = tmp_path / "big.yaml"
+    big.write_bytes(b"#" * (5 << 20))
+    for path, expected in (("/dev/zero", "not a regular file"), (str(fifo), "not a regular file"), (str(tmp_path), "not a regular file"), (str(big), "larger than 4 MiB")):
+        # a FIFO without a writer, or an endless device, must not hang or fill memory
+        done = subprocess.run([str(INVOKE), "--search-root", str(ROOT), "ls", "--config", path], capture_output=True, text=True, timeout=30)
+        assert done.returncode == 1 and expected in done.stderr and len(done.stderr.splitlines()) == 1, (path, done.stderr)

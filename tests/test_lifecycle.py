@@ -86,7 +86,7 @@ def test_a_qemu_started_with_sudo_is_reported_not_stopped(monkeypatch, tmp_path)
         raise PermissionError(1, "Operation not permitted")
 
     monkeypatch.setattr(shutdown, "qemu_pid", lambda cluster, vm: 4242)
-    monkeypatch.setattr(shutdown, "qmp_command", lambda *args, **kwargs: False)  # root's socket refuses us
+    monkeypatch.setattr(shutdown, "qmp_request", lambda *args, **kwargs: False)  # root's socket refuses us
     monkeypatch.setattr(shutdown, "pid_alive", lambda pid: True)
     monkeypatch.setattr(shutdown, "kill", not_ours)
     assert shutdown.power_off(cluster, cluster.vms[0], timeout=0.1) == "not stopped: its qemu runs as root"

@@ -14,7 +14,9 @@ from kubenet.config import load_cluster
 from kubenet.firmware import Firmware
 from kubenet.host import Arch, Host
 from kubenet.paths import known_hosts_path, ssh_config_path, vm_paths
-from kubenet.prepare import SetupContext, reset_vm, setup_ssh, setup_vm
+from kubenet.cluster import Accel, NetworkMode
+from kubenet.prepare import reset_vm, setup_ssh, setup_vm
+from kubenet.target import Target
 
 
 @pytest.fixture
@@ -30,22 +32,23 @@ def project(tmp_path):
     return tmp_path
 
 
-def context_for(project: Path) -> SetupContext:
+def context_for(project: Path) -> tuple:
+    """The cluster, and the machine it is set up for (its base image is cluster.yaml's)."""
     cluster = load_cluster(project / "cluster.yaml")
     host = Host("linux", Arch.x86_64, "qemu-system-x86_64", firmware=Firmware(project / "CODE.fd", project / "VARS.fd"), bridges=frozenset())
-    return SetupContext(cluster, host, "user", project / "base.qcow2")
+    return cluster, Target(host, Accel.TCG, NetworkMode.USER, root=False)
 
 
 def test_the_disk_is_an_overlay_with_absolute_backing_path_and_size(project):
-    context = context_for(project)
-    vm = context.cluster.vms[1]
-    setup_vm(context, vm, say=lambda _: None)
-    info = json.loads(subprocess.run(["qemu-img", "info", "--output=json", str(vm_paths(context.cluster, vm).disk)], capture_output=True, check=True).stdout)
+    cluster, target = context_for(project)
+    vm = cluster.vms[1]
+    setup_vm(cluster, target, vm, say=lambda _: None)
+    info = json.loads(subprocess.run(["qemu-img", "info", "--output=json", str(vm_paths(cluster, vm).disk)], capture_output=True, check=True).stdout)
     assert info["format"] == "qcow2"
     assert info["backing-filename"] == str(project / "base.qcow2")
     assert info["backing-filename-format"] == "qcow2"
     assert info["virtual-size"] == 20 * 2**30
-    paths = vm_paths(context.cluster, vm)
+    paths = vm_paths(cluster, vm)
     assert paths.efivars.read_bytes() == b"\0" * 4096
     for path in (paths.disk, paths.efivars, paths.host_key, paths.seed, paths.dir / "user-data"):
         assert path.stat().st_mode & 0o077 == 0, path
@@ -53,28 +56,27 @@ def test_the_disk_is_an_overlay_with_absolute_backing_path_and_size(project):
 
 
 def test_an_existing_disk_is_never_recreated_and_reset_deletes_only_disk_and_efivars(project):
-    context = context_for(project)
-    vm = context.cluster.vms[0]
+    cluster, target = context_for(project)
+    vm = cluster.vms[0]
     messages = []
-    setup_vm(context, vm, say=messages.append)
-    paths = vm_paths(context.cluster, vm)
+    setup_vm(cluster, target, vm, say=messages.append)
+    paths = vm_paths(cluster, vm)
     paths.disk.write_bytes(b"the VM's precious data")  # stands for what the VM wrote
-    setup_vm(context, vm, say=messages.append)
+    setup_vm(cluster, target, vm, say=messages.append)
     assert paths.disk.read_bytes() == b"the VM's precious data"
     assert f"control0: kept {paths.disk}" in messages
     key = paths.host_key.read_text()
-    assert reset_vm(context.cluster, vm) == [paths.disk, paths.efivars]
+    assert reset_vm(cluster, vm, lambda question: True) == [paths.disk, paths.efivars]
     assert not paths.disk.exists() and paths.seed.exists() and paths.host_key.read_text() == key
-    setup_vm(context, vm, say=lambda _: None)
+    setup_vm(cluster, target, vm, say=lambda _: None)
     assert paths.disk.stat().st_size > 0 and paths.host_key.read_text() == key  # same identity
 
 
 def test_host_keys_are_pinned_in_known_hosts_and_ssh_config(project):
-    context = context_for(project)
-    for vm in context.cluster.vms:
-        setup_vm(context, vm, say=lambda _: None)
-    setup_ssh(context)
-    cluster = context.cluster
+    cluster, target = context_for(project)
+    for vm in cluster.vms:
+        setup_vm(cluster, target, vm, say=lambda _: None)
+    setup_ssh(cluster, target)
     lines = known_hosts_path(cluster).read_text().splitlines()
     publics = [(vm_paths(cluster, vm).host_key.parent / "ssh_host_ed25519_key.pub").read_text().split()[:2] for vm in cluster.vms]
     assert lines == [f"{vm.name} {kind} {blob}" for vm, (kind, blob) in zip(cluster.vms, publics)]
@@ -100,9 +102,9 @@ def test_host_keys_are_pinned_in_known_hosts_and_ssh_config(project):
 def test_no_login_key_is_a_clear_error(project, monkeypatch, tmp_path):
     (project / "cluster.yaml").write_text("image: {url: base.qcow2}\nnetwork: {mode: user}\n")
     monkeypatch.setenv("HOME", str(tmp_path / "empty-home"))
-    context = context_for(project)
+    cluster, target = context_for(project)
     with pytest.raises(errors.SetupError) as excinfo:
-        setup_vm(context, context.cluster.vms[0], parts=("seed",), say=lambda _: None)
+        setup_vm(cluster, target, cluster.vms[0], parts=("seed",), say=lambda _: None)
     assert str(excinfo.value) == (
         "no SSH public key found (looked for ~/.ssh/id_ed25519.pub and ~/.ssh/id_rsa.pub)"
         " (hint: create one with `ssh-keygen -t ed25519`, or set ssh_key in cluster.yaml)"
@@ -110,10 +112,10 @@ def test_no_login_key_is_a_clear_error(project, monkeypatch, tmp_path):
 
 
 def test_an_interrupted_seed_write_keeps_the_old_iso_whole(project, monkeypatch):
-    context = context_for(project)
-    vm = context.cluster.vms[0]
-    setup_vm(context, vm, say=lambda _: None)
-    iso = vm_paths(context.cluster, vm).seed
+    cluster, target = context_for(project)
+    vm = cluster.vms[0]
+    setup_vm(cluster, target, vm, say=lambda _: None)
+    iso = vm_paths(cluster, vm).seed
     before = iso.read_bytes()
 
     import pycdlib

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from hostside import host_side
 from kubenet.config import load_cluster
-from kubenet.hostnet import host_side_gaps
+from kubenet.probe import bridge_side_gaps
 
 INVOKE, ROOT, CONFIG = sys.argv[1:4]
 
@@ -57,7 +57,7 @@ try:
     facts["after_dry_run"] = state()
     facts["first"] = invoke()
     facts["set_up"] = state()
-    facts["gaps"] = host_side_gaps(load_cluster(Path(CONFIG)))  # what bridge-mode `up` checks before launching
+    facts["gaps"] = bridge_side_gaps(load_cluster(Path(CONFIG)).network)  # what bridge-mode `up` checks before launching
     facts["second"] = invoke()
 finally:
     facts["remove"] = invoke("--remove")  # also when a step above failed: dnsmasq must not outlive the test

@@ -1,0 +1,41 @@
+"""The `<cluster>-ssh` tmux session (`invoke ssh-all`): a window per role and `ssh-nodes`,
+each pane an SSH connection through the cluster's ssh_config."""
+
+from __future__ import annotations
+
+import os
+from typing import Callable
+
+from .cluster import Cluster
+from .layout import check_ours, ssh_session
+from .paths import ssh_config_path
+from .process import replace_process
+from .ssh import existing_config
+from .tmux import TMUX_HINT, Tmux, session_groups
+
+
+def open_ssh_session(cluster: Cluster, attach: bool, say: Callable[[str], None]) -> str:
+    """Open `<cluster>-ssh` unless it exists (only ever our own), then attach to it or switch to it.
+
+    Returns the session's name when not attaching.
+    """
+    tmux = Tmux.from_environment()
+    spec = ssh_session(cluster, ssh_config_path(cluster).absolute())
+    window = None  # an existing session is attached as the user left it
+    owner = tmux.session_owner(spec.name)
+    check_ours(cluster, spec.name, owner)
+    if owner is None:
+        existing_config(cluster)
+        tmux.run_groups(session_groups(spec))
+        window = spec.attach_window
+        say(f"kubenet: opened tmux session {spec.name}")
+    tmux.bind_sync_key()
+    if not attach:
+        return spec.name
+    inside = bool(os.environ.get("TMUX"))
+    command = tmux.attach_command(spec.name, window, inside)
+    if inside and tmux.socket is None:
+        tmux.run([command])  # switch-client returns at once
+    else:
+        replace_process(tmux.argv([command]), TMUX_HINT)
+    return spec.name
