@@ -56,7 +56,7 @@ def argv(c, id=None, name=None, config=None, host=None, accel=None, managed=Fals
     from kubenet.launch import vm_argv
     from kubenet.target import resolve_target
 
-    cluster = cli.open_cluster(config)
+    cluster = cli.open_cluster(config, state=False)
     vm = cli.pick_vm(cluster, id, name)
     print(shlex.join(vm_argv(cluster, vm, resolve_target(cluster, host, accel), managed)))
 
@@ -79,7 +79,7 @@ def image(c, config=None):
     from kubenet.image import fetch_image
     from kubenet.probe import probe_host
 
-    cluster = cli.open_cluster(config)
+    cluster = cli.open_cluster(config, state=False)
     if not cluster.image.url:
         cli.say("kubenet: image.url is not set: no base image to fetch")
         return
@@ -207,21 +207,29 @@ def ssh_all(c, config=None, attach=True):
 @task(help={"id": ID_HELP, "name": NAME_HELP, "config": CONFIG_HELP})
 @user_errors
 def ssh(c, id=None, name=None, config=None):
-    """Open an SSH session to one VM, with its pinned host key."""
+    """Open an SSH session to one VM, with its pinned host key; a command after `--` runs instead, with its exit status."""
     from kubenet.ssh import ssh_one
 
     cluster = cli.open_cluster(config)
-    ssh_one(cluster, cli.pick_vm(cluster, id, name))
+    ssh_one(cluster, cli.pick_vm(cluster, id, name), c.remainder.strip() or None)
 
 
 @task(
     name="exec",
     iterable=["id", "name", "role"],
-    help={"role": "VMs of this role (repeatable)", "id": "VM id (repeatable)", "name": "VM name (repeatable)", "config": CONFIG_HELP},
+    help={
+        "role": "VMs of this role (repeatable)",
+        "id": "VM id (repeatable)",
+        "name": "VM name (repeatable)",
+        "config": CONFIG_HELP,
+        "stdin": "pass this command's input to the remote command (to each VM, a copy); without it the remote input is empty",
+    },
 )
 @user_errors
-def exec_(c, role=None, id=None, name=None, config=None):
+def exec_(c, role=None, id=None, name=None, config=None, stdin=False):
     """Run the command after `--` on the VMs in parallel; lines come out as `<vm>: <line>`."""
+    import sys
+
     from invoke import Exit
 
     from kubenet import errors
@@ -230,9 +238,10 @@ def exec_(c, role=None, id=None, name=None, config=None):
     cluster = cli.open_cluster(config)
     if not c.remainder.strip():
         raise errors.KubenetError("no command given", "put it after `--`, e.g. invoke exec --role worker -- uname -a")
-    results = run_everywhere(cluster, cli.pick_vms(cluster, id, name, role), c.remainder)
+    data = sys.stdin.buffer.read() if stdin else b""
+    results = run_everywhere(cluster, cli.pick_vms(cluster, id, name, role), c.remainder, data)
     cli.say(exec_summary(results))
-    if any(result.exit_code != 0 for result in results):
+    if not all(result.succeeded for result in results):
         raise Exit(code=1)
 
 
@@ -248,5 +257,5 @@ def hostnet(c, config=None, dry_run=False, remove=False):
     """Linux, bridge mode: the host side (bridge, forwarding, NAT, bridge.conf, DNS and DHCP, /etc/hosts). Needs root."""
     from kubenet.hostnet import places, set_up, take_down
 
-    cluster = cli.open_cluster(config)
+    cluster = cli.open_cluster(config, state=False)  # root's command: it never touches state_dir
     (take_down if remove else set_up)(cluster, places(), dry_run, cli.say)

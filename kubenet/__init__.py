@@ -13,6 +13,7 @@ The cluster and the machine
   network *     network modes: which applies, each one's NIC options and SSH endpoint;
                 the cluster's names as /etc/hosts lines
   paths *       where each file lives (state_dir, the per-user cache)
+  statedir      state_dir is the user's alone and kubenet's own; the cluster lock
   hostnet       the host side of bridge mode (`invoke hostnet`): bridge, forwarding, NAT,
                 DNS and DHCP, /etc/hosts; made from cluster.yaml, undone exactly
 

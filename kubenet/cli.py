@@ -10,6 +10,7 @@ import functools
 import json
 import math
 import os
+import signal
 import sys
 import threading
 from typing import Callable, Iterable
@@ -29,6 +30,7 @@ def user_errors(function: Callable) -> Callable:
 
     @functools.wraps(function)
     def wrapper(*args, **kwargs):
+        signal.signal(signal.SIGTERM, _terminated)  # `timeout` and service managers send it: clean up as for Ctrl-C
         try:
             try:
                 result = function(*args, **kwargs)
@@ -46,6 +48,9 @@ def user_errors(function: Callable) -> Callable:
                 raise
             except OSError as error:
                 fail(*describe_os_error(error))
+            except Terminated:
+                print("kubenet: terminated", file=sys.stderr, flush=True)
+                raise Exit(code=128 + signal.SIGTERM) from None
             except KeyboardInterrupt:
                 print("kubenet: interrupted", file=sys.stderr, flush=True)
                 raise Exit(code=130) from None
@@ -57,6 +62,14 @@ def user_errors(function: Callable) -> Callable:
 
 
 SIGPIPE_STATUS = 128 + 13  # what a shell reports for a process killed by SIGPIPE
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM: unwinds like Ctrl-C (so what a command started is stopped), and says so."""
+
+
+def _terminated(signum, frame) -> None:
+    raise Terminated()
 
 
 def fail(message: str, hint: str | None = None) -> None:
@@ -115,10 +128,17 @@ def parse_ready(text: str | None) -> ReadyWhen | None:
     return ReadyWhen(text)
 
 
-def open_cluster(config: str | None) -> Cluster:
+def open_cluster(config: str | None, state: bool = True) -> Cluster:
+    """The cluster file, loaded and validated; with `state`, its state_dir checked to be
+    safely kubenet's (commands that only describe or fetch skip that)."""
     from .config import config_path, load_cluster
 
-    return load_cluster(config_path(config))
+    cluster = load_cluster(config_path(config))
+    if state:
+        from .statedir import check_state
+
+        check_state(cluster)
+    return cluster
 
 
 def pick_vms(cluster: Cluster, ids: Iterable[str] = (), names: Iterable[str] = (), roles: Iterable[str] = ()) -> list[VM]:

@@ -82,7 +82,7 @@ def sha256_of(path: Path) -> str:
 def locked(path: Path) -> Iterator[None]:
     """Hold an exclusive lock on `path` (created if needed) for the block; waits for others."""
     private_dir(path.parent)
-    descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0), 0o600)
     try:
         fcntl.flock(descriptor, fcntl.LOCK_EX)
         yield

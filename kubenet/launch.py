@@ -15,7 +15,7 @@ from typing import Callable
 from . import errors
 from .cluster import VM, Cluster, ImageKind, NetworkMode, ReadyWhen, memory_bytes
 from .asroot import authorize, handover_argv
-from .fsutil import fresh_private_file, locked, private_dir
+from .fsutil import fresh_private_file
 from .handover import QMP_FD
 from .host import needs_efivars
 from .layout import check_ours, qemu_session, qemu_session_name
@@ -23,12 +23,12 @@ from .paths import vm_paths
 from .process import absolute_program, replace_process
 from .qemu import Management, qemu_argv, run_as_options
 from .qmp import greets
+from .statedir import cluster_lock, vm_dir
 from .target import Target
 from .tmux import Tmux, extend_groups, pane_command, session_groups
 from .vmstate import forget_answers, is_running
 
 QEMU_HINT = "install qemu (`apt install qemu-system`, `brew install qemu`) or set KUBENET_QEMU"
-LAUNCH_LOCK = "launch.lock"
 
 
 def management_for(cluster: Cluster, vm: VM, target: Target) -> Management:
@@ -167,7 +167,7 @@ def confirm_started(cluster: Cluster, vms: list[VM], tmux: Tmux, session: str) -
                     failed[name] = words
                     del pending[name]
             time.sleep(0.05)
-    return failed
+    return {vm.name: failed[vm.name] for vm in vms if vm.name in failed}  # in the cluster's order
 
 
 def launch_cluster(
@@ -178,7 +178,7 @@ def launch_cluster(
     Launches of one cluster are serialised: two `up`s at once start each VM once,
     and the second sees the first's panes as running.
     """
-    with locked(private_dir(cluster.state_dir) / LAUNCH_LOCK):
+    with cluster_lock(cluster, say):
         if target.root:
             if all(is_running(cluster, vm) for vm in vms):  # nothing to start: no need to ask for root
                 return LaunchResult(qemu_session_name(cluster), [], [vm.name for vm in vms], attach_hint(tmux_for(target), cluster), {})
@@ -209,7 +209,7 @@ def _launch_cluster(cluster: Cluster, vms: list[VM], target: Target, tmux: Tmux)
         commands = {}
         for vm in to_start:
             paths = vm_paths(cluster, vm)
-            private_dir(paths.dir, enforce=True)
+            vm_dir(cluster, vm)
             forget_answers(cluster, vm)
             commands[vm.name] = pane_command(prepare_launch(cluster, vm, target))
         if panes:
@@ -254,10 +254,12 @@ def up_and_wait(
         elif stage == "cloud-init" and readiness.cloud_init == "error":
             say(f"kubenet: {readiness.vm}: {readiness.reason}")
 
-    what = "SSH and cloud-init" if until == ReadyWhen.CLOUD_INIT else "SSH"
-    say(f"kubenet: waiting up to {timeout:.0f} s for {what} on {len(vms)} VMs")
-    tmux = tmux_for(target)
     waiting = [vm for vm in vms if vm.name not in result.failed]
+    if not waiting:
+        raise failed  # nothing to wait for
+    what = "SSH and cloud-init" if until == ReadyWhen.CLOUD_INIT else "SSH"
+    say(f"kubenet: waiting up to {timeout:.0f} s for {what} on {len(waiting)} VMs")
+    tmux = tmux_for(target)
     results = wait_ready(cluster, waiting, target.mode, timeout, report, until, lambda name: tmux.last_words(result.session).get(name, ""))
     for line in summary(cluster, results):
         say(f"kubenet: {line}")

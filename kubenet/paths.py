@@ -70,9 +70,27 @@ def known_hosts_path(cluster: Cluster) -> Path:
     return cluster.state_dir / "known_hosts"
 
 
-def vde_socket_path(cluster: Cluster) -> Path:
-    """vde_switch's control directory, which `-nic vde,sock=` joins."""
-    return cluster.state_dir / "vde.ctl"
+# libvdeplug (qemu's side of a VDE cable) cannot open a switch whose path holds a quote.
+VDE_UNSAFE = frozenset("\"'")
+
+
+def vde_socket_path(cluster: Cluster, environ: Mapping[str, str] = os.environ) -> Path:
+    """vde_switch's control directory, which `-nic vde,sock=` joins: in state_dir, or, where
+    state_dir's path holds what libvdeplug cannot open, in the user's runtime directory
+    under a name made from state_dir's."""
+    own = cluster.state_dir / "vde.ctl"
+    if not VDE_UNSAFE & set(str(own)):
+        return own
+    import hashlib
+
+    return runtime_dir(environ) / f"vde-{hashlib.sha256(str(cluster.state_dir).encode()).hexdigest()[:16]}.ctl"
+
+
+def runtime_dir(environ: Mapping[str, str] = os.environ) -> Path:
+    """The user's own directory for sockets: $XDG_RUNTIME_DIR/kubenet, else /tmp/kubenet-<uid>."""
+    if environ.get("XDG_RUNTIME_DIR"):
+        return Path(environ["XDG_RUNTIME_DIR"]) / "kubenet"
+    return Path(f"/tmp/kubenet-{os.getuid()}")
 
 
 CACHE_ENV = "KUBENET_CACHE"

@@ -14,16 +14,22 @@ from typing import Callable
 from . import errors
 from .cluster import VM, Cluster
 from .disk import create_disk, create_efivars
-from .fsutil import locked, private_dir, write_atomic
+from .fsutil import locked, write_atomic
 from .host import needs_efivars
 from .image import base_image
 from .parallel import for_each
 from .paths import vm_paths
 from .seed import read_templates, seed_files, write_seed_iso
+from .statedir import clean_temporaries, vm_dir
 from .sshkeys import ensure_host_key, login_key_path, read_login_key, write_ssh_files
 from .target import Target
 
 PARTS = ("disk", "seed", "ssh")
+# The VM's files that setup writes, always under the VM's lock.
+WRITTEN_UNDER_LOCK = frozenset({
+    "disk.img", "efivars.fd", "cidata.iso", "cidata.iso.sha256", "user-data", "meta-data", "network-config",
+    "ssh_host_ed25519_key", "ssh_host_ed25519_key.pub",
+})  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -47,8 +53,9 @@ def setup_vm(cluster: Cluster, target: Target, vm: VM, parts=PARTS, say: Callabl
     efivars = needs_efivars(cluster, host)
     if efivars and "disk" in parts and (host.firmware is None or host.firmware.vars_template is None):
         raise errors.HostError(host.firmware_error or "UEFI firmware has no variable store template")
-    private_dir(paths.dir, enforce=True)
+    vm_dir(cluster, vm)
     with locked(paths.lock):
+        clean_temporaries(paths.dir, WRITTEN_UNDER_LOCK)  # what a killed setup left
         if "disk" in parts:
             if create_disk(paths.disk, cluster.disk_size, base_image(cluster, host)):
                 say(f"{vm.name}: created {paths.disk} ({cluster.disk_size})")
@@ -59,6 +66,18 @@ def setup_vm(cluster: Cluster, target: Target, vm: VM, parts=PARTS, say: Callabl
         if "seed" in parts:
             write_seed(cluster, target, vm, inputs)
             say(f"{vm.name}: wrote {paths.seed}")
+
+
+def check_vm_files(cluster: Cluster, vm: VM) -> None:
+    """What the VM already has is kubenet's: its directory private and the user's, its host key a plain file."""
+    from .statedir import check_private
+    from .sshkeys import check_own_file
+
+    paths = vm_paths(cluster, vm)
+    if paths.dir.exists() or paths.dir.is_symlink():
+        check_private(paths.dir, f"{vm.name}'s directory")
+        for path in (paths.host_key, paths.host_key.with_name(paths.host_key.name + ".pub")):
+            check_own_file(path)
 
 
 def write_seed(cluster: Cluster, target: Target, vm: VM, inputs: SeedInputs) -> None:
@@ -147,6 +166,8 @@ def prepare_cluster(cluster: Cluster, target: Target, plan: dict[VM, list[str]],
     VMs are prepared in parallel, as their steps mostly wait for qemu-img and ssh-keygen.
     """
     inputs = read_seed_inputs(cluster)
+    for vm in plan:
+        check_vm_files(cluster, vm)
     if base_image(cluster, target.host) is not None and any("disk" in parts for parts in plan.values()):
         from .image import check_local_image
 

@@ -12,7 +12,7 @@ import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, TextIO
+from typing import BinaryIO, Callable
 
 from . import errors
 from .cluster import VM, Cluster
@@ -34,62 +34,86 @@ def existing_config(cluster: Cluster) -> Path:
     return config
 
 
-def ssh_one(cluster: Cluster, vm: VM) -> None:
-    """An interactive session: ssh replaces this process, and may ask for a key's passphrase."""
+def ssh_one(cluster: Cluster, vm: VM, command: str | None = None) -> None:
+    """An interactive session, or `command` run as `ssh host command` runs it, with its exit
+    status: ssh replaces this process, and may ask for a key's passphrase."""
     from .process import replace_process
 
-    replace_process(ssh_argv(existing_config(cluster), vm.name), SSH_HINT)
+    replace_process(ssh_argv(existing_config(cluster), vm.name, command or None), SSH_HINT)
 
 
 @dataclass(frozen=True)
 class RemoteResult:
     vm: str
     exit_code: int
+    lost_lines: int = 0  # output lines that could not be written: the run does not count as a success
+
+    @property
+    def succeeded(self) -> bool:
+        return self.exit_code == 0 and not self.lost_lines
 
 
 POLL_SECONDS = 0.05
 
 
-def run_everywhere(cluster: Cluster, vms: list[VM], command: str, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> list[RemoteResult]:
-    """Run `command` on every VM in parallel; each output line comes out as `<vm>: <line>`.
+def run_everywhere(
+    cluster: Cluster, vms: list[VM], command: str, stdin: bytes = b"", out: BinaryIO | None = None, err: BinaryIO | None = None
+) -> list[RemoteResult]:
+    """Run `command` on every VM in parallel; each output line comes out as `<vm>: <line>`,
+    its bytes as the VM sent them. The remote command reads `stdin` (none: it sees the end
+    of its input at once, so nothing waits for a keyboard that is not there).
 
     When our output is closed (`invoke exec -- ... | head -1`), every ssh is
-    stopped and BrokenPipeError is raised, as a single program's would be.
+    stopped and BrokenPipeError is raised, as a single program's would be; when
+    this process is interrupted or terminated, every ssh is stopped too.
     """
     from .process import start
 
+    out = out or sys.stdout.buffer
+    err = err or sys.stderr.buffer
     config = existing_config(cluster)
     lock = threading.Lock()
     closed = threading.Event()
     width = max(len(vm.name) for vm in vms)
+    lost = {vm.name: 0 for vm in vms}
 
-    def printer(vm: VM, stream: TextIO) -> Callable[[str], bool | None]:
+    def printer(vm: VM, stream: BinaryIO) -> Callable[[str], bool | None]:
+        prefix = f"{vm.name + ':':<{width + 1}} ".encode()
+
         def line(text: str) -> bool | None:
             try:
                 with lock:
-                    stream.write(f"{vm.name + ':':<{width + 1}} {text.rstrip(chr(10))}\n")
+                    stream.write(prefix + text.rstrip("\n").encode("utf-8", "surrogateescape") + b"\n")
                     stream.flush()
             except (BrokenPipeError, ValueError):  # ValueError: the stream was closed here
                 closed.set()
                 return True  # no more lines for this printer
+            except Exception:
+                lost[vm.name] += 1  # said in the summary; never a silent success
             return None
 
         return line
 
-    running = [(vm, start(ssh_argv(config, vm.name, command, batch=True), printer(vm, out), printer(vm, err))) for vm in vms]
-    while not closed.is_set() and any(process.alive() for _, process in running):
-        closed.wait(POLL_SECONDS)
+    running = []
+    try:
+        for vm in vms:
+            running.append((vm, start(ssh_argv(config, vm.name, command, batch=True), printer(vm, out), printer(vm, err), stdin)))
+        while not closed.is_set() and any(process.alive() for _, process in running):
+            closed.wait(POLL_SECONDS)
+    finally:
+        if closed.is_set() or sys.exc_info()[0] is not None:
+            for _, process in running:
+                process.terminate()  # the remote command gets SIGHUP as its connection closes
+            for _, process in running:
+                process.wait()
     if closed.is_set():
-        for _, process in running:
-            process.terminate()  # the remote command gets SIGHUP as its connection closes
-        for _, process in running:
-            process.wait()
         raise BrokenPipeError("output closed")
-    return [RemoteResult(vm.name, process.wait()) for vm, process in running]
+    return [RemoteResult(vm.name, process.wait(), lost[vm.name]) for vm, process in running]
 
 
 def exec_summary(results: list[RemoteResult]) -> str:
-    failed = [result for result in results if result.exit_code != 0]
+    failed = [result for result in results if not result.succeeded]
     return f"kubenet: exec: {len(results) - len(failed)} of {len(results)} VMs succeeded" + "".join(
-        f"; {result.vm} exited {result.exit_code}" for result in failed
+        f"; {result.vm} exited {result.exit_code}" + (f" and {result.lost_lines} lines of its output were lost" if result.lost_lines else "")
+        for result in failed
     )

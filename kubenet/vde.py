@@ -11,6 +11,7 @@ from .cluster import Cluster
 from .fsutil import locked, private_dir, private_umask
 from .process import kill, own_pid, run
 from .paths import vde_socket_path
+from .statedir import check_private, ensure_state
 
 
 def pid_file(cluster: Cluster) -> Path:
@@ -37,7 +38,11 @@ def switch_argv(cluster: Cluster) -> list[str]:
 
 def ensure_switch(cluster: Cluster, timeout: float = 5.0) -> int:
     """Start the cluster's switch unless it runs; VMs starting at once start it once."""
-    private_dir(cluster.state_dir)
+    ensure_state(cluster)
+    sockets = vde_socket_path(cluster).parent
+    if sockets != cluster.state_dir:
+        private_dir(sockets)
+        check_private(sockets, "kubenet's runtime directory")
     with locked(cluster.state_dir / "vde.lock"):
         pid = running_pid(cluster)
         if pid:

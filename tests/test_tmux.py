@@ -26,6 +26,8 @@ def write_cluster(directory: Path, roles: str, extra: str = "") -> Path:
     (directory / "vmlinuz").write_bytes(b"")
     (directory / "initrd.img").write_bytes(b"")
     state = directory / ".kubenet"
+    state.mkdir(mode=0o700, exist_ok=True)
+    (state / ".kubenet-state").write_text("made by the test, as setup would\n")  # the stubs write beside kubenet's files
     for line in run_invoke("ls", "--names", "--config", str(path), check=True).stdout.split():
         (state / line).mkdir(parents=True, exist_ok=True)
         (state / line / "disk.img").write_bytes(b"")

@@ -82,12 +82,12 @@ def test_host_keys_are_pinned_in_known_hosts_and_ssh_config(project):
     assert lines == [f"{vm.name} {kind} {blob}" for vm, (kind, blob) in zip(cluster.vms, publics)]
     config = ssh_config_path(cluster).read_text()
     assert (
-        "Host worker1\n"
+        "Host worker1 worker1.kubenet\n"
         "  HostName 127.0.0.1\n"
         "  Port 2202\n"
         "  User ubuntu\n"
-        f"  IdentityFile {project}/id_test\n"
-        f"  UserKnownHostsFile {project}/.kubenet/known_hosts\n"
+        f'  IdentityFile "{project}/id_test"\n'
+        f'  UserKnownHostsFile "{project}/.kubenet/known_hosts"\n'
         "  HostKeyAlias worker1\n"
         "  StrictHostKeyChecking yes\n"
         "  CheckHostIP no\n"
