@@ -213,9 +213,9 @@ def _launch_cluster(cluster: Cluster, vms: list[VM], target: Target, tmux: Tmux)
             forget_answers(cluster, vm)
             commands[vm.name] = pane_command(prepare_launch(cluster, vm, target))
         if panes:
-            tmux.run_groups(extend_groups(session, panes, commands))
+            tmux.run_groups(extend_groups(session, panes, commands), f"adding panes to tmux session {session}")
         else:
-            tmux.run_groups(session_groups(qemu_session(cluster, commands)))
+            tmux.run_groups(session_groups(qemu_session(cluster, commands)), f"opening tmux session {session}")
     failed = confirm_started(cluster, to_start, tmux, session) if to_start else {}
     return LaunchResult(session, [vm.name for vm in to_start if vm.name not in failed], running, attach_hint(tmux, cluster), failed)
 

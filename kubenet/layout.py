@@ -57,10 +57,19 @@ def window_capacity(layout: str = "tiled", columns: int = SESSION_COLUMNS, rows:
     return max(1, (columns // MIN_PANE_COLUMNS) * (rows // MIN_PANE_ROWS))
 
 
-def spill(name: str, layout: str, panes: list[PaneSpec], capacity: int | None = None) -> list[WindowSpec]:
-    """`name` holds as many panes as fit; the rest go to `name-2`, `name-3`, ..."""
-    groups = chunks(panes, capacity or window_capacity(layout))
-    return [WindowSpec(name if i == 0 else f"{name}-{i + 1}", layout, tuple(group)) for i, group in enumerate(groups)]
+def spill(name: str, layout: str, panes: list[PaneSpec], capacity: int | None = None, taken: set[str] | None = None) -> list[WindowSpec]:
+    """`name` holds as many panes as fit; the rest go to `name-2`, `name-3`, ...; a name in
+    `taken` (another window's) is never used twice: the next free number is."""
+    taken = set() if taken is None else taken
+    windows = []
+    for index, group in enumerate(chunks(panes, capacity or window_capacity(layout))):
+        candidate, number = (name if index == 0 else f"{name}-{index + 1}"), index + 1
+        while candidate in taken:
+            number += 1
+            candidate = f"{name}-{number}"
+        taken.add(candidate)
+        windows.append(WindowSpec(candidate, layout, tuple(group)))
+    return windows
 
 
 def is_ours(cluster: Cluster, owner: str | None) -> bool:
@@ -123,16 +132,21 @@ def ssh_command(ssh_config: Path, vm: str) -> tuple[str, ...]:
 
 
 def ssh_session(cluster: Cluster, ssh_config: Path) -> SessionSpec:
-    """A window per role (even-vertical), and `ssh-nodes` (tiled) with every VM of the counted roles."""
-    windows = []
+    """A window per role (even-vertical), and `ssh-nodes` (tiled) with every VM of the counted roles.
+
+    Window names are unique whatever the roles are called: a role named `node` has
+    `ssh-nodes`, and the window of all nodes is then `ssh-all-nodes`."""
+    windows: list[WindowSpec] = []
+    taken: set[str] = set()
     for role in cluster.roles:
         vms = cluster.vms_of_role(role.name)
         if vms:
             panes = [PaneSpec(vm.name, ssh_command(ssh_config, vm.name)) for vm in vms]
-            windows += spill(role_window_name(cluster, role.name), "even-vertical", panes)
+            windows += spill(role_window_name(cluster, role.name), "even-vertical", panes, taken=taken)
     nodes = [vm for role in cluster.roles if role.count is not None for vm in cluster.vms_of_role(role.name)]
     if nodes:
-        windows += spill(SSH_NODES_WINDOW, "tiled", [PaneSpec(vm.name, ssh_command(ssh_config, vm.name)) for vm in nodes])
+        name = SSH_NODES_WINDOW if SSH_NODES_WINDOW not in taken else "ssh-all-nodes"
+        windows += spill(name, "tiled", [PaneSpec(vm.name, ssh_command(ssh_config, vm.name)) for vm in nodes], taken=taken)
     names = [w.name for w in windows]
     attach = "ssh-controls" if "ssh-controls" in names else names[0]
     return SessionSpec(ssh_session_name(cluster), tuple(windows), attach_window=attach, owner=session_owner(cluster))

@@ -114,8 +114,12 @@ def reset_vm(cluster: Cluster, vm: VM, confirm: Callable[[str], bool]) -> list[P
         return []
     if not confirm(f"delete {vm.name}'s disk {paths.disk} and UEFI variables, losing all its data?"):
         raise errors.KubenetError("reset cancelled; nothing was deleted")
+    from .statedir import cluster_lock
+
     deleted = []
-    with locked(paths.lock):
+    with cluster_lock(cluster), locked(paths.lock):
+        if vm_state(cluster, vm).running:  # started while we asked
+            raise errors.KubenetError(f"{vm.name} started meanwhile; nothing was deleted", f"stop it first: `invoke stop --id {vm.id}`")
         for path in (paths.disk, paths.efivars):
             if path.exists():
                 path.unlink()

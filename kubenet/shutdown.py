@@ -23,6 +23,7 @@ from .parallel import for_each
 from .paths import vm_paths
 from .process import kill, pid_alive, wait_for_exit
 from .qmp import Monitor, QMPError
+from .statedir import cluster_lock
 from .target import Target
 from .vmstate import forget_answers, qemu_pid
 
@@ -83,7 +84,18 @@ def power_off(cluster: Cluster, vm: VM, timeout: float, stop: threading.Event | 
 
 def shut_down(cluster: Cluster, vms: list[VM], target: Target, timeout: float, cleanup: bool, say: Callable[[str], None]) -> None:
     """Power VMs off in parallel; with cleanup and every VM down, remove this cluster's
-    tmux sessions (never another's) and its VDE switch."""
+    tmux sessions (never another's) and its VDE switch. One command at a time changes
+    the cluster's processes: a `down` during an `up` waits for its launch, and a second
+    `down` finds the first one's work done."""
+    if not cluster.state_dir.exists():
+        for vm in vms:
+            say(f"kubenet: {vm.name}: not running")
+        return  # never set up: nothing runs, and nothing is to be made
+    with cluster_lock(cluster, say):
+        _shut_down(cluster, vms, target, timeout, cleanup, say)
+
+
+def _shut_down(cluster: Cluster, vms: list[VM], target: Target, timeout: float, cleanup: bool, say: Callable[[str], None]) -> None:
     stop = threading.Event()
 
     def stop_one(vm: VM) -> str:

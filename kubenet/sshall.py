@@ -11,6 +11,7 @@ from .layout import check_ours, ssh_session
 from .paths import ssh_config_path
 from .process import replace_process
 from .ssh import existing_config
+from .statedir import cluster_lock
 from .tmux import TMUX_HINT, Tmux, session_groups
 
 
@@ -22,20 +23,21 @@ def open_ssh_session(cluster: Cluster, attach: bool, say: Callable[[str], None])
     tmux = Tmux.from_environment()
     spec = ssh_session(cluster, ssh_config_path(cluster).absolute())
     window = None  # an existing session is attached as the user left it
-    owner = tmux.session_owner(spec.name)
-    check_ours(cluster, spec.name, owner)
-    if owner is None:
-        existing_config(cluster)
-        tmux.run_groups(session_groups(spec))
-        window = spec.attach_window
-        say(f"kubenet: opened tmux session {spec.name}")
-    tmux.bind_sync_key()
+    existing_config(cluster)
+    with cluster_lock(cluster, say):  # two at once: the second finds the first's session
+        owner = tmux.session_owner(spec.name)
+        check_ours(cluster, spec.name, owner)
+        if owner is None:
+            tmux.run_groups(session_groups(spec), f"opening tmux session {spec.name}")
+            window = spec.attach_window
+            say(f"kubenet: opened tmux session {spec.name}")
+        tmux.bind_sync_key()
     if not attach:
         return spec.name
-    inside = bool(os.environ.get("TMUX"))
-    command = tmux.attach_command(spec.name, window, inside)
-    if inside and tmux.socket is None:
-        tmux.run([command])  # switch-client returns at once
-    else:
-        replace_process(tmux.argv([command]), TMUX_HINT)
+    if tmux.serves():
+        tmux.run([tmux.attach_command(spec.name, window, inside_tmux=True)])  # switch-client returns at once
+        return spec.name
+    # from a terminal, or from a tmux session of another server: attach (nested, then)
+    os.environ.pop("TMUX", None)
+    replace_process(tmux.argv([tmux.attach_command(spec.name, window, inside_tmux=False)]), TMUX_HINT)
     return spec.name

@@ -16,6 +16,7 @@ import shlex
 from dataclasses import dataclass
 
 from .layout import SESSION_COLUMNS, SESSION_ROWS, PaneSpec, SessionSpec, WindowSpec, more_qemu_windows, window_capacity
+from . import errors
 from .process import absolute_program, run
 
 SOCKET_ENV = "KUBENET_TMUX_SOCKET"  # a socket path, for a private server (tests, CI)
@@ -46,36 +47,62 @@ class Pane:
 
 @dataclass(frozen=True)
 class Tmux:
-    socket: str | None = None
+    """The tmux server of the cluster's sessions: always named by its socket, so it is the
+    same server whichever shell or tmux session a command is typed in (inside tmux,
+    tmux would otherwise use the server of $TMUX)."""
+
+    socket: str | None = None  # $KUBENET_TMUX_SOCKET; None: the user's default server
     # root's server, as in the tutorial's `sudo tmux`, for qemus whose network needs root
     # (asroot.py). Its sudo never asks (-n): the command asked once, up front.
     sudo: bool = False
+    tmpdir: str = "/tmp"  # where tmux keeps default servers' sockets ($TMUX_TMPDIR)
 
     @classmethod
     def from_environment(cls, environ=os.environ, sudo: bool = False) -> "Tmux":
-        return cls(socket=environ.get(SOCKET_ENV) or None, sudo=sudo)
+        return cls(socket=environ.get(SOCKET_ENV) or None, sudo=sudo, tmpdir=environ.get("TMUX_TMPDIR") or "/tmp")
 
     @property
-    def server_socket(self) -> str | None:
-        """The server's socket when not tmux's default; root's server never shares the user's."""
-        return f"{self.socket}{ROOT_SOCKET_SUFFIX}" if self.socket and self.sudo else self.socket
+    def server_socket(self) -> str:
+        """The server's socket: $KUBENET_TMUX_SOCKET (root's beside it), else tmux's default one
+        of the user (or of root: sudo clears TMUX_TMPDIR)."""
+        if self.socket:
+            return f"{self.socket}{ROOT_SOCKET_SUFFIX}" if self.sudo else self.socket
+        if self.sudo:
+            return "/tmp/tmux-0/default"
+        return os.path.join(self.tmpdir, f"tmux-{os.getuid()}", "default")
+
+    @property
+    def is_default(self) -> bool:
+        return self.socket is None
 
     def argv(self, commands: list[list[str]], asking: bool = False) -> list[str]:
-        """The tmux command; `asking` (for the user to type) lets sudo ask for a password."""
-        tmux = ["tmux", *(["-S", self.server_socket] if self.server_socket else []), *join(commands)]
+        """The tmux command; `asking` (for the user to type, so shown as plainly as it works)
+        lets sudo ask for a password, and leaves out the user's own default socket."""
+        where = [] if asking and self.is_default else ["-S", self.server_socket]
+        tmux = ["tmux", *where, *join(commands)]
         return ["sudo", *([] if asking else ["-n"]), *absolute_program(tmux)] if self.sudo else tmux
 
-    def run(self, commands: list[list[str]]) -> str:
-        return run(self.argv(commands), missing_hint=TMUX_HINT).stdout
+    def run(self, commands: list[list[str]], doing: str | None = None) -> str:
+        """Run a command sequence; a failure says what kubenet was `doing` and what tmux said,
+        in one line (not the whole batched command)."""
+        if self.is_default and not self.sudo:
+            # tmux makes its directory for a default server, not for one named with -S
+            os.makedirs(os.path.dirname(self.server_socket), mode=0o700, exist_ok=True)
+        done = run(self.argv(commands), check=False, missing_hint=TMUX_HINT)
+        if done.code != 0:
+            said = (done.stderr.strip() or done.stdout.strip() or f"exit code {done.code}").splitlines()[-1]
+            raise errors.LaunchError(f"tmux failed {doing or 'running ' + commands[0][0]} (server {self.server_socket}): {said}")
+        return done.stdout
 
-    def run_groups(self, groups: list["Group"]) -> None:
+    def run_groups(self, groups: list["Group"], doing: str) -> None:
         for batch in batches(groups):
-            self.run(batch)
+            self.run(batch, doing)
 
     def server_has(self, session: str) -> bool:
         """Whether `session` may exist, judged without starting a process: no server socket, no session."""
-        socket = self.server_socket or (None if self.sudo else _default_socket())  # root's default socket is not ours to see
-        return socket is None or os.path.exists(socket)
+        if self.sudo and self.is_default:
+            return True  # root's default socket is not ours to see: ask
+        return os.path.exists(self.server_socket)
 
     def panes(self, session: str) -> list[Pane]:
         """The session's panes; none when the session (or the server) does not exist."""
@@ -101,6 +128,11 @@ class Tmux:
     def kill_session(self, name: str) -> None:
         self.run([["kill-session", "-t", f"={name}"]])
 
+    def serves(self, environ=os.environ) -> bool:
+        """Whether this is the server of the tmux session we are typed in ($TMUX)."""
+        inside = environ.get("TMUX", "").split(",")[0]
+        return bool(inside) and os.path.realpath(inside) == os.path.realpath(self.server_socket)
+
     def attach_command(self, session: str, window: str | None, inside_tmux: bool) -> list[str]:
         """`attach`, or `switch-client` from inside tmux, where attach would nest."""
         target = f"={session}:{window}" if window else f"={session}"
@@ -112,14 +144,6 @@ class Tmux:
         mine = [line for line in bound.splitlines() if f" {SYNC_KEY} " in line]
         if not mine or any(SESSION_OPTION in line for line in mine):
             self.run(sync_key_commands())
-
-
-def _default_socket() -> str | None:
-    """Where tmux puts the default server's socket, or None when we cannot tell."""
-    if os.environ.get("TMUX"):
-        return os.environ["TMUX"].split(",")[0]
-    base = os.environ.get("TMUX_TMPDIR") or "/tmp"
-    return os.path.join(base, f"tmux-{os.getuid()}", "default") if hasattr(os, "getuid") else None
 
 
 def last_words(text: str, count: int = 3) -> str:

@@ -218,6 +218,10 @@ def test_attach_or_switch():
     tmux = Tmux(socket="/tmp/s")
     assert tmux.argv([tmux.attach_command("kt-ssh", "ssh-controls", inside_tmux=False)]) == ["tmux", "-S", "/tmp/s", "attach-session", "-t", "=kt-ssh:ssh-controls"]
     assert tmux.attach_command("kt-ssh", None, inside_tmux=True) == ["switch-client", "-t", "=kt-ssh"]
+    # the user's default server is always named, whatever $TMUX says; shown plainly to be typed
+    mine = Tmux(tmpdir="/run/t")
+    assert mine.argv([["list-sessions"]]) == ["tmux", "-S", f"/run/t/tmux-{os.getuid()}/default", "list-sessions"]
+    assert mine.argv([["attach-session", "-t", "=kt-qemu"]], asking=True) == ["tmux", "attach-session", "-t", "=kt-qemu"]
     sudo = Tmux(sudo=True)
     tmux_path = shutil.which("tmux")  # root's PATH may not have it
     assert sudo.argv([sudo.attach_command("kt-qemu", None, inside_tmux=False)], asking=True)[:3] == ["sudo", tmux_path, "attach-session"]
@@ -226,7 +230,7 @@ def test_attach_or_switch():
 def test_roots_server_is_asked_without_a_password_prompt_and_never_shares_the_users_socket():
     # the command asked sudo once up front (asroot.authorize); later calls must not ask again
     tmux_path = shutil.which("tmux")
-    assert Tmux(sudo=True).argv([["list-sessions"]]) == ["sudo", "-n", tmux_path, "list-sessions"]
+    assert Tmux(sudo=True).argv([["list-sessions"]]) == ["sudo", "-n", tmux_path, "-S", "/tmp/tmux-0/default", "list-sessions"]
     assert Tmux(socket="/tmp/s", sudo=True).argv([["list-sessions"]]) == ["sudo", "-n", tmux_path, "-S", "/tmp/s.root", "list-sessions"]
     assert Tmux(socket="/tmp/s").argv([["list-sessions"]]) == ["tmux", "-S", "/tmp/s", "list-sessions"]
 
@@ -267,3 +271,16 @@ def test_a_pane_runs_its_program_under_a_private_umask_one_quoted_line_if_tmux_w
     private = 'umask 077 && exec "$0" "$@"'
     assert pane_command(["qemu-system-x86_64", "-m", "2G"]) == ("sh", "-c", private, "qemu-system-x86_64", "-m", "2G")
     assert pane_command(["qemu", "-append", "init=/bin/sh;"]) == ("sh", "-c", "umask 077 && exec qemu -append 'init=/bin/sh;'")
+
+
+def test_window_names_are_unique_whatever_the_roles_are_called():
+    cluster = build_cluster(
+        {"roles": [{"name": "node", "count": 2}, {"name": "workers"}, {"name": "worker", "count": 1}]}, Path("/x/cluster.yaml")
+    )
+    spec = ssh_session(cluster, Path("/x/.kubenet/ssh_config"))
+    assert [(w.name, [p.vm for p in w.panes]) for w in spec.windows] == [
+        ("ssh-nodes", ["node0", "node1"]),
+        ("ssh-workers", ["workers"]),
+        ("ssh-workers-2", ["worker0"]),
+        ("ssh-all-nodes", ["node0", "node1", "worker0"]),
+    ]

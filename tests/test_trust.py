@@ -527,6 +527,7 @@ def test_a_failing_tmux_shows_its_own_reason_not_an_install_hint(short_dir):
     try:
         line = one_line_error(run_invoke("up", "--no-wait", "--config", str(config), env=env))
         assert "File name too long" in line and "install" not in line
+        assert "tmux failed opening tmux session kt-qemu" in line and "new-session" not in line  # what it did, not the batch
     finally:
         stop_vde_switch(short_dir / ".kubenet")
 
