@@ -6,6 +6,28 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 INVOKE := $(BIN)/invoke
 
+# The cluster file's path comes to make as text it would expand ($(...) runs a command)
+# and split (at spaces): anything but plain characters is refused, as the paths inside
+# the file are, before it is used anywhere.
+HASH := \#
+OPEN := (
+CLOSE := )
+empty :=
+SPACE := $(empty) $(empty)
+TAB := $(empty)	$(empty)
+CONFIG_TEXT := $(if $(filter command line,$(origin CONFIG)),$(value CONFIG),$(value KUBENET_CONFIG))
+UNSAFE := $$ $(HASH) % : ; ' " \ $(OPEN) $(CLOSE) ` * ? [ ] { } | & < > = ! ^
+CONFIG_UNSAFE := $(strip $(foreach c,$(UNSAFE),$(if $(findstring $(c),$(CONFIG_TEXT)),'$(c)')) \
+  $(if $(findstring $(SPACE),$(CONFIG_TEXT)),' ') $(if $(findstring $(TAB),$(CONFIG_TEXT)),'\t'))
+
+ifneq ($(CONFIG_UNSAFE),)
+unexport CONFIG KUBENET_CONFIG  # make would expand them into the recipe's environment
+REFUSAL := kubenet: error: the cluster file's path (CONFIG or KUBENET_CONFIG) has characters that make cannot take in a file name: $(CONFIG_UNSAFE) (hint: use a path of letters, digits and / . _ - + , @ ~, or run the invoke tasks without make)
+$(or $(MAKECMDGOALS),help): export KUBENET_REFUSAL := $(REFUSAL)
+$(or $(MAKECMDGOALS),help):
+	@printf '%s\n' "$$KUBENET_REFUSAL" >&2; exit 1
+else
+
 # The cluster file; per-VM rules come from it through `invoke makevars`.
 CONFIG ?= $(or $(KUBENET_CONFIG),cluster.yaml)
 CLUSTER_MK := $(dir $(CONFIG)).$(basename $(notdir $(CONFIG))).mk
@@ -115,3 +137,5 @@ setup: $(DISKS) $(EFIVARS) $(SEEDS) $(KUBENET_STATE)/known_hosts $(KUBENET_STATE
 
 up: setup ## prepare what is missing, launch every VM in tmux session <cluster>-qemu and wait until they are ready
 	@$(INVOKE) up --config $(CONFIG)
+
+endif

@@ -166,14 +166,18 @@ def pick_vm(cluster: Cluster, vm_id: str | int | None, name: str | None) -> VM:
     if name:
         vm = cluster.vm_by_name(name)
         if vm is None:
+            from .config import shown
+
             raise errors.UnknownVMError(
-                f"no VM named {name!r} in {cluster.source}; names are {', '.join(v.name for v in cluster.vms)}"
+                f"no VM named {shown(name)} in {cluster.source}; names are {', '.join(v.name for v in cluster.vms)}"
             )
         return vm
     text = str(vm_id).strip()
-    vm = cluster.vm_by_id(int(text)) if text.isascii() and text.isdigit() else None
+    vm = cluster.vm_by_id(int(text)) if text.isascii() and text.isdigit() and len(text) <= 6 else None
     if vm is None:
-        raise errors.UnknownVMError(f"no VM with id {text!r} in {cluster.source}; ids are 0-{last}")
+        from .config import shown
+
+        raise errors.UnknownVMError(f"no VM with id {shown(text)} in {cluster.source}; ids are 0-{last}")
     return vm
 
 
