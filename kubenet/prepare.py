@@ -44,6 +44,22 @@ def read_seed_inputs(cluster: Cluster) -> SeedInputs:
     return SeedInputs(read_templates(cluster), read_login_key(login_key_path(cluster)))
 
 
+def check_user_data(cluster: Cluster, target: Target, inputs: SeedInputs) -> None:
+    """Each role's user-data as cloud-init's own schema judges it, before any seed is written."""
+    from .cloudconfig import check_with_cloud_init
+    from .paths import cache_dir
+    from .seed import user_data
+    from .sshkeys import HostKey
+
+    placeholder = HostKey("-----BEGIN OPENSSH PRIVATE KEY-----\n-----END OPENSSH PRIVATE KEY-----\n", "ssh-ed25519 AAAA")
+    texts = {}
+    for role in cluster.roles:
+        members = cluster.vms_of_role(role.name)
+        if members:
+            texts[role.name] = user_data(cluster, members[0], target.mode, inputs.templates, inputs.login_key, placeholder)
+    check_with_cloud_init(texts, cache_dir() / "cloud-config-valid")
+
+
 def setup_vm(cluster: Cluster, target: Target, vm: VM, parts=PARTS, say: Callable[[str], None] = print, inputs: SeedInputs | None = None) -> None:
     """Make what the VM lacks. Everything is checked first: a bad template, key or firmware
     stops setup before its first write, so a failed setup leaves no half-made VM."""
@@ -170,6 +186,8 @@ def prepare_cluster(cluster: Cluster, target: Target, plan: dict[VM, list[str]],
     VMs are prepared in parallel, as their steps mostly wait for qemu-img and ssh-keygen.
     """
     inputs = read_seed_inputs(cluster)
+    if any("seed" in parts for parts in plan.values()):
+        check_user_data(cluster, target, inputs)
     for vm in plan:
         check_vm_files(cluster, vm)
     if base_image(cluster, target.host) is not None and any("disk" in parts for parts in plan.values()):

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from . import errors
 from .cluster import VM, Cluster, NetworkMode
+from .cloudconfig import check_known_keys, check_types, known_keys
 from .fsutil import atomic_output, sha256_of, write_atomic
 from .network import hosts_lines, user_nic_mac
 from .sshkeys import HostKey
@@ -46,6 +47,7 @@ def read_templates(cluster: Cluster, directory: Path | None = None) -> dict[str,
     """Parsed templates by name: 'common' and each role that has a file."""
     import yaml
 
+    known = known_keys()
     parsed = {}
     for path in template_paths(cluster, directory):
         try:
@@ -56,6 +58,8 @@ def read_templates(cluster: Cluster, directory: Path | None = None) -> dict[str,
             raise errors.SetupError(f"{path}: not valid YAML: {error}".replace("\n", " ")) from None
         if not isinstance(data, dict):
             raise errors.SetupError(f"{path}: expected a mapping of cloud-config keys")
+        check_types(path, data)
+        check_known_keys(path, data, known)
         parsed[path.stem] = data
     return parsed
 

@@ -55,6 +55,12 @@ def read_login_key(path: Path) -> str:
         raise errors.SetupError(f"{path} is not an SSH public key: not UTF-8 text", "give the .pub file, not the private key") from None
     if not text.startswith(("ssh-", "ecdsa-", "sk-")) or "\n" in text:
         raise errors.SetupError(f"{path} is not an SSH public key (one line, `ssh-ed25519 AAAA...`)")
+    from .process import run
+
+    done = run(["ssh-keygen", "-l", "-f", str(path)], check=False, missing_hint="install OpenSSH (`apt install openssh-client`)")
+    if done.code != 0:
+        said = (done.stderr.strip() or "it cannot be read").splitlines()[-1]
+        raise errors.SetupError(f"{path} is not an SSH public key that ssh-keygen can read: {said}", "give the .pub file that `ssh-keygen` made")
     return text
 
 

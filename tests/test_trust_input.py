@@ -68,3 +68,50 @@ def test_make_refuses_a_cluster_file_path_it_would_run_or_split(project, how, na
         f"{shown} (hint: use a path of letters, digits and / . _ - + , @ ~, or run the invoke tasks without make)"
     ], done.stderr
     assert not list(project.rglob("disk.img"))
+
+
+# ---- 22. a login key that is not one, templates cloud-init would reject -----------------------
+
+
+def test_a_login_key_that_does_not_parse_is_refused_before_anything_is_written(project):
+    (project / "id_test.pub").write_text("ssh-ed25519 !!!not-a-key!!!\n")
+    line = one_line_error(run_invoke("vmsetup", "--config", str(project / "cluster.yaml")))
+    assert f"{project / 'id_test.pub'} is not an SSH public key that ssh-keygen can read" in line
+    assert not list(project.rglob("cidata.iso"))
+
+
+@pytest.mark.parametrize(
+    "template, expected",
+    [
+        ("packages: 5\n", "node.yaml: packages: expected a list, got int (5)"),
+        ('runcmd: "echo hi"\n', "node.yaml: runcmd: expected a list, got a string ('echo hi')"),
+        ("write_files:\n  - content: x\n", "node.yaml: write_files[0]: has no `path`"),
+        ("packages: [curl, {name: jq}]\n", "node.yaml: packages[1]: expected a string or a list, got a mapping"),
+    ],
+)
+def test_templates_whose_merged_keys_have_the_wrong_type_are_refused(project, template, expected):
+    (project / "tpl").mkdir()
+    (project / "tpl" / "node.yaml").write_text(template)
+    config = project / "cluster.yaml"
+    config.write_text(config.read_text() + "templates: tpl\n")
+    line = one_line_error(run_invoke("vmsetup", "--config", str(config)))
+    assert expected in line
+    assert not list(project.rglob("cidata.iso"))
+
+
+@pytest.mark.skipif(not Path("/usr/lib/python3/dist-packages/cloudinit").is_dir(), reason="needs cloud-init installed")
+@pytest.mark.parametrize(
+    "template, expected",
+    [
+        ("pakages: [curl]\n", "node.yaml: 'pakages' is not a cloud-config key cloud-init knows (hint: did you mean 'packages'?)"),
+        ("ntp: {enabled: maybe}\n", "the user-data of role node is not valid cloud-config (cloud-init schema): ntp.enabled: 'maybe' is not of type 'boolean'"),
+    ],
+)
+def test_templates_cloud_init_would_reject_are_refused_by_its_own_schema(project, template, expected, tmp_path):
+    (project / "tpl").mkdir()
+    (project / "tpl" / "node.yaml").write_text(template)
+    config = project / "cluster.yaml"
+    config.write_text(config.read_text() + "templates: tpl\n")
+    line = one_line_error(run_invoke("vmsetup", "--config", str(config), env={"KUBENET_CACHE": str(tmp_path / "cache")}))
+    assert expected in line
+    assert not list(project.rglob("cidata.iso"))
