@@ -15,6 +15,7 @@ NAME_HELP = "VM name, e.g. worker1 (instead of --id)"
 WAIT_HELP = "seconds to wait for every VM to be ready (default: 600)"
 READY_HELP = "what ready means: ssh (SSH logs in) or cloud-init (and cloud-init has finished); default: ready in cluster.yaml, else cloud-init"
 STOP_HELP = "seconds the whole shutdown may take: power button, then quit, then kill (default: 60)"
+ACCEL_HELP = "accelerator: hvf, kvm or tcg (default: $KUBENET_ACCEL, then accel in cluster.yaml, then the one the VMs last ran with, then the best this host offers)"
 WAIT_SECONDS, STOP_SECONDS = 600.0, 60.0
 
 
@@ -42,7 +43,7 @@ QEMU_HELP = {
     "id": ID_HELP,
     "name": NAME_HELP,
     "config": CONFIG_HELP,
-    "accel": "accelerator: hvf, kvm or tcg (default: $KUBENET_ACCEL, then accel in cluster.yaml, then the best this host offers)",
+    "accel": ACCEL_HELP,
     "managed": "add the options `up` adds: QMP socket, pid file, console log",
 }
 
@@ -142,31 +143,38 @@ def makevars(c, config=None, output=None):
         write_atomic(Path(output), text.encode(), 0o644)
 
 
-def start_vms(config, pick, timeout, wait, ready) -> None:
+def start_vms(config, pick, timeout, wait, ready, accel) -> None:
     """What `up` and `start` share: launch the chosen VMs, then wait until they are ready."""
     from kubenet.launch import up_and_wait
     from kubenet.target import resolve_target
 
     cluster = cli.open_cluster(config)
     seconds = cli.parse_timeout(timeout, WAIT_SECONDS)
-    up_and_wait(cluster, pick(cluster), resolve_target(cluster), seconds if wait else None, cli.say, cli.parse_ready(ready))
+    target = resolve_target(cluster, accel_option=accel)
+    up_and_wait(cluster, pick(cluster), target, seconds if wait else None, cli.say, cli.parse_ready(ready))
 
 
-START_HELP = {"config": CONFIG_HELP, "timeout": WAIT_HELP, "wait": "wait until every VM is ready (--no-wait to return at once)", "ready": READY_HELP}
+START_HELP = {
+    "config": CONFIG_HELP,
+    "timeout": WAIT_HELP,
+    "wait": "wait until every VM is ready (--no-wait to return at once)",
+    "ready": READY_HELP,
+    "accel": ACCEL_HELP,
+}
 
 
 @task(iterable=["id"], help={**START_HELP, "id": "start only this VM (repeatable; default: every VM)"})
 @user_errors
-def up(c, config=None, id=None, timeout=None, wait=True, ready=None):
+def up(c, config=None, id=None, timeout=None, wait=True, ready=None, accel=None):
     """Launch the cluster in the detached tmux session <cluster>-qemu, then wait until it is ready."""
-    start_vms(config, lambda cluster: cli.pick_vms(cluster, id), timeout, wait, ready)
+    start_vms(config, lambda cluster: cli.pick_vms(cluster, id), timeout, wait, ready, accel)
 
 
 @task(help={**START_HELP, "id": ID_HELP, "name": NAME_HELP})
 @user_errors
-def start(c, id=None, name=None, config=None, timeout=None, wait=True, ready=None):
+def start(c, id=None, name=None, config=None, timeout=None, wait=True, ready=None, accel=None):
     """Start one VM in its pane of the qemu session (made if needed), then wait until it is ready."""
-    start_vms(config, lambda cluster: [cli.pick_vm(cluster, id, name)], timeout, wait, ready)
+    start_vms(config, lambda cluster: [cli.pick_vm(cluster, id, name)], timeout, wait, ready, accel)
 
 
 def stop_vms(config, pick, timeout, cleanup: bool) -> None:

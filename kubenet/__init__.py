@@ -21,6 +21,7 @@ Preparing VMs (`make setup`, `invoke vmsetup`)
   image         the base image: download, verify, content-addressed cache
   disk          qcow2 overlays and UEFI variable stores; whether a disk is in use
   seed          cloud-init seed files * and the `cidata` ISO
+  cloudconfig   check templates and user-data as cloud-init would, before a seed is written
   sshkeys       host keys, known_hosts and ssh_config
   prepare       put those together for each VM, checking every input first
   makevars      the cluster as Make variables for the Makefile

@@ -24,7 +24,7 @@ from .process import absolute_program, replace_process
 from .qemu import Management, qemu_argv, run_as_options
 from .qmp import greets
 from .statedir import cluster_lock, vm_dir
-from .target import Target
+from .target import Target, remember_accel
 from .tmux import Tmux, extend_groups, pane_command, session_groups
 from .vmstate import forget_answers, is_running
 
@@ -216,6 +216,8 @@ def _launch_cluster(cluster: Cluster, vms: list[VM], target: Target, tmux: Tmux)
             tmux.run_groups(extend_groups(session, panes, commands), f"adding panes to tmux session {session}")
         else:
             tmux.run_groups(session_groups(qemu_session(cluster, commands)), f"opening tmux session {session}")
+    if to_start:
+        remember_accel(cluster, target.accel)
     failed = confirm_started(cluster, to_start, tmux, session) if to_start else {}
     return LaunchResult(session, [vm.name for vm in to_start if vm.name not in failed], running, attach_hint(tmux, cluster), failed)
 

@@ -24,9 +24,16 @@ from .cluster import VM, Cluster, NetworkMode, ReadyWhen
 from .network import SshEndpoint, ssh_endpoint
 from .parallel import for_each
 from .paths import ssh_config_path, vm_paths
-from .vmstate import answered_before, cloud_init_done_before, qemu_pid, remember_answer, remember_cloud_init_done, vm_state
+from .vmstate import answered_before, cloud_init_done_before, qemu_pid, remember_answer, remember_cloud_init_done, run_state, vm_state
 
 POLL_SECONDS = 0.1
+STATE_POLL_SECONDS = 1.0  # how often qemu is asked whether its guest still runs
+# What qemu's run state says when the guest will never answer, and what usually helps.
+HALTED = {
+    "internal-error": "qemu stopped the guest: internal-error (an accelerator that opens but cannot run guests does this; try --accel tcg)",
+    "guest-panicked": "the guest's kernel panicked (see its console log)",
+    "io-error": "qemu stopped the guest: io-error (its disk could not be written: is the file system full?)",
+}
 CLOUD_INIT_POLL_SECONDS = 2.0
 CLOUD_INIT_FINISHED = {"done": "done", "disabled": "disabled"}
 # What `cloud-init status --long` prints that is not news: the rest says why it failed.
@@ -90,11 +97,17 @@ def wait_for_ssh(
 ) -> Readiness:
     endpoint = ssh_endpoint(cluster.network, mode, vm)
     reason = "no SSH banner yet"
+    asked = 0.0
     while time.monotonic() < deadline:
         pid = qemu_pid(cluster, vm)  # None for a qemu kubenet did not start (`invoke vm`): seen by its disk lock
         if pid is None and time.monotonic() - started > 2 and not vm_state(cluster, vm).running:
             words = why_stopped(vm.name)
             return Readiness(vm.name, False, time.monotonic() - started, "qemu is not running" + (f"; it said: {words}" if words else ""))
+        if pid is not None and time.monotonic() - asked >= STATE_POLL_SECONDS:
+            asked = time.monotonic()
+            said = run_state(cluster, vm)
+            if said in HALTED:
+                return Readiness(vm.name, False, time.monotonic() - started, HALTED[said])
         if ssh_banner(endpoint):
             # This qemu's guest let us log in before, and its sshd still answers: no new login needed.
             if pid is not None and answered_before(cluster, vm, pid):

@@ -32,7 +32,7 @@ CLUSTER_LOCK = "launch.lock"
 
 # What kubenet itself makes: in state_dir, and in each VM's directory there.
 OWN_FILES = frozenset({
-    MARK, CLUSTER_LOCK, "known_hosts", "ssh_config", "vde.pid", "vde.ctl", "vde.lock", "vde.mgmt", ".ssh.lock",
+    MARK, CLUSTER_LOCK, "known_hosts", "ssh_config", "vde.pid", "vde.ctl", "vde.lock", "vde.mgmt", ".ssh.lock", "accel",
 })  # fmt: skip
 OWN_VM_FILES = frozenset({
     "disk.img", "efivars.fd", "cidata.iso", "cidata.iso.sha256", "user-data", "meta-data", "network-config",

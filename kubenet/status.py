@@ -1,13 +1,34 @@
-"""What `invoke ls` shows: a row per VM (is it running, under which pid, does it answer),
-and the notes below the table.
+"""What `invoke ls` shows: a row per VM (is it running, under which pid, does it answer
+SSH now, what its qemu says it is doing), and the notes below the table.
 
-Listing needs the network mode (for SSH endpoints), not the accelerator, so no
-qemu is asked; tmux only when the session's server exists.
+Everything in a row is true when `ls` runs: the running VMs are asked at once, in
+parallel and briefly (an SSH banner, QMP's run state), rather than read from what
+an earlier command remembered. Listing needs the network mode (for SSH endpoints),
+not the accelerator, so no qemu is asked; tmux only when the session's server exists.
 """
 
 from __future__ import annotations
 
-from .cluster import Cluster, NetworkMode
+from dataclasses import dataclass
+
+from .cluster import VM, Cluster, NetworkMode
+
+ASK_SECONDS = 0.5  # how long one VM may take to answer `ls`; the VMs are asked in parallel
+
+
+@dataclass(frozen=True)
+class Exit:
+    """How a VM's qemu ended, as its dead pane tells: its status and last words."""
+
+    status: int | None
+    words: str
+
+    @property
+    def clean(self) -> bool:
+        return self.status == 0  # the guest powered off, or qemu was told to quit
+
+    def __str__(self) -> str:
+        return "powered off" if self.clean else f"its qemu exited: {self.words}"
 
 
 def listing(cluster: Cluster) -> list[dict]:
@@ -20,28 +41,43 @@ def listing(cluster: Cluster) -> list[dict]:
     host = probe_host(firmware_needed=False)
     mode = resolve_mode(cluster.network, host)
     # root's session (a network that needs root) is not read: listing never asks for root
-    exits = {} if needs_root(mode, host) else Tmux.from_environment().last_words(qemu_session_name(cluster))
-    return vm_rows(cluster, mode, exits)
+    exits = {} if needs_root(mode, host) else Tmux.from_environment().exits(qemu_session_name(cluster))
+    return vm_rows(cluster, mode, {vm: Exit(*exit) for vm, exit in exits.items()})
 
 
 def listing_notes(cluster: Cluster, rows: list[dict]) -> list[str]:
-    """What `invoke ls` adds on stderr below its table."""
-    from .layout import qemu_session_name, ssh_session_name
+    """What `invoke ls` adds on stderr below its table: how stopped VMs ended, and where they run."""
+    from .layout import is_ours, qemu_session_name, ssh_session_name
+    from .tmux import Tmux
 
-    notes = [f"kubenet: {row['name']}: its qemu exited: {row['exited']}" for row in rows if row["exited"]]
-    running = sum(row["state"] == "running" for row in rows)
-    sessions = f"{qemu_session_name(cluster)} (VMs), {ssh_session_name(cluster)} (ssh-all)"
-    return [*notes, f"kubenet: {running} of {len(rows)} VMs running; tmux sessions: {sessions}"]
+    notes = [f"kubenet: {row['name']}: {row['exited']}" for row in rows if row["exited"]]
+    running = sum(row["state"] != "stopped" for row in rows)
+    tmux = Tmux.from_environment()
+    sessions = [
+        f"{name} ({what})"
+        for name, what in ((qemu_session_name(cluster), "VMs"), (ssh_session_name(cluster), "ssh-all"))
+        if tmux.server_has(name) and (owner := tmux.session_owner(name)) is not None and is_ours(cluster, owner)
+    ]  # only sessions that exist and are this cluster's
+    where = f"; tmux sessions: {', '.join(sessions)}" if sessions else ""
+    return [*notes, f"kubenet: {running} of {len(rows)} VMs running{where}"]
 
 
-def vm_rows(cluster: Cluster, mode: NetworkMode, exits: dict[str, str] | None = None) -> list[dict]:
-    """A row per VM; `exits` holds the last words of qemus whose pane has died."""
+def vm_rows(cluster: Cluster, mode: NetworkMode, exits: dict[str, Exit] | None = None) -> list[dict]:
+    """A row per VM; `exits` says how the qemus whose pane has died ended."""
     from .network import ssh_endpoint
+    from .parallel import for_each
     from .vmstate import vm_state
 
     states = {vm.name: vm_state(cluster, vm) for vm in cluster.vms}
-    return [
-        {
+    answers = dict(zip(
+        [vm.name for vm in cluster.vms],
+        for_each(cluster.vms, lambda vm: ask(cluster, mode, vm) if states[vm.name].running else (None, False)),
+    ))  # fmt: skip
+    rows = []
+    for vm in cluster.vms:
+        state, (run_state, ready) = states[vm.name], answers[vm.name]
+        exited = None if state.running else (exits or {}).get(vm.name)
+        rows.append({
             "id": vm.id,
             "name": vm.name,
             "role": vm.role,
@@ -50,10 +86,21 @@ def vm_rows(cluster: Cluster, mode: NetworkMode, exits: dict[str, str] | None = 
             "mac": vm.mac,
             "ip": str(vm.ip),
             "ssh": str(ssh_endpoint(cluster.network, mode, vm)),
-            "state": "running" if states[vm.name].running else "stopped",
-            "pid": states[vm.name].pid,
-            "ready": states[vm.name].ready,
-            "exited": None if states[vm.name].running else (exits or {}).get(vm.name),
-        }
-        for vm in cluster.vms
-    ]
+            "state": (run_state if run_state not in (None, "running") else "running") if state.running else "stopped",
+            "pid": state.pid,
+            "ready": ready,
+            "exited": None if exited is None else str(exited),
+        })  # fmt: skip
+    return rows
+
+
+def ask(cluster: Cluster, mode: NetworkMode, vm: VM) -> tuple[str | None, bool]:
+    """A running VM's state now: what its qemu says it is doing (None: it did not say), and
+    whether its guest's SSH server answers."""
+    from .network import ssh_endpoint
+    from .readiness import ssh_banner
+    from .qmp import run_state
+    from .paths import vm_paths
+
+    said = run_state(vm_paths(cluster, vm).qmp, ASK_SECONDS)
+    return said, said in (None, "running") and ssh_banner(ssh_endpoint(cluster.network, mode, vm), ASK_SECONDS)

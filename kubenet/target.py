@@ -19,6 +19,7 @@ from .host import Host, host_profile
 from .network import needs_root, resolve_mode
 
 ACCEL_ENV = "KUBENET_ACCEL"
+ACCEL_FILE = "accel"  # in state_dir
 
 
 @dataclass(frozen=True)
@@ -30,12 +31,16 @@ class Target:
     run_as: str | None = None  # then: the user it runs as once its network is open (the one who runs kubenet)
 
 
-def choose_accel(offered: Callable[[], Accel], configured: Accel | None, environ: Mapping[str, str], option: str | None = None) -> Accel:
-    """The first that is set of --accel, $KUBENET_ACCEL and cluster.yaml's accel; else what the host offers."""
+def choose_accel(
+    offered: Callable[[], Accel], configured: Accel | None, environ: Mapping[str, str], option: str | None = None, remembered: str | None = None
+) -> Accel:
+    """The first that is set of --accel, $KUBENET_ACCEL, cluster.yaml's accel and the one the
+    cluster's VMs were last started with; else what the host offers."""
     sources = (
         ("--accel", option, "leave out --accel to let kubenet choose"),
         (ACCEL_ENV, environ.get(ACCEL_ENV), f"unset {ACCEL_ENV} to let kubenet choose"),
         ("accel", configured, "remove accel from cluster.yaml to let kubenet choose"),
+        ("the remembered accelerator", remembered if remembered in Accel.values() else None, ""),
     )
     for source, value, hint in sources:
         if value:
@@ -43,6 +48,22 @@ def choose_accel(offered: Callable[[], Accel], configured: Accel | None, environ
                 raise errors.HostError(f"{source} {value!r} is not an accelerator; allowed: {', '.join(Accel.values())}", hint)
             return Accel(value)
     return offered()
+
+
+def remembered_accel(cluster: Cluster) -> str | None:
+    """The accelerator the cluster's VMs were last started with on this machine: a VM started
+    under tcg from one shell is not restarted under kvm from another unless asked."""
+    try:
+        return (cluster.state_dir / ACCEL_FILE).read_text().strip()
+    except (OSError, UnicodeError):
+        return None
+
+
+def remember_accel(cluster: Cluster, accel: Accel) -> None:
+    from .fsutil import write_atomic
+
+    if remembered_accel(cluster) != accel.value:
+        write_atomic(cluster.state_dir / ACCEL_FILE, f"{accel.value}\n".encode())
 
 
 def resolve_target(
@@ -65,7 +86,7 @@ def resolve_target(
         from .probe import qemu_version
 
         host = replace(host, qemu_version=qemu_version(host.qemu, cache=answers))
-    accel = choose_accel(offered, cluster.accel, environ, accel_option)
+    accel = choose_accel(offered, cluster.accel, environ, accel_option, None if host_kind else remembered_accel(cluster))
     return Target(host, accel, mode, root, current_user() if root else None)
 
 

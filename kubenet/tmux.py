@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import time
 from dataclasses import dataclass
 
 from .layout import SESSION_COLUMNS, SESSION_ROWS, PaneSpec, SessionSpec, WindowSpec, more_qemu_windows, window_capacity
@@ -30,8 +31,9 @@ TMUX_HINT = "install tmux (`apt install tmux`, `brew install tmux`)"
 # tmux refuses a client message over 16 KiB ("command too long"); stay well below.
 MESSAGE_LIMIT = 12_000
 PANE_FORMAT = "\t".join(
-    ["#{pane_id}", "#{window_id}", "#{window_name}", "#{pane_dead}", "#{pane_pid}", "#{" + VM_OPTION + "}", "#{" + SESSION_OPTION + "}"]
-)
+    ["#{pane_id}", "#{window_id}", "#{window_name}", "#{pane_dead}", "#{pane_pid}", "#{pane_dead_status}", "#{pane_dead_signal}",
+     "#{" + VM_OPTION + "}", "#{" + SESSION_OPTION + "}"]
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,8 @@ class Pane:
     window_name: str
     dead: bool
     pid: int
+    dead_status: int | None  # a dead pane's exit status (0: qemu ended cleanly, as when the guest powered off)
+    dead_signal: int | None  # or the signal that ended it
     vm: str
     owner: str  # the session's owner mark: the state directory of its cluster
 
@@ -121,9 +125,19 @@ class Tmux:
 
     def last_words(self, session: str) -> dict[str, str]:
         """For each VM whose pane in `session` is dead: the last lines its qemu printed."""
+        return {vm: words for vm, (_, words) in self.exits(session).items()}
+
+    def exits(self, session: str) -> dict[str, tuple[int | None, str]]:
+        """For each VM whose pane in `session` is dead: its qemu's exit status and last lines."""
         if not self.server_has(session):
             return {}
-        return {pane.vm: last_words(self.pane_text(pane.id)) for pane in self.panes(session) if pane.dead and pane.vm}
+        for _ in range(10):
+            # tmux sees a pane die (its terminal closes) a moment before it learns how (the exit status)
+            dead = [pane for pane in self.panes(session) if pane.dead and pane.vm]
+            if all(pane.dead_status is not None or pane.dead_signal is not None for pane in dead):
+                break
+            time.sleep(0.05)
+        return {pane.vm: (pane.dead_status, last_words(self.pane_text(pane.id))) for pane in dead}
 
     def kill_session(self, name: str) -> None:
         self.run([["kill-session", "-t", f"={name}"]])
@@ -163,8 +177,9 @@ def join(commands: list[list[str]]) -> list[str]:
 
 
 def parse_pane(line: str) -> Pane:
-    pane_id, window_id, window_name, dead, pid, vm, owner = line.split("\t", 6)
-    return Pane(pane_id, window_id, window_name, dead == "1", int(pid or 0), vm, owner)
+    pane_id, window_id, window_name, dead, pid, status, signal, vm, owner = line.split("\t", 8)
+    number = lambda text: int(text) if text.isdigit() else None  # noqa: E731
+    return Pane(pane_id, window_id, window_name, dead == "1", int(pid or 0), number(status), number(signal), vm, owner)
 
 
 Group = list[list[str]]  # commands that must reach tmux in one call, in order

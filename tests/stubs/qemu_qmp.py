@@ -3,7 +3,8 @@
 
 system_powerdown makes it exit, unless its VM is named in $STUB_IGNORE_POWERDOWN
 (comma-separated) — a guest that ignores the power button; likewise `quit` and
-$STUB_IGNORE_QUIT, for a qemu that has to be killed.
+$STUB_IGNORE_QUIT, for a qemu that has to be killed. `query-status` says "running",
+or what $STUB_STATUS gives for its VM (`node0=internal-error,...`).
 """
 
 import json
@@ -24,6 +25,7 @@ def main():
     vm = os.path.basename(os.path.dirname(pidfile))
     ignore_powerdown = vm in os.environ.get("STUB_IGNORE_POWERDOWN", "").split(",")
     ignore_quit = vm in os.environ.get("STUB_IGNORE_QUIT", "").split(",")
+    statuses = dict(item.split("=", 1) for item in os.environ.get("STUB_STATUS", "").split(",") if "=" in item)
     if os.path.exists(qmp):
         os.unlink(qmp)
     server = socket.socket(socket.AF_UNIX)
@@ -51,6 +53,9 @@ def main():
         send({"QMP": {"version": {"qemu": {"micro": 0, "minor": 2, "major": 7}, "package": ""}, "capabilities": []}})
         for command in messages(connection):
             reply = {"return": {}}
+            if command.get("execute") == "query-status":
+                status = statuses.get(vm, "running")
+                reply = {"return": {"status": status, "running": status == "running", "singlestep": False}}
             if "id" in command:
                 reply["id"] = command["id"]
             send(reply)

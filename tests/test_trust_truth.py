@@ -1,0 +1,122 @@
+"""Trust, second round: what `ls` and `up` say is what is true now, with real invoke, tmux and
+stub qemus: qemu's own run state, SSH answering now, a clean power-off told apart from a
+failure, only the sessions that exist; the accelerator a VM ran with is kept."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import STUBS, kill_recorded_qemus, run_invoke, stop_vde_switch, wait_for
+from test_tmux import write_cluster
+
+
+@pytest.fixture
+def stub_env(tmux_server):
+    return {"KUBENET_TMUX_SOCKET": tmux_server, "KUBENET_QEMU": str(STUBS / "qemu_qmp.py"), "KUBENET_ACCEL": "tcg"}
+
+
+@pytest.fixture
+def cleanup(short_dir):
+    yield
+    kill_recorded_qemus(short_dir / ".kubenet")
+    stop_vde_switch(short_dir / ".kubenet")
+
+
+def rows(config: Path, env: dict) -> list[dict]:
+    return json.loads(run_invoke("ls", "--json", "--config", str(config), env=env, check=True).stdout)
+
+
+# ---- 12. a qemu stuck in an internal error --------------------------------------------------
+
+
+def test_a_guest_qemu_stopped_on_an_internal_error_is_shown_and_not_waited_for(short_dir, stub_env, cleanup):
+    config = write_cluster(short_dir, "  - {name: node, count: 1, memory: 128M}\n")
+    env = {**stub_env, "STUB_STATUS": "node0=internal-error"}  # what kvm that opens but cannot run guests leads to
+    run_invoke("up", "--no-wait", "--config", str(config), env=env, check=True)
+    assert wait_for(lambda: (short_dir / ".kubenet" / "node0" / "qmp.sock").exists())
+    assert [row["state"] for row in rows(config, env)] == ["internal-error"]
+    began = time.monotonic()
+    done = run_invoke("up", "--ready", "ssh", "--timeout", "120", "--config", str(config), env=env)
+    assert time.monotonic() - began < 15, "up waited for a guest that will never answer"
+    assert done.returncode == 1
+    assert "node0 not ready: qemu stopped the guest: internal-error" in done.stderr and "try --accel tcg" in done.stderr
+
+
+def test_the_accelerator_a_cluster_ran_with_is_used_again_unless_another_is_asked_for(short_dir, stub_env, cleanup):
+    from kubenet.cluster import Accel
+    from kubenet.target import choose_accel
+
+    probe = lambda: Accel.KVM  # noqa: E731
+    assert choose_accel(probe, None, {}, None, "tcg") == Accel.TCG  # remembered beats probing
+    assert choose_accel(probe, None, {"KUBENET_ACCEL": "kvm"}, None, "tcg") == Accel.KVM  # asking beats remembering
+    assert choose_accel(probe, Accel.HVF, {}, None, "tcg") == Accel.HVF
+    assert choose_accel(probe, None, {}, "kvm", "tcg") == Accel.KVM
+    assert choose_accel(probe, None, {}, None, None) == Accel.KVM
+
+    config = write_cluster(short_dir, "  - {name: node, count: 1, memory: 128M}\n")
+    run_invoke("up", "--no-wait", "--config", str(config), env=stub_env, check=True)  # under tcg, asked for by the environment
+    assert (short_dir / ".kubenet" / "accel").read_text() == "tcg\n"
+    unasked = {key: value for key, value in stub_env.items() if key != "KUBENET_ACCEL"}
+    shown = run_invoke("argv", "--name", "node0", "--managed", "--config", str(config), env=unasked, check=True).stdout
+    assert "accel=tcg" in shown  # whatever this host's probe would offer
+    run_invoke("up", "--no-wait", "--accel", "kvm", "--id", "0", "--config", str(config), env=unasked, check=True)
+    assert (short_dir / ".kubenet" / "accel").read_text() == "tcg\n"  # nothing was started: nothing to remember
+
+
+# ---- 14. READY, a clean power-off, the sessions -----------------------------------------------
+
+
+def banner_server(port: int) -> socket.socket:
+    """An SSH server's greeting on 127.0.0.1:port, as a guest's sshd gives it through user mode."""
+    listener = socket.create_server(("127.0.0.1", port))
+
+    def serve() -> None:
+        while True:
+            try:
+                connection, _ = listener.accept()
+            except OSError:
+                return
+            connection.sendall(b"SSH-2.0-test\r\n")
+            connection.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    return listener
+
+
+def stop_listening(listener: socket.socket) -> None:
+    try:
+        listener.shutdown(socket.SHUT_RDWR)  # wakes the accepting thread; close alone would not
+    except OSError:
+        pass
+    listener.close()
+
+
+def test_ready_is_whether_ssh_answers_now_and_a_clean_power_off_is_no_failure(short_dir, stub_env, cleanup):
+    from tinyimage.cluster import free_port_base
+
+    base = free_port_base(2)
+    config = write_cluster(short_dir, "  - {name: node, count: 2, memory: 128M}\n")
+    config.write_text(config.read_text().replace("network: {mode: user,", f"network: {{mode: user, ssh_port_base: {base},"))
+    listener = banner_server(base)  # node0's guest answers; node1's does not
+    try:
+        listed = run_invoke("ls", "--config", str(config), env=stub_env, check=True)
+        assert listed.stderr.splitlines()[-1] == "kubenet: 0 of 2 VMs running"  # no session exists: none is named
+        run_invoke("up", "--no-wait", "--config", str(config), env=stub_env, check=True)  # --no-wait: nothing remembered
+        assert wait_for(lambda: len(list((short_dir / ".kubenet").glob("*/qmp.sock"))) == 2)
+        assert [(row["state"], row["ready"]) for row in rows(config, stub_env)] == [("running", True), ("running", False)]
+        stop_listening(listener)
+        assert [row["ready"] for row in rows(config, stub_env)] == [False, False]  # true now, not once
+
+        run_invoke("stop", "--name", "node0", "--config", str(config), env=stub_env, check=True)  # the stub exits 0
+        table = run_invoke("ls", "--config", str(config), env=stub_env, check=True)
+        assert "kubenet: node0: powered off" in table.stderr and "its qemu exited" not in table.stderr
+        assert table.stderr.splitlines()[-1] == "kubenet: 1 of 2 VMs running; tmux sessions: kt-qemu (VMs)"
+    finally:
+        stop_listening(listener)
