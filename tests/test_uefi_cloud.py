@@ -36,12 +36,15 @@ PACKAGE_KEYS = ("package_update", "package_upgrade", "packages")
 
 
 def offline_templates(directory: Path) -> Path:
-    """kubenet's templates less what would reach the internet; minimal Debian has no locales."""
+    """kubenet's templates less what would reach the internet; minimal Debian has no locales.
+
+    `locale: "false"` (a string, as cloud-config's schema wants) makes cloud-init skip its locale module.
+    """
     directory.mkdir()
     for path in TEMPLATE_DIR.glob("*.yaml"):
         config = {key: value for key, value in (yaml.safe_load(path.read_text()) or {}).items() if key not in PACKAGE_KEYS}
         if path.stem == "common":
-            config["locale"] = False
+            config["locale"] = "false"
         (directory / path.name).write_text(yaml.safe_dump(config))
     return directory
 
