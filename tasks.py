@@ -33,7 +33,7 @@ def ls(c, config=None, json=False, names=False):
     if json:
         print(cli.format_json(rows))
         return
-    print(cli.format_table([{key: value for key, value in row.items() if key != "exited"} for row in rows]))
+    print(cli.format_table([{key: value for key, value in row.items() if key not in ("exited", "cluster_net")} for row in rows]))
     for line in status.listing_notes(cluster, rows):
         cli.say(line)
 

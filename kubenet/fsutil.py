@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import os
@@ -78,11 +79,24 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
+def open_lock_file(path: Path) -> int:
+    """A descriptor to flock `path` with, made if needed. On a read-only file system an
+    existing lock file is opened for reading: flock needs no write access, and stopping
+    VMs from a read-only state_dir must still exclude other commands."""
+    flags = os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0)
+    try:
+        return os.open(path, os.O_RDWR | os.O_CREAT | flags, 0o600)
+    except OSError as error:
+        if error.errno != errno.EROFS or not path.is_file():
+            raise
+        return os.open(path, os.O_RDONLY | flags)
+
+
 @contextlib.contextmanager
 def locked(path: Path) -> Iterator[None]:
     """Hold an exclusive lock on `path` (created if needed) for the block; waits for others."""
     private_dir(path.parent)
-    descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    descriptor = open_lock_file(path)
     try:
         fcntl.flock(descriptor, fcntl.LOCK_EX)
         yield

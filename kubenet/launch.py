@@ -26,6 +26,7 @@ from .qmp import greets
 from .statedir import cluster_lock, vm_dir
 from .target import Target, remember_accel
 from .tmux import Tmux, extend_groups, pane_command, session_groups
+from .status import CUT_OFF, restart_hint
 from .vmstate import forget_answers, is_running
 
 QEMU_HINT = "install qemu (`apt install qemu-system`, `brew install qemu`) or set KUBENET_QEMU"
@@ -119,6 +120,18 @@ def prepare_network(cluster: Cluster, target: Target) -> None:
         ensure_switch(cluster)
 
 
+def cut_off_vms(cluster: Cluster, target: Target, running: list[VM]) -> list[str]:
+    """User mode: the running VMs whose qemu lost the cluster's switch (it was restarted under
+    them): they answer SSH but reach no other VM."""
+    if target.mode != NetworkMode.USER or not running:
+        return []
+    from .vde import connected_pids, plug_state
+    from .vmstate import qemu_pid
+
+    plugged = connected_pids(cluster)
+    return [vm.name for vm in running if plug_state(cluster, plugged, qemu_pid(cluster, vm)) == "cut off"]
+
+
 def memory_warning(cluster: Cluster, target: Target) -> str | None:
     """The cluster may start, but all its VMs together want more memory than the machine has."""
     total = sum(memory_bytes(vm.memory) for vm in cluster.vms)
@@ -203,6 +216,10 @@ def _launch_cluster(cluster: Cluster, vms: list[VM], target: Target, tmux: Tmux)
     alive = {pane.vm for pane in panes if not pane.dead}
     running = [vm.name for vm in vms if vm.name in alive or is_running(cluster, vm)]
     to_start = [vm for vm in vms if vm.name not in running]
+    if not to_start and target.mode == NetworkMode.USER and running:
+        from .vde import ensure_switch
+
+        ensure_switch(cluster)  # a switch that died under running VMs is started again for them to rejoin
     if to_start:
         check_launchable(cluster, to_start, target)
         prepare_network(cluster, target)
@@ -240,9 +257,16 @@ def up_and_wait(
     for name, words in result.failed.items():
         say(f"kubenet: {name}: qemu exited as it started: {words}")
     failed = errors.LaunchError(f"{len(result.failed)} VMs did not start: {' '.join(result.failed)}", "see what qemu said above")
-    if timeout is None:
+    cut_off = cut_off_vms(cluster, target, [vm for vm in vms if vm.name in result.already_running])
+    for name in cut_off:
+        say(f"kubenet: {name}: {CUT_OFF} {restart_hint(name)}")
+    isolated = errors.LaunchError(f"{len(cut_off)} VMs are cut off from the cluster network: {' '.join(cut_off)}", "restart them as said above")
+    waiting = [vm for vm in vms if vm.name not in result.failed and vm.name not in cut_off]
+    if timeout is None or not waiting:
         if result.failed:
             raise failed
+        if cut_off:
+            raise isolated
         return
 
     until = until or cluster.ready
@@ -256,9 +280,6 @@ def up_and_wait(
         elif stage == "cloud-init" and readiness.cloud_init == "error":
             say(f"kubenet: {readiness.vm}: {readiness.reason}")
 
-    waiting = [vm for vm in vms if vm.name not in result.failed]
-    if not waiting:
-        raise failed  # nothing to wait for
     what = "SSH and cloud-init" if until == ReadyWhen.CLOUD_INIT else "SSH"
     say(f"kubenet: waiting up to {timeout:.0f} s for {what} on {len(waiting)} VMs")
     tmux = tmux_for(target)
@@ -267,5 +288,7 @@ def up_and_wait(
         say(f"kubenet: {line}")
     if result.failed:
         raise failed
+    if cut_off:
+        raise isolated
     if not all(r.ready for r in results):
         raise errors.LaunchError(f"{sum(not r.ready for r in results)} VMs did not become ready", "see the reasons above")

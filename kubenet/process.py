@@ -227,22 +227,52 @@ def _not_zombie(pid: int) -> bool:
         return True  # no /proc (macOS): kill(0) is our answer
 
 
-def names_in_arguments(pid: int, marker: str) -> bool | None:
-    """Whether the process's arguments include `marker`; None if they cannot be read."""
+def zombie_exit(pid: int) -> tuple[int | None, int | None] | None:
+    """(exit status, signal) of a process that ended but is not yet reaped by its parent, as
+    Linux keeps it in /proc/PID/stat (field 52, in waitpid's form); None if it is not a zombie
+    or cannot be read (no /proc: macOS)."""
     try:
-        with open(f"/proc/{pid}/cmdline", "rb") as stream:
-            return marker in stream.read().decode(errors="replace").split("\0")
-    except FileNotFoundError:
-        if os.path.isdir("/proc/self"):
-            return False  # gone
+        with open(f"/proc/{pid}/stat") as stream:
+            fields = stream.read().rsplit(")", 1)[1].split()
     except OSError:
         return None
-    # no /proc (macOS): ps shows the arguments joined by spaces
+    if fields[0] != "Z" or len(fields) < 50:
+        return None
+    code = int(fields[-1])
+    return (os.WEXITSTATUS(code), None) if os.WIFEXITED(code) else (None, os.WTERMSIG(code))
+
+
+def arguments(pid: int) -> list[str] | None:
+    """The process's arguments ([] when it is gone); None if they cannot be read. Without
+    /proc (macOS) they come from ps, joined by spaces into one."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as stream:
+            return stream.read().decode(errors="replace").split("\0")
+    except FileNotFoundError:
+        if os.path.isdir("/proc/self"):
+            return []  # gone
+    except OSError:
+        return None
     try:
         done = run(["ps", "-ww", "-o", "args=", "-p", str(pid)], check=False)
     except errors.KubenetError:
         return None
-    return marker in done.stdout if done.code == 0 else None
+    return [done.stdout.strip()] if done.code == 0 else None
+
+
+def names_in_arguments(pid: int, marker: str) -> bool | None:
+    """Whether the process's arguments include `marker` (as a whole argument where they can
+    be told apart); None if they cannot be read."""
+    words = arguments(pid)
+    if words is None:
+        return None
+    return marker in words if os.path.isdir("/proc/self") else any(marker in word for word in words)
+
+
+def mentions(pid: int, text: str) -> bool | None:
+    """Whether any of the process's arguments contains `text` (e.g. a path inside `-nic vde,sock=…`)."""
+    words = arguments(pid)
+    return None if words is None else any(text in word for word in words)
 
 
 def is_own_process(pid: int, marker: str, fallback: Callable[[], bool]) -> bool:

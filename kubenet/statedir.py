@@ -25,7 +25,7 @@ from typing import Callable, Iterator
 
 from . import errors
 from .cluster import VM, Cluster
-from .fsutil import write_atomic
+from .fsutil import open_lock_file, write_atomic
 
 MARK = ".kubenet-state"
 CLUSTER_LOCK = "launch.lock"
@@ -179,7 +179,7 @@ def cluster_lock(cluster: Cluster, say: Callable[[str], None] = lambda _: None) 
     import fcntl
 
     ensure_state(cluster)
-    descriptor = os.open(cluster.state_dir / CLUSTER_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    descriptor = open_lock_file(cluster.state_dir / CLUSTER_LOCK)
     try:
         try:
             fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from .cluster import VM, Cluster, NetworkMode
 
+CUT_OFF = "running but cut off from the cluster network (its VDE switch stopped after it started; qemu does not reconnect):"
 ASK_SECONDS = 0.5  # how long one VM may take to answer `ls`; the VMs are asked in parallel
 
 
@@ -51,6 +52,12 @@ def listing_notes(cluster: Cluster, rows: list[dict]) -> list[str]:
     from .tmux import Tmux
 
     notes = [f"kubenet: {row['name']}: {row['exited']}" for row in rows if row["exited"]]
+    notes += [f"kubenet: {row['name']}: {CUT_OFF} {restart_hint(row['name'])}" for row in rows if row.get("cluster_net") == "cut off"]
+    if any(row.get("cluster_net") for row in rows):
+        from .vde import running_pid
+
+        pid = running_pid(cluster)
+        notes.append(f"kubenet: VDE switch: {'running, pid ' + str(pid) if pid else 'not running (`invoke up` starts it)'}")
     running = sum(row["state"] != "stopped" for row in rows)
     tmux = Tmux.from_environment()
     sessions = [
@@ -69,6 +76,13 @@ def vm_rows(cluster: Cluster, mode: NetworkMode, exits: dict[str, Exit] | None =
     from .vmstate import vm_state
 
     states = {vm.name: vm_state(cluster, vm) for vm in cluster.vms}
+    plugged = None
+    if mode == NetworkMode.USER and any(state.pid for state in states.values()):
+        from .vde import connected_pids
+
+        plugged = connected_pids(cluster)
+    from .vde import plug_state
+
     answers = dict(zip(
         [vm.name for vm in cluster.vms],
         for_each(cluster.vms, lambda vm: ask(cluster, mode, vm) if states[vm.name].running else (None, False)),
@@ -90,8 +104,13 @@ def vm_rows(cluster: Cluster, mode: NetworkMode, exits: dict[str, Exit] | None =
             "pid": state.pid,
             "ready": ready,
             "exited": None if exited is None else str(exited),
+            "cluster_net": plug_state(cluster, plugged, state.pid),
         })  # fmt: skip
     return rows
+
+
+def restart_hint(name: str) -> str:
+    return f"restart it: invoke stop --name {name} && invoke start --name {name}"
 
 
 def ask(cluster: Cluster, mode: NetworkMode, vm: VM) -> tuple[str | None, bool]:

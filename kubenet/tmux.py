@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import shlex
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .layout import SESSION_COLUMNS, SESSION_ROWS, PaneSpec, SessionSpec, WindowSpec, more_qemu_windows, window_capacity
 from . import errors
@@ -47,6 +47,16 @@ class Pane:
     dead_signal: int | None  # or the signal that ended it
     vm: str
     owner: str  # the session's owner mark: the state directory of its cluster
+
+
+def with_zombie_status(pane: Pane) -> Pane:
+    """A dead pane whose exit tmux has not recorded yet, with the status its unreaped process holds."""
+    if pane.dead_status is not None or pane.dead_signal is not None:
+        return pane
+    from .process import zombie_exit
+
+    ended = zombie_exit(pane.pid)
+    return pane if ended is None else replace(pane, dead_status=ended[0], dead_signal=ended[1])
 
 
 @dataclass(frozen=True)
@@ -131,9 +141,10 @@ class Tmux:
         """For each VM whose pane in `session` is dead: its qemu's exit status and last lines."""
         if not self.server_has(session):
             return {}
-        for _ in range(10):
-            # tmux sees a pane die (its terminal closes) a moment before it learns how (the exit status)
-            dead = [pane for pane in self.panes(session) if pane.dead and pane.vm]
+        for _ in range(40):
+            # tmux sees a pane die (its terminal closes) before it learns how, and it may leave
+            # its child unreaped for a while (tmux 3.3); Linux keeps a zombie's status meanwhile
+            dead = [with_zombie_status(pane) for pane in self.panes(session) if pane.dead and pane.vm]
             if all(pane.dead_status is not None or pane.dead_signal is not None for pane in dead):
                 break
             time.sleep(0.05)

@@ -1,19 +1,22 @@
 """Trust, second round: what `ls` and `up` say is what is true now, with real invoke, tmux and
 stub qemus: qemu's own run state, SSH answering now, a clean power-off told apart from a
-failure, only the sessions that exist; the accelerator a VM ran with is kept."""
+failure, only the sessions that exist, a switch that died; the accelerator a VM ran with is
+kept; a full or read-only file system named as such."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
+import subprocess
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from conftest import STUBS, kill_recorded_qemus, run_invoke, stop_vde_switch, wait_for
+from conftest import INVOKE, ROOT, STUBS, kill_recorded_qemus, run_invoke, stop_vde_switch, wait_for
 from test_tmux import write_cluster
 
 
@@ -120,3 +123,103 @@ def test_ready_is_whether_ssh_answers_now_and_a_clean_power_off_is_no_failure(sh
         assert table.stderr.splitlines()[-1] == "kubenet: 1 of 2 VMs running; tmux sessions: kt-qemu (VMs)"
     finally:
         stop_listening(listener)
+
+
+# ---- 7. a VDE switch that died under running VMs ---------------------------------------------
+
+
+def test_a_dead_switch_is_shown_and_up_restarts_it_and_names_the_vms_cut_off(short_dir, stub_env, cleanup):
+    config = write_cluster(short_dir, "  - {name: node, count: 2, memory: 128M}\n")
+    state = short_dir / ".kubenet"
+    run_invoke("up", "--no-wait", "--config", str(config), env=stub_env, check=True)
+    assert wait_for(lambda: len(list(state.glob("*/qmp.sock"))) == 2)
+    assert wait_for(lambda: [row["cluster_net"] for row in rows(config, stub_env)] == ["connected", "connected"])
+
+    switch = int((state / "vde.pid").read_text())
+    os.kill(switch, 15)  # the switch this test's `up` started
+    assert wait_for(lambda: not Path(f"/proc/{switch}").exists() or Path(f"/proc/{switch}/stat").read_text().split()[2] == "Z")
+    listed = run_invoke("ls", "--config", str(config), env=stub_env, check=True)
+    assert "kubenet: VDE switch: not running" in listed.stderr
+    assert "kubenet: node0: running but cut off from the cluster network" in listed.stderr
+    assert [row["cluster_net"] for row in rows(config, stub_env)] == ["cut off", "cut off"]
+
+    again = run_invoke("up", "--config", str(config), env=stub_env)
+    assert again.returncode == 1, "up called VMs ready that reach no other VM"
+    assert "2 VMs are cut off from the cluster network: node0 node1" in again.stderr
+    assert "invoke stop --name node0 && invoke start --name node0" in again.stderr
+    assert "running, pid" in run_invoke("ls", "--config", str(config), env=stub_env, check=True).stderr  # up started it again
+
+    run_invoke("stop", "--name", "node0", "--config", str(config), env=stub_env, check=True)
+    run_invoke("start", "--name", "node0", "--no-wait", "--config", str(config), env=stub_env, check=True)
+    assert wait_for(lambda: [row["cluster_net"] for row in rows(config, stub_env)] == ["connected", "cut off"])
+
+
+def test_a_qemu_started_by_hand_without_the_switch_is_not_called_cut_off(short_dir, stub_env, cleanup):
+    config = write_cluster(short_dir, "  - {name: node, count: 1, memory: 128M}\n")
+    state = short_dir / ".kubenet"
+    outside = subprocess.Popen(
+        [str(STUBS / "qemu_qmp.py"), "-pidfile", str(state / "node0" / "qemu.pid"), "-qmp", f"unix:{state / 'node0' / 'qmp.sock'},server"],
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        assert wait_for(lambda: (state / "node0" / "qmp.sock").exists())
+        run_invoke("up", "--no-wait", "--config", str(config), env=stub_env, check=True)
+        assert [row["cluster_net"] for row in rows(config, stub_env)] == [None]
+    finally:
+        outside.kill()
+        outside.wait()
+
+
+# ---- 17. a full file system, a read-only state_dir ------------------------------------------
+
+needs_mount_namespace = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"), reason="makes a mount namespace: needs root")
+
+
+def alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def invoke_in_mount_namespace(setup: str, args: list[str], env: dict) -> subprocess.CompletedProcess:
+    """`invoke ARGS` after the shell lines `setup`, in a private mount namespace (the host's mounts stay as they are)."""
+    script = f'set -e\n{setup}\nexec "$@"'
+    return subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh", str(INVOKE), "--search-root", str(ROOT), *args],
+        env={**os.environ, **env}, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+
+@needs_mount_namespace
+def test_a_full_file_system_at_up_is_named_as_such(short_dir, stub_env, cleanup):
+    prepared = short_dir / "prepared"
+    prepared.mkdir()
+    write_cluster(prepared, "  - {name: node, count: 1, memory: 128M}\n")
+    small = short_dir / "small"
+    small.mkdir()
+    setup = (
+        f"mount -t tmpfs -o size=512k,mode=0755 tmpfs {small}\n"
+        f"cp -a {prepared}/. {small}/\n"
+        f"dd if=/dev/zero of={small}/filler bs=4k 2>/dev/null || true"  # until the file system is full
+    )
+    done = invoke_in_mount_namespace(setup, ["up", "--no-wait", "--config", str(small / "cluster.yaml")], stub_env)
+    assert done.returncode == 1
+    assert done.stderr.splitlines()[-1].startswith(f"kubenet: error: no space left on {small}/.kubenet"), done.stderr
+    assert "vde_switch did not come up" not in done.stderr and "Traceback" not in done.stderr
+
+
+@needs_mount_namespace
+def test_down_with_a_read_only_state_dir_reports_the_vms_then_one_line_about_the_file(short_dir, stub_env, cleanup):
+    config = write_cluster(short_dir, "  - {name: node, count: 2, memory: 128M}\n")
+    state = short_dir / ".kubenet"
+    run_invoke("up", "--no-wait", "--config", str(config), env=stub_env, check=True)
+    assert wait_for(lambda: len(list(state.glob("*/qmp.sock"))) == 2)
+    pids = [int((state / name / "qemu.pid").read_text()) for name in ("node0", "node1")]
+    done = invoke_in_mount_namespace(f"mount --bind {state} {state}\nmount -o remount,bind,ro {state}", ["down", "--config", str(config)], stub_env)
+    assert "Traceback" not in done.stderr and "Exception in thread" not in done.stderr, done.stderr
+    assert wait_for(lambda: not any(alive(pid) for pid in pids)), "down did not stop the VMs:\n" + done.stderr
+    lines = done.stderr.splitlines()
+    assert sorted(lines[:2]) == ["kubenet: node0: powered off", "kubenet: node1: powered off"], done.stderr  # the VMs first
+    assert done.returncode == 1
+    assert lines[-1].startswith("kubenet: error: ") and "read-only" in lines[-1] and str(state) in lines[-1], lines[-1]

@@ -19,7 +19,24 @@ def option(name):
     return args[args.index(name) + 1] if name in args else None
 
 
+def plug_into_vde():
+    """Plug into the cluster's VDE switch as qemu's `-nic vde,sock=...` does, through libvdeplug,
+    so the switch lists this process among its ports. Held until the process ends."""
+    import ctypes
+    import ctypes.util
+
+    socks = [part.split("=", 1)[1] for arg in sys.argv[1:] if arg.startswith("vde,") for part in arg.split(",") if part.startswith("sock=")]
+    name = ctypes.util.find_library("vdeplug")
+    if not socks or not name:
+        return None
+    library = ctypes.CDLL(name)
+    library.vde_open_real.restype = ctypes.c_void_p
+    library.vde_open_real.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_int, ctypes.c_void_p]
+    return library.vde_open_real(socks[0].encode(), b"stub qemu", 1, None)
+
+
 def main():
+    plug = plug_into_vde()  # noqa: F841 (kept for the life of the process)
     pidfile = option("-pidfile")
     qmp = option("-qmp").removeprefix("unix:").split(",")[0]
     vm = os.path.basename(os.path.dirname(pidfile))
