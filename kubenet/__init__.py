@@ -20,6 +20,7 @@ The cluster and the machine
 Preparing VMs (`make setup`, `invoke vmsetup`)
   image         the base image: download, verify, content-addressed cache
   disk          qcow2 overlays and UEFI variable stores; whether a disk is in use
+  imagecheck    whether a disk and a variable store are whole (qcow2 metadata, sizes)
   seed          cloud-init seed files * and the `cidata` ISO
   cloudconfig   check templates and user-data as cloud-init would, before a seed is written
   sshkeys       host keys, known_hosts and ssh_config

@@ -97,6 +97,32 @@ def check_launchable(cluster: Cluster, vms: list[VM], target: Target) -> None:
         missing = missing_files(cluster, vm, target)
         if missing:
             raise errors.SetupError(f"{vm.name} is not set up: missing {', '.join(missing)}", f"run `make setup` or `invoke vmsetup --id {vm.id}`")
+        check_images(cluster, vm, target)
+
+
+def check_images(cluster: Cluster, vm: VM, target: Target) -> None:
+    from .imagecheck import check_vm_images
+
+    paths = vm_paths(cluster, vm)
+    firmware = target.host.firmware
+    uefi = needs_efivars(cluster, target.host)
+    check_vm_images(vm.name, paths.disk, paths.efivars if uefi else None, firmware.vars_template if uefi and firmware else None)
+
+
+def check_ports(cluster: Cluster, vms: list[VM], target: Target) -> None:
+    """User mode: each VM's forwarded SSH port must be free, or its qemu fails with a message
+    about host forwarding that does not say which setting to change."""
+    if target.mode != NetworkMode.USER:
+        return
+    from .network import LOOPBACK, ssh_port
+    from .probe import port_taken
+
+    taken = [f"{vm.name} ({ssh_port(cluster.network, vm)})" for vm in vms if port_taken(LOOPBACK, ssh_port(cluster.network, vm))]
+    if taken:
+        raise errors.HostError(
+            f"SSH port{'s' if len(taken) > 1 else ''} already in use on {LOOPBACK}: {', '.join(taken)} (another cluster or program holds them)",
+            f"set network.ssh_port_base in {cluster.source} to a free range (now {cluster.network.ssh_port_base})",
+        )
 
 
 def prepare_network(cluster: Cluster, target: Target) -> None:
@@ -144,6 +170,7 @@ def exec_vm(cluster: Cluster, vm: VM, target: Target, managed: bool) -> None:
     if is_running(cluster, vm):
         raise errors.LaunchError(f"{vm.name} is already running", f"see `invoke ls`; stop it with `invoke stop --id {vm.id}`")
     check_launchable(cluster, [vm], target)
+    check_ports(cluster, [vm], target)
     prepare_network(cluster, target)
     os.umask(0o077)  # qemu's pid file and QMP socket are private; this process becomes qemu
     argv = prepare_launch(cluster, vm, target) if managed else vm_argv(cluster, vm, target) + dropping_root(target)
@@ -222,6 +249,7 @@ def _launch_cluster(cluster: Cluster, vms: list[VM], target: Target, tmux: Tmux)
         ensure_switch(cluster)  # a switch that died under running VMs is started again for them to rejoin
     if to_start:
         check_launchable(cluster, to_start, target)
+        check_ports(cluster, to_start, target)
         prepare_network(cluster, target)
         commands = {}
         for vm in to_start:
@@ -237,6 +265,16 @@ def _launch_cluster(cluster: Cluster, vms: list[VM], target: Target, tmux: Tmux)
         remember_accel(cluster, target.accel)
     failed = confirm_started(cluster, to_start, tmux, session) if to_start else {}
     return LaunchResult(session, [vm.name for vm in to_start if vm.name not in failed], running, attach_hint(tmux, cluster), failed)
+
+
+def say_disk_damage(cluster: Cluster, name: str, say: Callable[[str], None]) -> None:
+    """After qemu failed: what `qemu-img check` finds wrong with the VM's disk, if anything."""
+    from .imagecheck import qemu_img_check
+
+    disk = vm_paths(cluster, cluster.vm_by_name(name)).disk
+    found = qemu_img_check(disk) if disk.is_file() else None
+    if found:
+        say(f"kubenet: {name}: qemu-img check {disk}: {found} (hint: `qemu-img check -r all {disk}` repairs what can be kept)")
 
 
 def up_and_wait(
@@ -256,6 +294,7 @@ def up_and_wait(
         say(f"kubenet: already running: {' '.join(result.already_running)}")
     for name, words in result.failed.items():
         say(f"kubenet: {name}: qemu exited as it started: {words}")
+        say_disk_damage(cluster, name, say)
     failed = errors.LaunchError(f"{len(result.failed)} VMs did not start: {' '.join(result.failed)}", "see what qemu said above")
     cut_off = cut_off_vms(cluster, target, [vm for vm in vms if vm.name in result.already_running])
     for name in cut_off:

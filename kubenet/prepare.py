@@ -76,12 +76,39 @@ def setup_vm(cluster: Cluster, target: Target, vm: VM, parts=PARTS, say: Callabl
             if create_disk(paths.disk, cluster.disk_size, base_image(cluster, host)):
                 say(f"{vm.name}: created {paths.disk} ({cluster.disk_size})")
             else:
+                from .imagecheck import check_vm_images
+
+                check_vm_images(vm.name, paths.disk, None, None)  # a damaged disk is named, never kept silently
                 say(f"{vm.name}: kept {paths.disk}")
-            if efivars and create_efivars(paths.efivars, host.firmware.vars_template):
-                say(f"{vm.name}: created {paths.efivars}")
+            if efivars:
+                set_aside_damaged_store(vm, paths.efivars, host.firmware.vars_template, say)
+                if create_efivars(paths.efivars, host.firmware.vars_template):
+                    say(f"{vm.name}: created {paths.efivars}")
         if "seed" in parts:
             write_seed(cluster, target, vm, inputs)
             say(f"{vm.name}: wrote {paths.seed}")
+
+
+def unused_name(path: Path) -> Path:
+    """`path`, or `path.1`, `path.2`, … : the first that does not exist."""
+    number = 0
+    while (candidate := path if number == 0 else path.with_name(f"{path.name}.{number}")).exists():
+        number += 1
+    return candidate
+
+
+def set_aside_damaged_store(vm: VM, store: Path, template: Path, say: Callable[[str], None]) -> None:
+    """A variable store of the wrong size cannot boot anything: keep it beside (the user may
+    want what it held) and let a new one be made; the disk boots again from its fallback
+    loader (EFI/BOOT), as on its first boot."""
+    from .imagecheck import vars_problem
+
+    problem = vars_problem(store, template) if store.is_file() else None
+    if problem is None:
+        return
+    aside = unused_name(store.with_name(store.name + ".damaged"))
+    store.rename(aside)
+    say(f"{vm.name}: {store} {problem}: moved it to {aside.name}")
 
 
 def check_vm_files(cluster: Cluster, vm: VM) -> None:

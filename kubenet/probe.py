@@ -252,3 +252,16 @@ def bridge_side_gaps(network: Network, forwarding: Path = FORWARDING) -> list[st
     if not gaps and not answers_dns(str(network.host_address)):
         gaps.append(f"a DNS server on {network.host_address} (the VMs' only nameserver)")
     return gaps
+
+
+def port_taken(address: str, port: int) -> bool:
+    """Whether a TCP port on `address` is held by something that listens or is bound: qemu's
+    host forwarding could not bind it. Bound as qemu's user network does (SO_REUSEADDR), so
+    a connection of a VM that just stopped, still in TIME_WAIT, does not count."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((address, port))
+        except OSError:
+            return True
+    return False

@@ -13,6 +13,19 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 INVOKE = Path(sys.executable).parent / "invoke"
+_BLANK_DISKS: dict[str, bytes] = {}
+
+
+def blank_disk(path: Path, size: str = "64M") -> Path:
+    """A real, empty qcow2 image at `path` (made once by qemu-img, then copied): what a stub
+    qemu is given as a VM's disk, and what kubenet checks before launching it."""
+    if size not in _BLANK_DISKS:
+        made = Path(os.environ.get("TMPDIR", "/tmp")) / f"kubenet-blank-{os.getpid()}-{size}.qcow2"
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(made), size], check=True)
+        _BLANK_DISKS[size] = made.read_bytes()
+        made.unlink()
+    path.write_bytes(_BLANK_DISKS[size])
+    return path
 
 
 def run_invoke(*args: str, cwd: Path = ROOT, env: dict | None = None, check: bool = False):

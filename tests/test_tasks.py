@@ -5,7 +5,7 @@ import shlex
 
 import pytest
 
-from conftest import ROOT, run_invoke
+from conftest import ROOT, blank_disk, run_invoke
 
 NAMES = ["gateway", "control0", "control1", "control2", "worker0", "worker1", "worker2"]
 
@@ -122,7 +122,7 @@ def test_vm_replaces_itself_with_qemu_and_starts_the_vde_switch(cluster_file, tm
     (tmp_path / "i").touch()
     vmdir = tmp_path / ".kubenet/worker1"
     vmdir.mkdir(parents=True)
-    (vmdir / "disk.img").write_bytes(b"")
+    blank_disk(vmdir / "disk.img")
     (vmdir / "cidata.iso").write_bytes(b"")
     env = {**os.environ, "KUBENET_QEMU": str(stub), "KUBENET_ACCEL": "tcg"}
     process = subprocess.Popen(

@@ -11,7 +11,7 @@ from pathlib import Path
 import libtmux
 import pytest
 
-from conftest import STUBS, Client, kill_recorded_qemus, run_invoke, stop_vde_switch, wait_for
+from conftest import STUBS, Client, blank_disk, kill_recorded_qemus, run_invoke, stop_vde_switch, wait_for
 from kubenet.config import build_cluster
 from kubenet.layout import ssh_session
 from kubenet.tmux import Tmux, batches, session_groups
@@ -30,7 +30,7 @@ def write_cluster(directory: Path, roles: str, extra: str = "") -> Path:
     (state / ".kubenet-state").write_text("made by the test, as setup would\n")  # the stubs write beside kubenet's files
     for line in run_invoke("ls", "--names", "--config", str(path), check=True).stdout.split():
         (state / line).mkdir(parents=True, exist_ok=True)
-        (state / line / "disk.img").write_bytes(b"")
+        blank_disk(state / line / "disk.img")
         (state / line / "cidata.iso").write_bytes(b"")
     return path
 

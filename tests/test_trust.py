@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import INVOKE, ROOT, STUBS, Server, kill_recorded_qemus, run_invoke, stop_vde_switch, wait_for
+from conftest import INVOKE, ROOT, STUBS, Server, blank_disk, kill_recorded_qemus, run_invoke, stop_vde_switch, wait_for
 from test_tmux import pane_rows, write_cluster
 
 from kubenet.process import pid_alive
@@ -122,7 +122,7 @@ def test_a_reused_pid_in_a_stale_pid_file_is_neither_trusted_nor_signalled(short
         assert unrelated.poll() is None  # never signalled
 
         run_invoke("reset", "--name", "node0", "--yes", "--config", str(config), env=stub_env, check=True)
-        (state / "node0" / "disk.img").write_bytes(b"")
+        blank_disk(state / "node0" / "disk.img")
         started = run_invoke("up", "--no-wait", "--config", str(config), env=stub_env, check=True)
         assert "kubenet: started node0" in started.stderr
         assert wait_for(lambda: (state / "node0" / "qemu.pid").read_text().strip() != str(unrelated.pid))

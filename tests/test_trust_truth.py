@@ -107,11 +107,11 @@ def test_ready_is_whether_ssh_answers_now_and_a_clean_power_off_is_no_failure(sh
     base = free_port_base(2)
     config = write_cluster(short_dir, "  - {name: node, count: 2, memory: 128M}\n")
     config.write_text(config.read_text().replace("network: {mode: user,", f"network: {{mode: user, ssh_port_base: {base},"))
-    listener = banner_server(base)  # node0's guest answers; node1's does not
+    listed = run_invoke("ls", "--config", str(config), env=stub_env, check=True)
+    assert listed.stderr.splitlines()[-1] == "kubenet: 0 of 2 VMs running"  # no session exists: none is named
+    run_invoke("up", "--no-wait", "--config", str(config), env=stub_env, check=True)  # --no-wait: nothing remembered
+    listener = banner_server(base)  # node0's guest answers on its forwarded port; node1's does not
     try:
-        listed = run_invoke("ls", "--config", str(config), env=stub_env, check=True)
-        assert listed.stderr.splitlines()[-1] == "kubenet: 0 of 2 VMs running"  # no session exists: none is named
-        run_invoke("up", "--no-wait", "--config", str(config), env=stub_env, check=True)  # --no-wait: nothing remembered
         assert wait_for(lambda: len(list((short_dir / ".kubenet").glob("*/qmp.sock"))) == 2)
         assert [(row["state"], row["ready"]) for row in rows(config, stub_env)] == [("running", True), ("running", False)]
         stop_listening(listener)
@@ -223,3 +223,28 @@ def test_down_with_a_read_only_state_dir_reports_the_vms_then_one_line_about_the
     assert sorted(lines[:2]) == ["kubenet: node0: powered off", "kubenet: node1: powered off"], done.stderr  # the VMs first
     assert done.returncode == 1
     assert lines[-1].startswith("kubenet: error: ") and "read-only" in lines[-1] and str(state) in lines[-1], lines[-1]
+
+
+# ---- 15. a forwarded SSH port another program holds ------------------------------------------
+
+
+def test_an_ssh_port_in_use_is_found_before_any_qemu_starts(short_dir, stub_env, cleanup):
+    from tinyimage.cluster import free_port_base
+
+    base = free_port_base(3)
+    config = write_cluster(short_dir, "  - {name: node, count: 3, memory: 128M}\n")
+    config.write_text(config.read_text().replace("network: {mode: user,", f"network: {{mode: user, ssh_port_base: {base},"))
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", base + 1))  # node1's port, held as another cluster's qemu would
+    holder.listen(1)
+    try:
+        done = run_invoke("up", "--no-wait", "--config", str(config), env=stub_env)
+        assert done.returncode == 1
+        assert done.stderr.splitlines()[-1] == (
+            f"kubenet: error: SSH port already in use on 127.0.0.1: node1 ({base + 1}) (another cluster or program holds them) "
+            f"(hint: set network.ssh_port_base in {config} to a free range (now {base}))"
+        )
+        assert not list((short_dir / ".kubenet").glob("*/qemu.pid")), "a qemu was started"
+    finally:
+        holder.close()
+    run_invoke("up", "--no-wait", "--config", str(config), env=stub_env, check=True)  # free again: up goes on

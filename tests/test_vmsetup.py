@@ -61,9 +61,10 @@ def test_an_existing_disk_is_never_recreated_and_reset_deletes_only_disk_and_efi
     messages = []
     setup_vm(cluster, target, vm, say=messages.append)
     paths = vm_paths(cluster, vm)
-    paths.disk.write_bytes(b"the VM's precious data")  # stands for what the VM wrote
+    subprocess.run(["qemu-io", "-c", "write -P 0x5a 0 1M", str(paths.disk)], check=True, capture_output=True)  # what the VM wrote
+    precious = paths.disk.read_bytes()
     setup_vm(cluster, target, vm, say=messages.append)
-    assert paths.disk.read_bytes() == b"the VM's precious data"
+    assert paths.disk.read_bytes() == precious
     assert f"control0: kept {paths.disk}" in messages
     key = paths.host_key.read_text()
     assert reset_vm(cluster, vm, lambda question: True) == [paths.disk, paths.efivars]
