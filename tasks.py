@@ -33,7 +33,7 @@ def ls(c, config=None, json=False, names=False):
     if json:
         print(cli.format_json(rows))
         return
-    print(cli.format_table([{key: value for key, value in row.items() if key not in ("exited", "cluster_net")} for row in rows]))
+    print(cli.format_table([{key: value for key, value in row.items() if key not in ("exited", "cluster_net", "orphaned")} for row in rows]))
     for line in status.listing_notes(cluster, rows):
         cli.say(line)
 
@@ -113,11 +113,13 @@ def vmsetup(c, id=None, name=None, config=None, disk=False, seed=False, ssh=Fals
 @task(help={"id": ID_HELP, "name": NAME_HELP, "config": CONFIG_HELP, "yes": "do not ask for confirmation"})
 @user_errors
 def reset(c, id=None, name=None, config=None, yes=False):
-    """Delete one VM's disk and UEFI variables so that the next setup makes it afresh."""
+    """Delete one VM's disk and UEFI variables so that the next setup makes it afresh
+    (or, for an orphan no longer in cluster.yaml, so that it is gone)."""
+    from kubenet.identity import orphan_named
     from kubenet.prepare import reset_vm
 
     cluster = cli.open_cluster(config)
-    chosen = cli.pick_vm(cluster, id, name)
+    chosen = (name and id is None and orphan_named(cluster, name)) or cli.pick_vm(cluster, id, name)
     deleted = reset_vm(cluster, chosen, lambda question: cli.confirm(question, yes))
     for path in deleted:
         cli.say(f"kubenet: deleted {path}")
@@ -190,8 +192,11 @@ def stop_vms(config, pick, timeout, cleanup: bool) -> None:
 @task(iterable=["id"], help={"config": CONFIG_HELP, "id": "stop only this VM (repeatable)", "timeout": STOP_HELP})
 @user_errors
 def down(c, config=None, id=None, timeout=None):
-    """Power VMs off (ACPI, then quit, then kill); with every VM down, remove the tmux sessions."""
-    stop_vms(config, lambda cluster: cli.pick_vms(cluster, id), timeout, cleanup=True)
+    """Power VMs off (ACPI, then quit, then kill), and orphans (VMs no longer in cluster.yaml);
+    with every VM down, remove the tmux sessions."""
+    from kubenet.identity import orphans, recorded
+
+    stop_vms(config, lambda cluster: cli.pick_vms(cluster, id) + ([] if id else orphans(cluster, recorded(cluster))), timeout, cleanup=True)
 
 
 @task(help={"id": ID_HELP, "name": NAME_HELP, "config": CONFIG_HELP, "timeout": STOP_HELP})

@@ -64,11 +64,16 @@ def atomic_output(path: Path, mode: int = 0o600) -> Iterator[Path]:
 
 
 def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
-    with atomic_output(path, mode) as temporary:
-        with open(temporary, "wb") as stream:
-            stream.write(data)
-            stream.flush()
-            os.fsync(stream.fileno())
+    try:
+        with atomic_output(path, mode) as temporary:
+            with open(temporary, "wb") as stream:
+                stream.write(data)
+                stream.flush()
+                os.fsync(stream.fileno())
+    except OSError as error:
+        if error.filename is not None or not error.errno:
+            raise
+        raise OSError(error.errno, error.strerror, str(path)) from error  # a full disk names the file it could not write
 
 
 def sha256_of(path: Path) -> str:

@@ -19,6 +19,7 @@ from .fsutil import fresh_private_file
 from .handover import QMP_FD
 from .host import needs_efivars
 from .layout import check_ours, qemu_session, qemu_session_name
+from .identity import check_identities, record_identity
 from .paths import vm_paths
 from .process import absolute_program, replace_process
 from .qemu import Management, qemu_argv, run_as_options
@@ -169,8 +170,10 @@ def memory_warning(cluster: Cluster, target: Target) -> str | None:
 def exec_vm(cluster: Cluster, vm: VM, target: Target, managed: bool) -> None:
     if is_running(cluster, vm):
         raise errors.LaunchError(f"{vm.name} is already running", f"see `invoke ls`; stop it with `invoke stop --id {vm.id}`")
+    check_identities(cluster)
     check_launchable(cluster, [vm], target)
     check_ports(cluster, [vm], target)
+    record_identity(cluster, vm)
     prepare_network(cluster, target)
     os.umask(0o077)  # qemu's pid file and QMP socket are private; this process becomes qemu
     argv = prepare_launch(cluster, vm, target) if managed else vm_argv(cluster, vm, target) + dropping_root(target)
@@ -236,6 +239,7 @@ def attach_hint(tmux: Tmux, cluster: Cluster) -> str:
 
 
 def _launch_cluster(cluster: Cluster, vms: list[VM], target: Target, tmux: Tmux) -> LaunchResult:
+    check_identities(cluster)
     session = qemu_session_name(cluster)
     # Ask tmux only if the session may exist; a fresh launch spares the query.
     panes = tmux.panes(session) if tmux.server_has(session) else []
@@ -250,6 +254,8 @@ def _launch_cluster(cluster: Cluster, vms: list[VM], target: Target, tmux: Tmux)
     if to_start:
         check_launchable(cluster, to_start, target)
         check_ports(cluster, to_start, target)
+        for vm in to_start:
+            record_identity(cluster, vm)
         prepare_network(cluster, target)
         commands = {}
         for vm in to_start:

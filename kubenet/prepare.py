@@ -18,6 +18,7 @@ from .fsutil import locked, write_atomic
 from .host import needs_efivars
 from .image import base_image
 from .parallel import for_each
+from .identity import check_identities, forget_identity, record_identity
 from .paths import vm_paths
 from .seed import read_templates, seed_files, write_seed_iso
 from .statedir import clean_temporaries, vm_dir
@@ -28,7 +29,7 @@ PARTS = ("disk", "seed", "ssh")
 # The VM's files that setup writes, always under the VM's lock.
 WRITTEN_UNDER_LOCK = frozenset({
     "disk.img", "efivars.fd", "cidata.iso", "cidata.iso.sha256", "user-data", "meta-data", "network-config",
-    "ssh_host_ed25519_key", "ssh_host_ed25519_key.pub",
+    "ssh_host_ed25519_key", "ssh_host_ed25519_key.pub", "identity.json",
 })  # fmt: skip
 
 
@@ -69,6 +70,7 @@ def setup_vm(cluster: Cluster, target: Target, vm: VM, parts=PARTS, say: Callabl
     efivars = needs_efivars(cluster, host)
     if efivars and "disk" in parts and (host.firmware is None or host.firmware.vars_template is None):
         raise errors.HostError(host.firmware_error or "UEFI firmware has no variable store template")
+    check_identities(cluster)
     vm_dir(cluster, vm)
     with locked(paths.lock):
         clean_temporaries(paths.dir, WRITTEN_UNDER_LOCK)  # what a killed setup left
@@ -87,6 +89,7 @@ def setup_vm(cluster: Cluster, target: Target, vm: VM, parts=PARTS, say: Callabl
         if "seed" in parts:
             write_seed(cluster, target, vm, inputs)
             say(f"{vm.name}: wrote {paths.seed}")
+        record_identity(cluster, vm)
 
 
 def unused_name(path: Path) -> Path:
@@ -154,6 +157,7 @@ def reset_vm(cluster: Cluster, vm: VM, confirm: Callable[[str], bool]) -> list[P
         )
     paths = vm_paths(cluster, vm)
     if not paths.disk.exists() and not paths.efivars.exists():
+        forget_identity(cluster, vm)  # nothing to lose: an orphan without a disk is no longer listed
         return []
     if not confirm(f"delete {vm.name}'s disk {paths.disk} and UEFI variables, losing all its data?"):
         raise errors.KubenetError("reset cancelled; nothing was deleted")
@@ -167,6 +171,7 @@ def reset_vm(cluster: Cluster, vm: VM, confirm: Callable[[str], bool]) -> list[P
             if path.exists():
                 path.unlink()
                 deleted.append(path)
+        forget_identity(cluster, vm)
     return deleted
 
 

@@ -112,7 +112,9 @@ def _shut_down(cluster: Cluster, vms: list[VM], target: Target, timeout: float, 
     still = [vm.name for vm in vms if qemu_pid(cluster, vm) is not None]
     if still:
         raise errors.LaunchError(f"still running: {' '.join(still)}", "if they were started with sudo, stop them with sudo too")
-    if cleanup and all(qemu_pid(cluster, vm) is None for vm in cluster.vms):
+    from .identity import orphans, recorded
+
+    if cleanup and all(qemu_pid(cluster, vm) is None for vm in [*cluster.vms, *orphans(cluster, recorded(cluster))]):
         remove_sessions(cluster, target, say)
 
 

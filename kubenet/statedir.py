@@ -37,7 +37,7 @@ OWN_FILES = frozenset({
 OWN_VM_FILES = frozenset({
     "disk.img", "efivars.fd", "cidata.iso", "cidata.iso.sha256", "user-data", "meta-data", "network-config",
     "ssh_host_ed25519_key", "ssh_host_ed25519_key.pub", "qmp.sock", "serial.log", "qemu.pid", "ready",
-    "cloud-init-done", ".lock",
+    "cloud-init-done", ".lock", "identity.json", "efivars.fd.damaged",
 })  # fmt: skip
 
 

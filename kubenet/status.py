@@ -51,7 +51,17 @@ def listing_notes(cluster: Cluster, rows: list[dict]) -> list[str]:
     from .layout import is_ours, qemu_session_name, ssh_session_name
     from .tmux import Tmux
 
+    from .identity import recorded, renumbered
+
     notes = [f"kubenet: {row['name']}: {row['exited']}" for row in rows if row["exited"]]
+    notes += [
+        f"kubenet: {row['name']}: no longer in {cluster.source} (orphaned): `invoke down` stops it, `invoke reset --name {row['name']}` removes its disk"
+        for row in rows if row.get("orphaned")
+    ]  # fmt: skip
+    notes += [
+        f"kubenet: {name}: shown as it was made; {cluster.source} now gives it {', '.join(moved)}"
+        for name, moved in renumbered(cluster, recorded(cluster)).items()
+    ]
     notes += [f"kubenet: {row['name']}: {CUT_OFF} {restart_hint(row['name'])}" for row in rows if row.get("cluster_net") == "cut off"]
     if any(row.get("cluster_net") for row in rows):
         from .vde import running_pid
@@ -75,7 +85,13 @@ def vm_rows(cluster: Cluster, mode: NetworkMode, exits: dict[str, Exit] | None =
     from .parallel import for_each
     from .vmstate import vm_state
 
-    states = {vm.name: vm_state(cluster, vm) for vm in cluster.vms}
+    from .identity import orphans, recorded
+
+    records = recorded(cluster)
+    # a VM is shown as it was made (cluster.yaml may have renumbered it since), then the orphans
+    vms = [records.get(vm.name, vm) for vm in cluster.vms] + orphans(cluster, records)
+    orphaned = {vm.name for vm in vms[len(cluster.vms):]}
+    states = {vm.name: vm_state(cluster, vm) for vm in vms}
     plugged = None
     if mode == NetworkMode.USER and any(state.pid for state in states.values()):
         from .vde import connected_pids
@@ -84,11 +100,11 @@ def vm_rows(cluster: Cluster, mode: NetworkMode, exits: dict[str, Exit] | None =
     from .vde import plug_state
 
     answers = dict(zip(
-        [vm.name for vm in cluster.vms],
-        for_each(cluster.vms, lambda vm: ask(cluster, mode, vm) if states[vm.name].running else (None, False)),
+        [vm.name for vm in vms],
+        for_each(vms, lambda vm: ask(cluster, mode, vm) if states[vm.name].running else (None, False)),
     ))  # fmt: skip
     rows = []
-    for vm in cluster.vms:
+    for vm in vms:
         state, (run_state, ready) = states[vm.name], answers[vm.name]
         exited = None if state.running else (exits or {}).get(vm.name)
         rows.append({
@@ -105,6 +121,7 @@ def vm_rows(cluster: Cluster, mode: NetworkMode, exits: dict[str, Exit] | None =
             "ready": ready,
             "exited": None if exited is None else str(exited),
             "cluster_net": plug_state(cluster, plugged, state.pid),
+            "orphaned": vm.name in orphaned,
         })  # fmt: skip
     return rows
 

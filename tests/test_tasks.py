@@ -23,7 +23,7 @@ def test_ls_json_is_a_json_array_of_the_tutorials_vms():
     assert rows[5] | {"ssh": None} == {
         "id": 5, "name": "worker1", "role": "worker", "vcpus": 4, "memory": "4G",
         "mac": "52:52:52:00:00:05", "ip": "192.168.1.15", "ssh": None,
-        "state": "stopped", "pid": None, "ready": False, "exited": None, "cluster_net": None,
+        "state": "stopped", "pid": None, "ready": False, "exited": None, "cluster_net": None, "orphaned": False,
     }  # fmt: skip
     assert done.stderr == ""
 
