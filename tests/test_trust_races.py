@@ -175,3 +175,25 @@ def test_the_clusters_sessions_live_on_one_server_whatever_the_callers_tmux(shor
         stop_vde_switch(state)
         for socket in (other, default):
             subprocess.run(["tmux", "-S", str(socket), "kill-server"], capture_output=True)
+
+
+# ---- 15. progress lines of parallel setups ----------------------------------------------------
+
+
+def test_parallel_setups_write_whole_progress_lines(tmp_path):
+    import re
+
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "id_t")], check=True)
+    (tmp_path / "k").touch()
+    (tmp_path / "i").touch()
+    config = tmp_path / "cluster.yaml"
+    config.write_text(
+        "name: p\nimage: {kind: kernel, kernel: k, initrd: i}\nssh_key: id_t.pub\n"
+        "network: {mode: user, api_address: 192.168.1.250}\nroles:\n  - {name: node, count: 24, memory: 128M}\n"
+    )
+    done = run_invoke("vmsetup", "--config", str(config), env={"KUBENET_ACCEL": "tcg"}, check=True)
+    lines = done.stderr.splitlines()
+    state = re.escape(str(tmp_path / ".kubenet"))
+    whole = re.compile(rf"^(node\d+: (created {state}/node\d+/disk\.img \(20G\)|wrote {state}/node\d+/cidata\.iso)|kubenet: wrote {state}/(known_hosts|ssh_config))$")
+    assert [line for line in lines if not whole.match(line)] == []
+    assert len(lines) == 24 * 2 + 2
