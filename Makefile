@@ -34,10 +34,11 @@ CLUSTER_MK := $(dir $(CONFIG)).$(basename $(notdir $(CONFIG))).mk
 CLUSTER_GOALS := setup up
 
 .DEFAULT_GOAL := help
-.PHONY: help deps test-deps venv test bench bench-boot bench-setup hostnet clean-venv $(CLUSTER_GOALS)
+.PHONY: help deps test-deps venv test bench bench-boot bench-setup down destroy hostnet clean-venv $(CLUSTER_GOALS)
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@if [ -x $(INVOKE) ]; then echo; $(INVOKE) --list; else echo; echo "  and the invoke tasks (ls, ssh, exec, logs, ...): \`make venv\`, then \`$(INVOKE) --list\`"; fi
 
 deps: ## install the programs kubenet runs (qemu, UEFI firmware, tmux, ssh, vde2) if missing
 	@scripts/install-deps
@@ -65,6 +66,12 @@ bench-setup: test-deps venv ## time `make setup` of 7 fresh VMs, with nothing to
 
 bench-boot: test-deps venv ## time `make up` of 1 and 7 real tiny VMs under TCG, and when each guest's SSH listened
 	$(BIN)/python bench/boot.py
+
+down: venv ## power every VM off (ACPI, then quit, then kill) and remove the cluster's tmux sessions
+	@$(INVOKE) down --config $(CONFIG)
+
+destroy: venv ## power every VM off and delete state_dir with every VM's disk (asks first; the image cache stays)
+	@$(INVOKE) destroy --config $(CONFIG)
 
 hostnet: venv ## Linux, bridge mode: make the host side (bridge, forwarding, NAT, DNS/DHCP, /etc/hosts); asks sudo once
 	@scripts/install-deps --hostnet

@@ -4,7 +4,13 @@ Each task parses its options and calls plain functions in the kubenet package;
 heavy modules are imported inside tasks so that pipeline tasks start fast.
 """
 
-from invoke import task
+from functools import partial
+
+import invoke
+
+# Long options only: invoke's automatic short flags would make -h mean --host in one
+# task and --ssh in another, where users expect help.
+task = partial(invoke.task, auto_shortflags=False)
 
 from kubenet import cli
 from kubenet.cli import user_errors
@@ -125,6 +131,32 @@ def reset(c, id=None, name=None, config=None, yes=False):
         cli.say(f"kubenet: deleted {path}")
     if not deleted:
         cli.say(f"kubenet: {chosen.name} had no disk; nothing deleted")
+
+
+@task(help={"id": ID_HELP, "name": NAME_HELP, "config": CONFIG_HELP, "follow": "keep printing what the console writes, as tail -f",
+            "since_boot": "start at the guest's last boot (a guest that rebooted logged several)"})
+@user_errors
+def logs(c, id=None, name=None, config=None, follow=False, since_boot=False):
+    """Print a VM's console log (serial.log, written afresh at each start of its qemu)."""
+    from kubenet.consolelog import show_log
+    from kubenet.paths import vm_paths
+
+    cluster = cli.open_cluster(config)
+    show_log(vm_paths(cluster, cli.pick_vm(cluster, id, name)).serial_log, since_boot, follow)
+
+
+@task(help={"config": CONFIG_HELP, "yes": "do not ask for confirmation"})
+@user_errors
+def destroy(c, config=None, yes=False):
+    """Power every VM off and delete state_dir: disks, seeds, keys, ssh_config (the image cache stays)."""
+    from kubenet.destroy import destroy_cluster
+    from kubenet.target import resolve_target
+
+    cluster = cli.open_cluster(config)
+    if destroy_cluster(cluster, resolve_target(cluster), lambda question: cli.confirm(question, yes), cli.say):
+        cli.say(f"kubenet: destroyed cluster {cluster.name}: removed {cluster.state_dir}")
+    else:
+        cli.say(f"kubenet: {cluster.state_dir} does not exist; nothing to destroy")
 
 
 @task(help={"config": CONFIG_HELP, "output": "write them to this file (atomically) instead of stdout"})

@@ -43,6 +43,8 @@ Running VMs
   ssh           the one ssh command builder; `ssh` and `exec`
   sshall        the `<cluster>-ssh` tmux session: `ssh-all`
   status        what `ls` shows: a row per VM and the notes below the table
+  consolelog    a VM's console log: `invoke logs`
+  destroy       the whole cluster gone: VMs off, state_dir removed (`invoke destroy`)
 
 Plumbing
   process       the one place that runs, watches and signals programs; the one pid-file reader

@@ -57,9 +57,8 @@ def resolve_mode(network: Network, host: Host) -> NetworkMode:
         if host.bridges is not None and network.bridge not in host.bridges:
             raise errors.HostError(
                 f"bridge {network.bridge} does not exist",
-                f"create it (sudo ip link add {network.bridge} type bridge && "
-                f"sudo ip addr add {network.host_address}/{network.subnet.prefixlen} dev {network.bridge} && "
-                f"sudo ip link set {network.bridge} up) or set network.mode: user",
+                "run `make hostnet` (it makes the bridge with its address, NAT, DNS and DHCP, as cluster.yaml says), "
+                "or set network.mode: user",
             )
     return mode
 

@@ -90,17 +90,22 @@ def check_ancestors(path: Path) -> None:
             )
 
 
-def holds_only_own_files(path: Path) -> bool:
-    """Whether a directory holds nothing but what kubenet makes (kubenet's temporaries included)."""
+def foreign_entries(path: Path) -> list[str]:
+    """What a directory holds that kubenet does not make (its temporaries are its own), as
+    paths relative to it; a VM directory counts as kubenet's when all it holds is."""
+    foreign = []
     for entry in os.scandir(path):
         if entry.name in OWN_FILES or _own_temporary(entry.name):
             continue
-        if entry.is_dir(follow_symlinks=False) and all(
-            name in OWN_VM_FILES or _own_temporary(name) for name in os.listdir(entry.path)
-        ):
-            continue
-        return False
-    return True
+        if entry.is_dir(follow_symlinks=False):
+            foreign += [f"{entry.name}/{name}" for name in sorted(os.listdir(entry.path)) if name not in OWN_VM_FILES and not _own_temporary(name)]
+        else:
+            foreign.append(entry.name)
+    return sorted(foreign)
+
+
+def holds_only_own_files(path: Path) -> bool:
+    return not foreign_entries(path)
 
 
 def _own_temporary(name: str) -> bool:

@@ -164,8 +164,8 @@ def test_network_mode_resolution(system, mode, bridges, expected):
         (
             "linux",
             "bridge",
-            "bridge kubr0 does not exist (hint: create it (sudo ip link add kubr0 type bridge && "
-            "sudo ip addr add 192.168.1.1/24 dev kubr0 && sudo ip link set kubr0 up) or set network.mode: user)",
+            "bridge kubr0 does not exist (hint: run `make hostnet` (it makes the bridge with its address, NAT, DNS and DHCP, "
+            "as cluster.yaml says), or set network.mode: user)",
         ),
         ("linux", "vmnet-shared", "network mode vmnet-shared needs macOS (hint: set network.mode to bridge or user)"),
         ("darwin", "bridge", "network mode bridge needs Linux (hint: set network.mode to vmnet-shared or user)"),
