@@ -49,7 +49,8 @@ test-deps: ## install what the tests need as well (busybox, cpio, cloud-init, de
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	@# setuptools warns about every editable install, in 10 lines a newcomer cannot act on
+	PYTHONWARNINGS=ignore $(BIN)/pip install --quiet -e '.[test]'
 	@touch $@
 
 venv: $(BIN)/.installed ## create .venv with kubenet, invoke and the test tools

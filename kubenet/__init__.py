@@ -51,7 +51,9 @@ Plumbing
   parallel      one thing done for many VMs at once, Ctrl-C heard
   fsutil        atomic writes, private directories, locks
   errors        one exception class per kind of user error, each with a hint
-  cli           glue for tasks.py: one-line errors, VM selection, tables, progress lines
+  cli           glue for the tasks: one-line errors, VM selection, tables, progress lines
+  tasks         the invoke tasks (tasks.py in the checkout re-exports them)
+  program       the `kubenet` command: the same tasks as a program of their own
 
 The path of `make up`: the Makefile runs `invoke makevars` (config -> target ->
 makevars) to learn the per-VM files, decides which are out of date, and hands

@@ -1,0 +1,306 @@
+"""kubenet tasks: `invoke --list` shows them, `invoke --help TASK` explains one.
+
+Each task parses its options and calls plain functions in the kubenet package;
+heavy modules are imported inside tasks so that pipeline tasks start fast.
+"""
+
+from functools import partial
+
+import invoke
+
+# Long options only: invoke's automatic short flags would make -h mean --host in one
+# task and --ssh in another, where users expect help.
+task = partial(invoke.task, auto_shortflags=False)
+
+from kubenet import cli
+from kubenet.cli import user_errors
+
+CONFIG_HELP = "cluster file (default: $KUBENET_CONFIG or ./cluster.yaml)"
+ID_HELP = "VM id, as `invoke ls` shows it"
+NAME_HELP = "VM name, e.g. worker1 (instead of --id)"
+WAIT_HELP = "seconds to wait for every VM to be ready (default: 600)"
+READY_HELP = "what ready means: ssh (SSH logs in) or cloud-init (and cloud-init has finished); default: ready in cluster.yaml, else cloud-init"
+STOP_HELP = "seconds the whole shutdown may take: power button, then quit, then kill (default: 60)"
+ACCEL_HELP = "accelerator: hvf, kvm or tcg (default: $KUBENET_ACCEL, then accel in cluster.yaml, then the one the VMs last ran with, then the best this host offers)"
+WAIT_SECONDS, STOP_SECONDS = 600.0, 60.0
+
+
+@task(help={"config": CONFIG_HELP, "json": "print a JSON array", "names": "print one VM name per line"})
+@user_errors
+def ls(c, config=None, json=False, names=False):
+    """List the cluster's VMs: id, name, role, resources, MAC, IP, SSH endpoint, state."""
+    from kubenet import status
+
+    cluster = cli.open_cluster(config)
+    if names:
+        print("\n".join(vm.name for vm in cluster.vms))
+        return
+    rows = status.listing(cluster)
+    if json:
+        print(cli.format_json(rows))
+        return
+    print(cli.format_table([{key: value for key, value in row.items() if key not in ("exited", "cluster_net", "orphaned")} for row in rows]))
+    for line in status.listing_notes(cluster, rows):
+        cli.say(line)
+
+
+# What `argv` and `vm` share: which VM, and how its qemu command is made.
+QEMU_HELP = {
+    "id": ID_HELP,
+    "name": NAME_HELP,
+    "config": CONFIG_HELP,
+    "accel": ACCEL_HELP,
+    "managed": "add the options `up` adds: QMP socket, pid file, console log",
+}
+
+
+@task(help={**QEMU_HELP, "host": "describe another host: darwin-arm64, linux-x86_64 or linux-aarch64"})
+@user_errors
+def argv(c, id=None, name=None, config=None, host=None, accel=None, managed=False):
+    """Print the VM's qemu command, shell-quoted on one line."""
+    import shlex
+
+    from kubenet.launch import vm_argv
+    from kubenet.target import resolve_target
+
+    cluster = cli.open_cluster(config, state=False)
+    vm = cli.pick_vm(cluster, id, name)
+    print(shlex.join(vm_argv(cluster, vm, resolve_target(cluster, host, accel), managed)))
+
+
+@task(help=QEMU_HELP)
+@user_errors
+def vm(c, id=None, name=None, config=None, accel=None, managed=False):
+    """Run one VM in the foreground: qemu replaces this process (quit with Ctrl-A X)."""
+    from kubenet.launch import exec_vm
+    from kubenet.target import resolve_target
+
+    cluster = cli.open_cluster(config)
+    exec_vm(cluster, cli.pick_vm(cluster, id, name), resolve_target(cluster, accel_option=accel), managed)
+
+
+@task(help={"config": CONFIG_HELP})
+@user_errors
+def image(c, config=None):
+    """Fetch the base image into the cache and verify its SHA-256 (reuses a verified copy)."""
+    from kubenet.image import fetch_image
+    from kubenet.probe import probe_host
+
+    cluster = cli.open_cluster(config, state=False)
+    if not cluster.image.url:
+        cli.say("kubenet: image.url is not set: no base image to fetch")
+        return
+    print(fetch_image(cluster, probe_host(firmware_needed=False), say=cli.say))
+
+
+@task(
+    iterable=["id", "name"],
+    help={
+        "id": "VM id (repeatable; default: every VM)",
+        "name": "VM name (repeatable)",
+        "config": CONFIG_HELP,
+        "disk": "only the disk (and UEFI variables)",
+        "seed": "only the host key and cloud-init seed",
+        "ssh": "only the cluster's known_hosts and ssh_config",
+        "files_from": "make exactly the files listed in this file, one a line (how make asks for what is out of date)",
+    },
+)
+@user_errors
+def vmsetup(c, id=None, name=None, config=None, disk=False, seed=False, ssh=False, files_from=None):
+    """Prepare VMs: disk overlay, cloud-init seed, host key, ssh_config. Never recreates a disk."""
+    from kubenet.prepare import prepare_cluster, setup_plan
+    from kubenet.target import resolve_target
+
+    cluster = cli.open_cluster(config)
+    plan, ssh_files = setup_plan(cluster, cli.pick_vms(cluster, id, name), (disk, seed, ssh), files_from)
+    prepare_cluster(cluster, resolve_target(cluster), plan, ssh_files, cli.say)
+
+
+@task(help={"id": ID_HELP, "name": NAME_HELP, "config": CONFIG_HELP, "yes": "do not ask for confirmation"})
+@user_errors
+def reset(c, id=None, name=None, config=None, yes=False):
+    """Delete one VM's disk and UEFI variables so that the next setup makes it afresh
+    (or, for an orphan no longer in cluster.yaml, so that it is gone)."""
+    from kubenet.identity import orphan_named
+    from kubenet.prepare import reset_vm
+
+    cluster = cli.open_cluster(config)
+    chosen = (name and id is None and orphan_named(cluster, name)) or cli.pick_vm(cluster, id, name)
+    deleted = reset_vm(cluster, chosen, lambda question: cli.confirm(question, yes))
+    for path in deleted:
+        cli.say(f"kubenet: deleted {path}")
+    if not deleted:
+        cli.say(f"kubenet: {chosen.name} had no disk; nothing deleted")
+
+
+@task(help={"id": ID_HELP, "name": NAME_HELP, "config": CONFIG_HELP, "follow": "keep printing what the console writes, as tail -f",
+            "since_boot": "start at the guest's last boot (a guest that rebooted logged several)"})
+@user_errors
+def logs(c, id=None, name=None, config=None, follow=False, since_boot=False):
+    """Print a VM's console log (serial.log, written afresh at each start of its qemu)."""
+    from kubenet.consolelog import show_log
+    from kubenet.paths import vm_paths
+
+    cluster = cli.open_cluster(config)
+    show_log(vm_paths(cluster, cli.pick_vm(cluster, id, name)).serial_log, since_boot, follow)
+
+
+@task(help={"config": CONFIG_HELP, "yes": "do not ask for confirmation"})
+@user_errors
+def destroy(c, config=None, yes=False):
+    """Power every VM off and delete state_dir: disks, seeds, keys, ssh_config (the image cache stays)."""
+    from kubenet.destroy import destroy_cluster
+    from kubenet.target import resolve_target
+
+    cluster = cli.open_cluster(config)
+    if destroy_cluster(cluster, resolve_target(cluster), lambda question: cli.confirm(question, yes), cli.say):
+        cli.say(f"kubenet: destroyed cluster {cluster.name}: removed {cluster.state_dir}")
+    else:
+        cli.say(f"kubenet: {cluster.state_dir} does not exist; nothing to destroy")
+
+
+@task(help={"config": CONFIG_HELP, "output": "write them to this file (atomically) instead of stdout"})
+@user_errors
+def makevars(c, config=None, output=None):
+    """Print the cluster as Make variables (used by the Makefile's per-VM rules)."""
+    from pathlib import Path
+
+    from kubenet.fsutil import write_atomic
+    from kubenet.makevars import make_variables
+    from kubenet.target import resolve_target
+
+    cluster = cli.open_cluster(config)
+    text = make_variables(cluster, resolve_target(cluster))
+    if output is None:
+        print(text, end="")
+    else:
+        write_atomic(Path(output), text.encode(), 0o644)
+
+
+def start_vms(config, pick, timeout, wait, ready, accel) -> None:
+    """What `up` and `start` share: launch the chosen VMs, then wait until they are ready."""
+    from kubenet.launch import up_and_wait
+    from kubenet.target import resolve_target
+
+    cluster = cli.open_cluster(config)
+    seconds = cli.parse_timeout(timeout, WAIT_SECONDS)
+    target = resolve_target(cluster, accel_option=accel)
+    up_and_wait(cluster, pick(cluster), target, seconds if wait else None, cli.say, cli.parse_ready(ready))
+
+
+START_HELP = {
+    "config": CONFIG_HELP,
+    "timeout": WAIT_HELP,
+    "wait": "wait until every VM is ready (--no-wait to return at once)",
+    "ready": READY_HELP,
+    "accel": ACCEL_HELP,
+}
+
+
+@task(iterable=["id"], help={**START_HELP, "id": "start only this VM (repeatable; default: every VM)"})
+@user_errors
+def up(c, config=None, id=None, timeout=None, wait=True, ready=None, accel=None):
+    """Launch the cluster in the detached tmux session <cluster>-qemu, then wait until it is ready."""
+    start_vms(config, lambda cluster: cli.pick_vms(cluster, id), timeout, wait, ready, accel)
+
+
+@task(help={**START_HELP, "id": ID_HELP, "name": NAME_HELP})
+@user_errors
+def start(c, id=None, name=None, config=None, timeout=None, wait=True, ready=None, accel=None):
+    """Start one VM in its pane of the qemu session (made if needed), then wait until it is ready."""
+    start_vms(config, lambda cluster: [cli.pick_vm(cluster, id, name)], timeout, wait, ready, accel)
+
+
+def stop_vms(config, pick, timeout, cleanup: bool) -> None:
+    """What `down` and `stop` share: power the chosen VMs off within the timeout."""
+    from kubenet.shutdown import shut_down
+    from kubenet.target import resolve_target
+
+    cluster = cli.open_cluster(config)
+    seconds = cli.parse_timeout(timeout, STOP_SECONDS)
+    shut_down(cluster, pick(cluster), resolve_target(cluster), seconds, cleanup=cleanup, say=cli.say)
+
+
+@task(iterable=["id"], help={"config": CONFIG_HELP, "id": "stop only this VM (repeatable)", "timeout": STOP_HELP})
+@user_errors
+def down(c, config=None, id=None, timeout=None):
+    """Power VMs off (ACPI, then quit, then kill), and orphans (VMs no longer in cluster.yaml);
+    with every VM down, remove the tmux sessions."""
+    from kubenet.identity import orphans, recorded
+
+    stop_vms(config, lambda cluster: cli.pick_vms(cluster, id) + ([] if id else orphans(cluster, recorded(cluster))), timeout, cleanup=True)
+
+
+@task(help={"id": ID_HELP, "name": NAME_HELP, "config": CONFIG_HELP, "timeout": STOP_HELP})
+@user_errors
+def stop(c, id=None, name=None, config=None, timeout=None):
+    """Power one VM off; its pane keeps its last output."""
+    stop_vms(config, lambda cluster: [cli.pick_vm(cluster, id, name)], timeout, cleanup=False)
+
+
+@task(help={"config": CONFIG_HELP, "attach": "attach when done (--no-attach for scripts)"})
+@user_errors
+def ssh_all(c, config=None, attach=True):
+    """Open the <cluster>-ssh session: a window per role and ssh-nodes; prefix + C-s syncs panes."""
+    from kubenet.sshall import open_ssh_session
+
+    session = open_ssh_session(cli.open_cluster(config), attach, cli.say)
+    if not attach:
+        print(session)
+
+
+@task(help={"id": ID_HELP, "name": NAME_HELP, "config": CONFIG_HELP})
+@user_errors
+def ssh(c, id=None, name=None, config=None):
+    """Open an SSH session to one VM, with its pinned host key; a command after `--` runs instead, with its exit status."""
+    from kubenet.ssh import ssh_one
+
+    cluster = cli.open_cluster(config)
+    ssh_one(cluster, cli.pick_vm(cluster, id, name), c.remainder.strip() or None)
+
+
+@task(
+    name="exec",
+    iterable=["id", "name", "role"],
+    help={
+        "role": "VMs of this role (repeatable)",
+        "id": "VM id (repeatable)",
+        "name": "VM name (repeatable)",
+        "config": CONFIG_HELP,
+        "stdin": "pass this command's input to the remote command (to each VM, a copy); without it the remote input is empty",
+    },
+)
+@user_errors
+def exec_(c, role=None, id=None, name=None, config=None, stdin=False):
+    """Run the command after `--` on the VMs in parallel; lines come out as `<vm>: <line>`."""
+    import sys
+
+    from invoke import Exit
+
+    from kubenet import errors
+    from kubenet.ssh import exec_summary, run_everywhere
+
+    cluster = cli.open_cluster(config)
+    if not c.remainder.strip():
+        raise errors.KubenetError("no command given", "put it after `--`, e.g. invoke exec --role worker -- uname -a")
+    data = sys.stdin.buffer.read() if stdin else b""
+    results = run_everywhere(cluster, cli.pick_vms(cluster, id, name, role), c.remainder, data)
+    cli.say(exec_summary(results))
+    if not all(result.succeeded for result in results):
+        raise Exit(code=1)
+
+
+@task(
+    help={
+        "config": CONFIG_HELP,
+        "dry_run": "say what would change, and change nothing",
+        "remove": "take out exactly what hostnet added, and nothing else",
+    }
+)
+@user_errors
+def hostnet(c, config=None, dry_run=False, remove=False):
+    """Linux, bridge mode: the host side (bridge, forwarding, NAT, bridge.conf, DNS and DHCP, /etc/hosts). Needs root."""
+    from kubenet.hostnet import places, set_up, take_down
+
+    cluster = cli.open_cluster(config, state=False)  # root's command: it never touches state_dir
+    (take_down if remove else set_up)(cluster, places(), dry_run, cli.say)
