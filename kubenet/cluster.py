@@ -58,6 +58,7 @@ class Role:
     count: int | None = None  # None: a single machine that keeps the bare role name
     vcpus: int = 2
     memory: str = "2G"  # as qemu's -m takes it
+    qemu_args: tuple[str, ...] = ()  # appended to its VMs' qemu command lines, after the cluster's
 
     def vm_names(self) -> list[str]:
         if self.count is None:
@@ -126,6 +127,7 @@ class Cluster:
     accel: Accel | None = None  # None: the best the host offers
     state_dir: Path = Path(".kubenet")  # relative to the cluster file
     ready: ReadyWhen = ReadyWhen.CLOUD_INIT  # what `up` waits for
+    qemu_args: tuple[str, ...] = ()  # appended to every VM's qemu command line, after kubenet's own
     # Not keys of cluster.yaml: where it was read from, and its VMs.
     source: Path = Path("cluster.yaml")
     vms: tuple[VM, ...] = ()

@@ -259,6 +259,7 @@ def _build(check: _Checker, data: Any, source: Path) -> Cluster:
         "accel": lambda v, k: None if v is None else check.choice(v, k, Accel),
         "ready": lambda v, k: check.choice(v, k, ReadyWhen),
         "state_dir": lambda v, k: _state_dir(check, v, base),
+        "qemu_args": lambda v, k: _qemu_args(check, v, k),
     }
     before = len(check.problems)
     values = check.each(top, parsers, lambda key: key)
@@ -303,11 +304,26 @@ def _role(check: _Checker, item: Any, key: str) -> Role:
         "count": lambda v, k: None if v is None else check.integer(v, k, 0),
         "vcpus": lambda v, k: check.integer(v, k, 1, 512),
         "memory": check.size,
+        "qemu_args": lambda v, k: _qemu_args(check, v, k),
     }
     fields_ = check.each(entry, parsers, lambda field: f"{key}.{field}")
     if not check.good(before):
         raise _Bad()
     return Role(name=name, **fields_)
+
+
+def _qemu_args(check: _Checker, value: Any, key: str) -> tuple[str, ...]:
+    """Extra qemu arguments: strings, none of them redefining what kubenet owns."""
+    from .qemu import owner_of
+
+    if not isinstance(value, list) or not all(isinstance(item, str) and item.isprintable() for item in value):
+        check.fail(errors.WrongTypeError, key, f"expected a list of printable strings, got {_describe(value)}", "e.g. qemu_args: [-device, virtio-balloon-pci]")
+    args = tuple(value)
+    clash = owner_of(args)
+    if clash:
+        option, what = clash
+        check.fail(errors.BadValueError, key, f"{shown(option)} redefines {what}, which kubenet sets", "set it through cluster.yaml's own key, or leave it to kubenet")
+    return args
 
 
 def _network(check: _Checker, value: Any) -> Network:

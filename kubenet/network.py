@@ -99,6 +99,17 @@ def check_vmnet_shared(network: Network, host: Host) -> None:
 
 
 VMNET_PLIST = "/Library/Preferences/SystemConfiguration/com.apple.vmnet.plist"
+# From macOS 26 the system ignores the plist's range and takes the one qemu asks for
+# (`-nic vmnet-shared,start-address=…`, which kubenet always gives); up to macOS 15 a
+# plist that disagrees makes vmnet fail with "general failure".
+VMNET_PLIST_IGNORED_FROM = 26
+
+
+def vmnet_plist_honoured(macos_version: str) -> bool:
+    """Whether this macOS takes the shared range from com.apple.vmnet.plist; an unknown
+    version is taken to (checking a plist that is ignored costs nothing)."""
+    major = macos_version.split(".")[0]
+    return not major.isdigit() or int(major) < VMNET_PLIST_IGNORED_FROM
 
 
 def user_nic_mac(vm: VM) -> str:

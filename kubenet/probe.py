@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import re
 import shutil
 import socket
@@ -20,7 +21,7 @@ from . import errors
 from .cluster import Accel, Network
 from .firmware import find_firmware
 from .host import Arch, Host
-from .network import VMNET_PLIST
+from .network import VMNET_PLIST, vmnet_plist_honoured
 
 QEMU_ENV = "KUBENET_QEMU"
 BRIDGE_HELPERS = (
@@ -51,7 +52,7 @@ def probe_host(
         bridge_helper_setuid=any(setuid_root(helper) for helper in bridge_helpers(root)) and _tun_usable(root),
         memory=_memory(),
         routes=read_routes((root / "proc/net/route").read_text()) if system == "linux" and (root / "proc/net/route").is_file() else None,
-        vmnet_shared=read_vmnet_shared(root / VMNET_PLIST.lstrip("/")) if system == "darwin" else None,
+        vmnet_shared=read_vmnet_shared(root / VMNET_PLIST.lstrip("/")) if system == "darwin" and vmnet_plist_honoured(platform.mac_ver()[0]) else None,
     )
     if not firmware_needed:
         return host

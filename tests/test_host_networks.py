@@ -106,3 +106,13 @@ def test_bridge_mode_up_names_what_the_host_side_lacks_and_make_hostnet_as_the_f
         "kubenet: error: bridge mode needs on this host: address 192.168.1.1/24 on kubr0, IPv4 forwarding "
         "(hint: run `make hostnet` (it also sets up NAT and the cluster's names; it asks sudo once))",
     )
+
+
+@pytest.mark.parametrize(
+    "version, honoured",
+    [("13.6.1", True), ("14.5", True), ("15.3.2", True), ("26.0", False), ("26.1.1", False), ("27.0", False), ("", True)],
+)
+def test_the_vmnet_plist_is_checked_only_where_macos_honours_it(version, honoured):
+    from kubenet.network import vmnet_plist_honoured
+
+    assert vmnet_plist_honoured(version) is honoured

@@ -276,3 +276,40 @@ def test_a_network_that_needs_no_root_changes_nothing():
     host = Host("linux", Arch.x86_64, "qemu-system-x86_64", firmware=OVMF, bridges=frozenset(), bridge_helper_setuid=True)
     target = Target(host, "tcg", "user", root=False)
     assert vm_argv(c, c.vms[5], target, managed=True)[-len(MANAGEMENT_OPTIONS):] == MANAGEMENT_OPTIONS
+
+
+def test_extra_qemu_args_come_after_kubenets_own_cluster_first_then_the_roles():
+    c = cluster({
+        "qemu_args": ["-device", "virtio-balloon-pci"],
+        "roles": [{"name": "gateway"}, {"name": "worker", "count": 2, "qemu_args": ["-device", "intel-hda", "-device", "hda-duplex"]}],
+    })  # fmt: skip
+    host, _ = host_profile("darwin-arm64")
+    plain = qemu_argv(cluster({"roles": [{"name": "gateway"}, {"name": "worker", "count": 2}]}), c.vms[1], host, "hvf", "vmnet-shared")
+    assert qemu_argv(c, c.vms[1], host, "hvf", "vmnet-shared") == [*plain, "-device", "virtio-balloon-pci", "-device", "intel-hda", "-device", "hda-duplex"]
+    gateway = qemu_argv(c, c.vms[0], host, "hvf", "vmnet-shared")
+    assert gateway[-2:] == ["-device", "virtio-balloon-pci"] and "intel-hda" not in gateway
+
+
+@pytest.mark.parametrize(
+    "args, refused",
+    [
+        (["-m", "8G"], "'-m' redefines the VM's memory (role memory:), which kubenet sets"),
+        (["--machine", "q35"], "'--machine' redefines the machine (and accelerator), which kubenet sets"),
+        (["-drive", "file=/x/disk.img,if=virtio"], "'-drive' redefines the disk, seed and UEFI drives, which kubenet sets"),
+        (["-drive", "if=pflash,format=raw,file=vars.fd"], "'-drive' redefines the disk, seed and UEFI drives, which kubenet sets"),
+        (["-chardev", "socket,id=qmp,path=/tmp/q"], "'-chardev' redefines the console and QMP character devices, which kubenet sets"),
+    ],
+)
+def test_extra_qemu_args_that_redefine_what_kubenet_owns_are_refused(args, refused):
+    with pytest.raises(errors.BadValueError) as excinfo:
+        cluster({"roles": [{"name": "node", "qemu_args": args}]})
+    assert str(excinfo.value) == (
+        f"/home/me/kubenet/cluster.yaml: roles[0].qemu_args: {refused} (hint: set it through cluster.yaml's own key, or leave it to kubenet)"
+    )
+
+
+def test_extra_qemu_args_must_be_a_list_of_strings_and_may_add_drives_of_their_own():
+    with pytest.raises(errors.WrongTypeError) as excinfo:
+        cluster({"qemu_args": "-device virtio-balloon-pci"})
+    assert "qemu_args: expected a list of printable strings" in str(excinfo.value)
+    assert cluster({"qemu_args": ["-drive", "file=/data/extra.qcow2,if=virtio"]}).qemu_args == ("-drive", "file=/data/extra.qcow2,if=virtio")
