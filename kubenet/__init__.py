@@ -36,6 +36,7 @@ Running VMs
   handover      root's first program in such a pane: the QMP socket, made as the user, for qemu
   launch        start VMs: `invoke vm` (exec) and `invoke up` (tmux), then wait
   readiness     wait until VMs answer SSH and cloud-init has finished, all at once
+  bootprogress  while `up` waits: what each VM waits for, for how long, its console's last line
   identity      each VM as it was made (id, MAC, address): renumbering refused, orphans found
   vmstate       is a VM running, under which pid, what its guest passed, what qemu says
   qmp           the one QMP client: commands and events, each within a time bound

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -316,7 +317,14 @@ def up_and_wait(
 
     until = until or cluster.ready
 
+    from .bootprogress import LOG_SECONDS, TERMINAL_SECONDS, BootProgress
+
+    interval = TERMINAL_SECONDS if sys.stderr.isatty() else LOG_SECONDS
+    progress = BootProgress({vm.name: vm_paths(cluster, vm).serial_log for vm in waiting}, "SSH", interval, say)
+
     def report(stage: str, readiness) -> None:
+        next_wait = "cloud-init" if stage == "ssh" and readiness.ready and until == ReadyWhen.CLOUD_INIT else None
+        progress.now_waiting_for(readiness.vm, next_wait)
         if stage == "ssh" and readiness.ready:
             say(f"kubenet: {readiness.vm} answers SSH after {readiness.seconds:.1f} s")
         elif stage == "cloud-init" and readiness.ready:
@@ -328,7 +336,8 @@ def up_and_wait(
     what = "SSH and cloud-init" if until == ReadyWhen.CLOUD_INIT else "SSH"
     say(f"kubenet: waiting up to {timeout:.0f} s for {what} on {len(waiting)} VMs")
     tmux = tmux_for(target)
-    results = wait_ready(cluster, waiting, target.mode, timeout, report, until, lambda name: tmux.last_words(result.session).get(name, ""))
+    with progress:
+        results = wait_ready(cluster, waiting, target.mode, timeout, report, until, lambda name: tmux.last_words(result.session).get(name, ""))
     for line in summary(cluster, results):
         say(f"kubenet: {line}")
     if result.failed:
