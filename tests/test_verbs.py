@@ -101,3 +101,22 @@ def test_logs_prints_the_console_from_the_last_boot_and_follows_it(short_dir, st
         follower.wait()
     missing = run_invoke("logs", "--id", "7", "--config", str(config))
     assert missing.returncode == 1 and missing.stderr.startswith("kubenet: error: no VM with id '7'")
+
+
+def test_bash_completion_gives_tasks_options_and_the_clusters_vm_names(tmp_path):
+    (tmp_path / "cluster.yaml").write_text("roles:\n  - {name: gateway}\n  - {name: worker, count: 2}\n")
+    other = tmp_path / "other.yaml"
+    other.write_text("roles:\n  - {name: node, count: 2}\n")
+    script = f"""
+        source {ROOT}/scripts/completion.bash
+        complete() {{ :; }}
+        ask() {{ COMP_WORDS=("$@"); COMP_CWORD=$(($# - 1)); _kubenet_complete; echo "${{COMPREPLY[*]}}"; }}
+        ask kubenet ssh --name wor
+        ask kubenet exec --config {other} --name ""
+        ask kubenet ss
+        ask kubenet ssh --
+    """
+    env = {**os.environ, "PATH": f"{INVOKE.parent}:{os.environ['PATH']}"}
+    env.pop("KUBENET_CONFIG", None)
+    done = subprocess.run(["bash", "-c", script], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=60)
+    assert done.stdout.splitlines() == ["worker0 worker1", "node0 node1", "ssh ssh-all", "--config --id --name"], done.stderr
