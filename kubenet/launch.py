@@ -319,19 +319,20 @@ def up_and_wait(
 
     from .bootprogress import LOG_SECONDS, TERMINAL_SECONDS, BootProgress
 
-    interval = TERMINAL_SECONDS if sys.stderr.isatty() else LOG_SECONDS
-    progress = BootProgress({vm.name: vm_paths(cluster, vm).serial_log for vm in waiting}, "SSH", interval, say)
+    terminal = sys.stderr if sys.stderr.isatty() else None
+    logs = {vm.name: vm_paths(cluster, vm).serial_log for vm in waiting}
+    progress = BootProgress(logs, "SSH", TERMINAL_SECONDS if terminal else LOG_SECONDS, say, terminal)
 
     def report(stage: str, readiness) -> None:
         next_wait = "cloud-init" if stage == "ssh" and readiness.ready and until == ReadyWhen.CLOUD_INIT else None
         progress.now_waiting_for(readiness.vm, next_wait)
         if stage == "ssh" and readiness.ready:
-            say(f"kubenet: {readiness.vm} answers SSH after {readiness.seconds:.1f} s")
+            progress.say(f"kubenet: {readiness.vm} answers SSH after {readiness.seconds:.1f} s")
         elif stage == "cloud-init" and readiness.ready:
             state = {"absent": "no cloud-init in the guest", "disabled": "cloud-init disabled"}.get(readiness.cloud_init, "cloud-init done")
-            say(f"kubenet: {readiness.vm} ready after {readiness.seconds:.1f} s ({state})")
+            progress.say(f"kubenet: {readiness.vm} ready after {readiness.seconds:.1f} s ({state})")
         elif stage == "cloud-init" and readiness.cloud_init == "error":
-            say(f"kubenet: {readiness.vm}: {readiness.reason}")
+            progress.say(f"kubenet: {readiness.vm}: {readiness.reason}")
 
     what = "SSH and cloud-init" if until == ReadyWhen.CLOUD_INIT else "SSH"
     say(f"kubenet: waiting up to {timeout:.0f} s for {what} on {len(waiting)} VMs")

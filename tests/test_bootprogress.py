@@ -36,3 +36,20 @@ def test_waiting_vms_are_reported_at_each_interval_until_they_are_ready(tmp_path
     assert "node1" not in second and "kubenet: node0: waiting for cloud-init, " in second
     assert third.strip() == ""  # nothing is waiting: nothing is said
     assert progress_line("w", "SSH", 61.4, "") == "w: waiting for SSH, 61 s"
+
+
+def test_on_a_terminal_the_block_is_redrawn_in_place_and_other_lines_go_above_it(tmp_path):
+    import io
+
+    logs = {name: tmp_path / f"{name}.log" for name in ("node0", "node1")}
+    screen = io.StringIO()
+    with BootProgress(logs, "SSH", 0.2, lambda line: None, terminal=screen) as progress:
+        time.sleep(0.3)
+        progress.now_waiting_for("node1", None)
+        progress.say("kubenet: node1 answers SSH after 0.3 s")
+        time.sleep(0.3)
+    text = screen.getvalue()
+    first = "kubenet: node0: waiting for SSH, 0 s\nkubenet: node1: waiting for SSH, 0 s\n"
+    assert text.startswith(first)  # the first block, nothing to clear yet
+    assert "\x1b[2A\x1b[Jkubenet: node1 answers SSH after 0.3 s\nkubenet: node0: waiting for SSH, 0 s\n" in text
+    assert text.endswith("\x1b[1A\x1b[J")  # the block is gone at the end; the line said above it stays
