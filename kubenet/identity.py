@@ -74,7 +74,7 @@ def check_identities(cluster: Cluster) -> None:
         raise errors.ConfigError(
             f"{cluster.source} would give VMs that exist another identity: {said}",
             "undo the change (add VMs to the last role, or as a new role at the end), or give those VMs up: "
-            f"`invoke down`, then `invoke reset --name NAME` for each, then `make up`",
+            "`invoke down`, then `invoke reset --name NAME` for each, then `make up`",
         )
 
 

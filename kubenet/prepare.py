@@ -70,7 +70,6 @@ def setup_vm(cluster: Cluster, target: Target, vm: VM, parts=PARTS, say: Callabl
     efivars = needs_efivars(cluster, host)
     if efivars and "disk" in parts and (host.firmware is None or host.firmware.vars_template is None):
         raise errors.HostError(host.firmware_error or "UEFI firmware has no variable store template")
-    check_identities(cluster)
     vm_dir(cluster, vm)
     with locked(paths.lock):
         clean_temporaries(paths.dir, WRITTEN_UNDER_LOCK)  # what a killed setup left
@@ -217,6 +216,7 @@ def prepare_cluster(cluster: Cluster, target: Target, plan: dict[VM, list[str]],
     Templates and key are read first, so a mistake stops setup before any write;
     VMs are prepared in parallel, as their steps mostly wait for qemu-img and ssh-keygen.
     """
+    check_identities(cluster)  # once for the cluster: each VM's record is read here
     inputs = read_seed_inputs(cluster)
     if any("seed" in parts for parts in plan.values()):
         check_user_data(cluster, target, inputs)

@@ -51,7 +51,7 @@ def listing_notes(cluster: Cluster, rows: list[dict]) -> list[str]:
     from .layout import is_ours, qemu_session_name, ssh_session_name
     from .tmux import Tmux
 
-    from .identity import recorded, renumbered
+    from .identity import changes, from_record
 
     notes = [f"kubenet: {row['name']}: {row['exited']}" for row in rows if row["exited"]]
     notes += [
@@ -59,9 +59,9 @@ def listing_notes(cluster: Cluster, rows: list[dict]) -> list[str]:
         for row in rows if row.get("orphaned")
     ]  # fmt: skip
     notes += [
-        f"kubenet: {name}: shown as it was made; {cluster.source} now gives it {', '.join(moved)}"
-        for name, moved in renumbered(cluster, recorded(cluster)).items()
-    ]
+        f"kubenet: {row['name']}: shown as it was made; {cluster.source} now gives it {', '.join(moved)}"
+        for row in rows if not row.get("orphaned") and (moved := changes(cluster.vm_by_name(row["name"]), from_record(row)))
+    ]  # fmt: skip
     notes += [f"kubenet: {row['name']}: {CUT_OFF} {restart_hint(row['name'])}" for row in rows if row.get("cluster_net") == "cut off"]
     if any(row.get("cluster_net") for row in rows):
         from .vde import running_pid
@@ -92,12 +92,9 @@ def vm_rows(cluster: Cluster, mode: NetworkMode, exits: dict[str, Exit] | None =
     vms = [records.get(vm.name, vm) for vm in cluster.vms] + orphans(cluster, records)
     orphaned = {vm.name for vm in vms[len(cluster.vms):]}
     states = {vm.name: vm_state(cluster, vm) for vm in vms}
-    plugged = None
-    if mode == NetworkMode.USER and any(state.pid for state in states.values()):
-        from .vde import connected_pids
+    from .vde import connected_pids, plug_state
 
-        plugged = connected_pids(cluster)
-    from .vde import plug_state
+    plugged = connected_pids(cluster) if mode == NetworkMode.USER and any(state.pid for state in states.values()) else None
 
     answers = dict(zip(
         [vm.name for vm in vms],

@@ -141,7 +141,7 @@ class Tmux:
         """For each VM whose pane in `session` is dead: its qemu's exit status and last lines."""
         if not self.server_has(session):
             return {}
-        for _ in range(40):
+        for _ in range(10):
             # tmux sees a pane die (its terminal closes) before it learns how, and it may leave
             # its child unreaped for a while (tmux 3.3); Linux keeps a zombie's status meanwhile
             dead = [with_zombie_status(pane) for pane in self.panes(session) if pane.dead and pane.vm]

@@ -89,6 +89,27 @@ def tmux_server(short_dir):
     subprocess.run(["tmux", "-S", str(socket), "kill-server"], capture_output=True)
 
 
+@pytest.fixture
+def stub_env(tmux_server):
+    """The environment of a cluster run by stub qemus (tests/stubs/qemu_qmp.py) on the test's tmux server."""
+    return {"KUBENET_TMUX_SOCKET": tmux_server, "KUBENET_QEMU": str(STUBS / "qemu_qmp.py"), "KUBENET_ACCEL": "tcg"}
+
+
+@pytest.fixture
+def cleanup(short_dir):
+    """Afterwards: the stub qemus and the VDE switch of the cluster in short_dir are gone."""
+    yield
+    kill_recorded_qemus(short_dir / ".kubenet")
+    stop_vde_switch(short_dir / ".kubenet")
+
+
+def ls_rows(config: Path, env: dict) -> list[dict]:
+    """`invoke ls --json`, read."""
+    import json
+
+    return json.loads(run_invoke("ls", "--json", "--config", str(config), env=env, check=True).stdout)
+
+
 def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05) -> bool:
     """Poll until `predicate()` holds or `timeout` seconds pass; says whether it held."""
     import time

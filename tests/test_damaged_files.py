@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import STUBS, blank_disk, kill_recorded_qemus, run_invoke, stop_vde_switch
+from conftest import blank_disk, kill_recorded_qemus, run_invoke, stop_vde_switch
 from kubenet import errors
 from kubenet.imagecheck import qcow2_problem, qemu_img_check
 from kubenet.paths import vm_paths
@@ -67,11 +67,6 @@ def test_setup_sets_a_variable_store_of_the_wrong_size_aside_and_keeps_the_disk(
     assert paths.efivars.read_bytes() == b"\0" * 4096  # a new store from the template
     assert (paths.dir / "efivars.fd.damaged").read_bytes() == b"\1" * 1000  # what it held is kept
     assert paths.disk.stat().st_ino == disk
-
-
-@pytest.fixture
-def stub_env(tmux_server):
-    return {"KUBENET_TMUX_SOCKET": tmux_server, "KUBENET_QEMU": str(STUBS / "qemu_qmp.py"), "KUBENET_ACCEL": "tcg"}
 
 
 def test_up_refuses_a_truncated_disk_before_any_qemu_starts(short_dir, stub_env):

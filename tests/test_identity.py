@@ -4,29 +4,11 @@ renumber them, and a VM dropped from it is an orphan that `ls` shows, `down` sto
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-import pytest
-
-from conftest import STUBS, blank_disk, kill_recorded_qemus, run_invoke, stop_vde_switch, wait_for
+from conftest import blank_disk, ls_rows, run_invoke, wait_for
+from kubenet.process import pid_alive
 from test_tmux import write_cluster
-
-
-@pytest.fixture
-def stub_env(tmux_server):
-    return {"KUBENET_TMUX_SOCKET": tmux_server, "KUBENET_QEMU": str(STUBS / "qemu_qmp.py"), "KUBENET_ACCEL": "tcg"}
-
-
-@pytest.fixture
-def cleanup(short_dir):
-    yield
-    kill_recorded_qemus(short_dir / ".kubenet")
-    stop_vde_switch(short_dir / ".kubenet")
-
-
-def rows(config: Path, env: dict) -> list[dict]:
-    return json.loads(run_invoke("ls", "--json", "--config", str(config), env=env, check=True).stdout)
 
 
 def with_roles(config: Path, roles: str) -> None:
@@ -52,7 +34,7 @@ def test_growing_a_role_before_others_is_refused_and_ls_shows_the_vms_as_they_we
     assert "invoke reset --name NAME" in done.stderr
     assert not (short_dir / ".kubenet" / "node2" / "qemu.pid").exists()  # nothing started
 
-    worker = next(row for row in rows(config, stub_env) if row["name"] == "worker0")
+    worker = next(row for row in ls_rows(config, stub_env) if row["name"] == "worker0")
     assert (worker["id"], worker["ip"], worker["state"]) == (2, "192.168.1.12", "running")  # what it is, not what the file says
     listed = run_invoke("ls", "--config", str(config), env=stub_env, check=True)
     assert f"kubenet: worker0: shown as it was made; {config} now gives it id 2 → 3" in listed.stderr
@@ -66,15 +48,15 @@ def test_a_vm_dropped_from_the_file_is_an_orphan_listed_stopped_and_removable(sh
     worker_pid = int((state / "worker0" / "qemu.pid").read_text())
 
     with_roles(config, "  - {name: node, count: 1, memory: 128M}\n")
-    table = rows(config, stub_env)
+    table = ls_rows(config, stub_env)
     assert [(row["name"], row["orphaned"], row["state"]) for row in table] == [("node0", False, "running"), ("worker0", True, "running")]
     listed = run_invoke("ls", "--config", str(config), env=stub_env, check=True)
     assert f"kubenet: worker0: no longer in {config} (orphaned): `invoke down` stops it" in listed.stderr
 
     down = run_invoke("down", "--config", str(config), env=stub_env, check=True)
     assert "kubenet: worker0: powered off" in down.stderr  # gracefully, not by losing its session
-    assert not Path(f"/proc/{worker_pid}").exists() or Path(f"/proc/{worker_pid}/stat").read_text().split(") ")[1][0] == "Z"
+    assert not pid_alive(worker_pid)
 
     reset = run_invoke("reset", "--name", "worker0", "--yes", "--config", str(config), env=stub_env, check=True)
     assert f"kubenet: deleted {state}/worker0/disk.img" in reset.stderr
-    assert [row["name"] for row in rows(config, stub_env)] == ["node0"]
+    assert [row["name"] for row in ls_rows(config, stub_env)] == ["node0"]

@@ -28,11 +28,6 @@ from kubenet.process import pid_alive
 TWO_NODES = "  - {name: node, count: 2, memory: 256M}\n"
 
 
-@pytest.fixture
-def stub_env(tmux_server):
-    return {"KUBENET_TMUX_SOCKET": tmux_server, "KUBENET_QEMU": str(STUBS / "qemu_qmp.py"), "KUBENET_ACCEL": "tcg"}
-
-
 def processes_naming(text: str) -> list[int]:
     """Pids of live processes whose command line contains `text` (ours: it names our temp dirs).
     tmux servers are left out: they keep the command line of the client that started them."""

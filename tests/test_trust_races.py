@@ -16,18 +16,12 @@ import subprocess
 import time
 from pathlib import Path
 
-import pytest
 
 from conftest import INVOKE, ROOT, STUBS, kill_recorded_qemus, run_invoke, stop_vde_switch, wait_for
 from test_tmux import write_cluster
 from test_trust import processes_naming
 
 from kubenet.process import pid_alive
-
-
-@pytest.fixture
-def stub_env(tmux_server):
-    return {"KUBENET_TMUX_SOCKET": tmux_server, "KUBENET_QEMU": str(STUBS / "qemu_qmp.py"), "KUBENET_ACCEL": "tcg"}
 
 
 def popen(config: Path, env: dict, *args: str, extra_env: dict | None = None) -> subprocess.Popen:

@@ -5,7 +5,6 @@ kept; a full or read-only file system named as such."""
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import socket
@@ -16,24 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import INVOKE, ROOT, STUBS, kill_recorded_qemus, run_invoke, stop_vde_switch, wait_for
+from conftest import INVOKE, ROOT, STUBS, ls_rows, run_invoke, wait_for
+from kubenet.process import pid_alive
 from test_tmux import write_cluster
-
-
-@pytest.fixture
-def stub_env(tmux_server):
-    return {"KUBENET_TMUX_SOCKET": tmux_server, "KUBENET_QEMU": str(STUBS / "qemu_qmp.py"), "KUBENET_ACCEL": "tcg"}
-
-
-@pytest.fixture
-def cleanup(short_dir):
-    yield
-    kill_recorded_qemus(short_dir / ".kubenet")
-    stop_vde_switch(short_dir / ".kubenet")
-
-
-def rows(config: Path, env: dict) -> list[dict]:
-    return json.loads(run_invoke("ls", "--json", "--config", str(config), env=env, check=True).stdout)
 
 
 # ---- 12. a qemu stuck in an internal error --------------------------------------------------
@@ -44,7 +28,7 @@ def test_a_guest_qemu_stopped_on_an_internal_error_is_shown_and_not_waited_for(s
     env = {**stub_env, "STUB_STATUS": "node0=internal-error"}  # what kvm that opens but cannot run guests leads to
     run_invoke("up", "--no-wait", "--config", str(config), env=env, check=True)
     assert wait_for(lambda: (short_dir / ".kubenet" / "node0" / "qmp.sock").exists())
-    assert [row["state"] for row in rows(config, env)] == ["internal-error"]
+    assert [row["state"] for row in ls_rows(config, env)] == ["internal-error"]
     began = time.monotonic()
     done = run_invoke("up", "--ready", "ssh", "--timeout", "120", "--config", str(config), env=env)
     assert time.monotonic() - began < 15, "up waited for a guest that will never answer"
@@ -113,9 +97,9 @@ def test_ready_is_whether_ssh_answers_now_and_a_clean_power_off_is_no_failure(sh
     listener = banner_server(base)  # node0's guest answers on its forwarded port; node1's does not
     try:
         assert wait_for(lambda: len(list((short_dir / ".kubenet").glob("*/qmp.sock"))) == 2)
-        assert [(row["state"], row["ready"]) for row in rows(config, stub_env)] == [("running", True), ("running", False)]
+        assert [(row["state"], row["ready"]) for row in ls_rows(config, stub_env)] == [("running", True), ("running", False)]
         stop_listening(listener)
-        assert [row["ready"] for row in rows(config, stub_env)] == [False, False]  # true now, not once
+        assert [row["ready"] for row in ls_rows(config, stub_env)] == [False, False]  # true now, not once
 
         run_invoke("stop", "--name", "node0", "--config", str(config), env=stub_env, check=True)  # the stub exits 0
         table = run_invoke("ls", "--config", str(config), env=stub_env, check=True)
@@ -133,7 +117,7 @@ def test_a_dead_switch_is_shown_and_up_restarts_it_and_names_the_vms_cut_off(sho
     state = short_dir / ".kubenet"
     run_invoke("up", "--no-wait", "--config", str(config), env=stub_env, check=True)
     assert wait_for(lambda: len(list(state.glob("*/qmp.sock"))) == 2)
-    assert wait_for(lambda: [row["cluster_net"] for row in rows(config, stub_env)] == ["connected", "connected"])
+    assert wait_for(lambda: [row["cluster_net"] for row in ls_rows(config, stub_env)] == ["connected", "connected"])
 
     switch = int((state / "vde.pid").read_text())
     os.kill(switch, 15)  # the switch this test's `up` started
@@ -141,7 +125,7 @@ def test_a_dead_switch_is_shown_and_up_restarts_it_and_names_the_vms_cut_off(sho
     listed = run_invoke("ls", "--config", str(config), env=stub_env, check=True)
     assert "kubenet: VDE switch: not running" in listed.stderr
     assert "kubenet: node0: running but cut off from the cluster network" in listed.stderr
-    assert [row["cluster_net"] for row in rows(config, stub_env)] == ["cut off", "cut off"]
+    assert [row["cluster_net"] for row in ls_rows(config, stub_env)] == ["cut off", "cut off"]
 
     again = run_invoke("up", "--config", str(config), env=stub_env)
     assert again.returncode == 1, "up called VMs ready that reach no other VM"
@@ -151,7 +135,7 @@ def test_a_dead_switch_is_shown_and_up_restarts_it_and_names_the_vms_cut_off(sho
 
     run_invoke("stop", "--name", "node0", "--config", str(config), env=stub_env, check=True)
     run_invoke("start", "--name", "node0", "--no-wait", "--config", str(config), env=stub_env, check=True)
-    assert wait_for(lambda: [row["cluster_net"] for row in rows(config, stub_env)] == ["connected", "cut off"])
+    assert wait_for(lambda: [row["cluster_net"] for row in ls_rows(config, stub_env)] == ["connected", "cut off"])
 
 
 def test_a_qemu_started_by_hand_without_the_switch_is_not_called_cut_off(short_dir, stub_env, cleanup):
@@ -164,7 +148,7 @@ def test_a_qemu_started_by_hand_without_the_switch_is_not_called_cut_off(short_d
     try:
         assert wait_for(lambda: (state / "node0" / "qmp.sock").exists())
         run_invoke("up", "--no-wait", "--config", str(config), env=stub_env, check=True)
-        assert [row["cluster_net"] for row in rows(config, stub_env)] == [None]
+        assert [row["cluster_net"] for row in ls_rows(config, stub_env)] == [None]
     finally:
         outside.kill()
         outside.wait()
@@ -173,13 +157,6 @@ def test_a_qemu_started_by_hand_without_the_switch_is_not_called_cut_off(short_d
 # ---- 17. a full file system, a read-only state_dir ------------------------------------------
 
 needs_mount_namespace = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"), reason="makes a mount namespace: needs root")
-
-
-def alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 def invoke_in_mount_namespace(setup: str, args: list[str], env: dict) -> subprocess.CompletedProcess:
@@ -219,7 +196,7 @@ def test_down_with_a_read_only_state_dir_reports_the_vms_then_one_line_about_the
     pids = [int((state / name / "qemu.pid").read_text()) for name in ("node0", "node1")]
     done = invoke_in_mount_namespace(f"mount --bind {state} {state}\nmount -o remount,bind,ro {state}", ["down", "--config", str(config)], stub_env)
     assert "Traceback" not in done.stderr and "Exception in thread" not in done.stderr, done.stderr
-    assert wait_for(lambda: not any(alive(pid) for pid in pids)), "down did not stop the VMs:\n" + done.stderr
+    assert wait_for(lambda: not any(pid_alive(pid) for pid in pids)), "down did not stop the VMs:\n" + done.stderr
     lines = done.stderr.splitlines()
     assert sorted(lines[:2]) == ["kubenet: node0: powered off", "kubenet: node1: powered off"], done.stderr  # the VMs first
     assert done.returncode == 1

@@ -6,31 +6,10 @@ from __future__ import annotations
 import os
 import subprocess
 import time
-from pathlib import Path
 
-import pytest
-
-from conftest import INVOKE, ROOT, STUBS, kill_recorded_qemus, run_invoke, stop_vde_switch, wait_for
+from conftest import INVOKE, ROOT, run_invoke, wait_for
+from kubenet.process import pid_alive
 from test_tmux import write_cluster
-
-
-@pytest.fixture
-def stub_env(tmux_server):
-    return {"KUBENET_TMUX_SOCKET": tmux_server, "KUBENET_QEMU": str(STUBS / "qemu_qmp.py"), "KUBENET_ACCEL": "tcg"}
-
-
-@pytest.fixture
-def cleanup(short_dir):
-    yield
-    kill_recorded_qemus(short_dir / ".kubenet")
-    stop_vde_switch(short_dir / ".kubenet")
-
-
-def alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 def test_destroy_refuses_what_is_not_kubenets_then_removes_the_whole_cluster(short_dir, stub_env, tmux_server, cleanup):
@@ -47,7 +26,7 @@ def test_destroy_refuses_what_is_not_kubenets_then_removes_the_whole_cluster(sho
         f"kubenet: error: state_dir {state} holds what kubenet did not make: node1/notes.txt; nothing was destroyed "
         "(hint: move those files elsewhere first: destroy deletes only kubenet's own)"
     )
-    assert all(alive(pid) for pid in pids) and (state / "node0" / "disk.img").exists()
+    assert all(pid_alive(pid) for pid in pids) and (state / "node0" / "disk.img").exists()
 
     (state / "node1" / "notes.txt").unlink()
     unasked = run_invoke("destroy", "--config", str(config), env=stub_env)  # no terminal to ask on, no --yes
@@ -56,7 +35,7 @@ def test_destroy_refuses_what_is_not_kubenets_then_removes_the_whole_cluster(sho
     done = run_invoke("destroy", "--yes", "--config", str(config), env=stub_env, check=True)
     assert "kubenet: node0: powered off" in done.stderr and "kubenet: node1: powered off" in done.stderr
     assert done.stderr.splitlines()[-1] == f"kubenet: destroyed cluster kt: removed {state}"
-    assert not state.exists() and not any(alive(pid) for pid in pids)
+    assert not state.exists() and not any(pid_alive(pid) for pid in pids)
     sessions = subprocess.run(["tmux", "-S", tmux_server, "list-sessions", "-F", "#{session_name}"], capture_output=True, text=True).stdout
     assert "kt-qemu" not in sessions
     again = run_invoke("destroy", "--yes", "--config", str(config), env=stub_env, check=True)
@@ -71,7 +50,7 @@ def test_make_down_powers_the_cluster_off(short_dir, stub_env, cleanup):
     pid = int((state / "node0" / "qemu.pid").read_text())
     done = subprocess.run(["make", "-s", "-C", str(ROOT), "down", f"CONFIG={config}"], env={**os.environ, **stub_env}, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    assert "kubenet: node0: powered off" in done.stderr and not alive(pid)
+    assert "kubenet: node0: powered off" in done.stderr and not pid_alive(pid)
 
 
 def test_logs_prints_the_console_from_the_last_boot_and_follows_it(short_dir, stub_env):
