@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import threading
@@ -18,6 +19,7 @@ import pytest
 from conftest import INVOKE, ROOT, STUBS, ls_rows, run_invoke, wait_for
 from kubenet.process import pid_alive
 from test_tmux import write_cluster
+from test_trust import processes_naming
 
 
 # ---- 12. a qemu stuck in an internal error --------------------------------------------------
@@ -180,11 +182,16 @@ def test_a_full_file_system_at_up_is_named_as_such(short_dir, stub_env, cleanup)
         f"cp -a {prepared}/. {small}/\n"
         f"dd if=/dev/zero of={small}/filler bs=4k 2>/dev/null || true"  # until the file system is full
     )
-    done = invoke_in_mount_namespace(setup, ["up", "--no-wait", "--config", str(small / "cluster.yaml")], stub_env)
-    assert done.returncode == 1
-    last = done.stderr.splitlines()[-1]
-    assert last.startswith("kubenet: error: ") and f"{small}/.kubenet" in last and "space left" in last.lower(), done.stderr
-    assert "vde_switch did not come up" not in done.stderr and "Traceback" not in done.stderr
+    try:
+        done = invoke_in_mount_namespace(setup, ["up", "--no-wait", "--config", str(small / "cluster.yaml")], stub_env)
+        assert done.returncode == 1
+        last = done.stderr.splitlines()[-1]
+        assert last.startswith("kubenet: error: ") and f"{small}/.kubenet" in last and "space left" in last.lower(), done.stderr
+        assert "vde_switch did not come up" not in done.stderr and "Traceback" not in done.stderr
+    finally:
+        # a switch or stub started there (if the check failed) outlives the namespace, its pid file with it
+        for pid in processes_naming(f"{small}/.kubenet"):
+            os.kill(pid, signal.SIGKILL)
 
 
 @needs_mount_namespace
