@@ -94,7 +94,7 @@ $(CLUSTER_MK): $(CONFIG) | deps $(BIN)/.installed
 VM_DIRS := $(addprefix $(KUBENET_STATE)/,$(KUBENET_VMS))
 DISKS := $(addsuffix /disk.img,$(VM_DIRS))
 SEEDS := $(addsuffix /cidata.iso,$(VM_DIRS))
-EFIVARS := $(if $(KUBENET_EFIVARS),$(addsuffix /efivars.fd,$(VM_DIRS)))
+EFIVARS := $(if $(KUBENET_EFIVARS),$(addsuffix /efivars.qcow2,$(VM_DIRS)))
 
 ifneq ($(KUBENET_BASE_IMAGE),)
 $(KUBENET_BASE_IMAGE):
@@ -111,7 +111,7 @@ SETUP_TODO := $(dir $(CONFIG)).$(basename $(notdir $(CONFIG))).todo
 $(KUBENET_STATE)/%/disk.img: | $(KUBENET_BASE_IMAGE)
 	@echo $@ >> $(SETUP_TODO)
 
-$(KUBENET_STATE)/%/efivars.fd:
+$(KUBENET_STATE)/%/efivars.qcow2:
 	@echo $@ >> $(SETUP_TODO)
 
 # A seed is remade whenever what it is made from changes.

@@ -19,7 +19,7 @@ The cluster and the machine
 
 Preparing VMs (`make setup`, `invoke vmsetup`)
   image         the base image: download, verify, content-addressed cache
-  disk          qcow2 overlays and UEFI variable stores; whether a disk is in use
+  disk          qcow2 overlays and UEFI variable stores (qcow2 too); whether a disk is in use
   imagecheck    whether a disk and a variable store are whole (qcow2 metadata, sizes)
   seed          cloud-init seed files * and the `cidata` ISO
   cloudconfig   check templates and user-data as cloud-init would, before a seed is written
@@ -45,6 +45,9 @@ Running VMs
   sshall        the `<cluster>-ssh` tmux session: `ssh-all`
   status        what `ls` shows: a row per VM and the notes below the table
   consolelog    a VM's console log: `invoke logs`
+  guestagent    the guest agent on each VM's virtio port: a guest's clock set to the host's
+  snaprecord    what each whole-cluster snapshot is: its record, names, what changed since
+  snapshot      whole-cluster snapshots, live or stopped, all VMs or none: `invoke snapshot`
   destroy       the whole cluster gone: VMs off, state_dir removed (`invoke destroy`)
 
 Plumbing

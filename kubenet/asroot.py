@@ -25,9 +25,9 @@ from .target import Target
 HANDOVER = Path(__file__).with_name("handover.py")
 
 
-def handover_argv(user: str, qmp: Path, qemu_argv: list[str]) -> list[str]:
+def handover_argv(user: str, qmp: Path, guest_agent: Path, qemu_argv: list[str]) -> list[str]:
     """What root's pane runs: handover.py (by path, isolated from the user's environment), then qemu."""
-    return [sys.executable, "-I", str(HANDOVER), user, str(qmp), "--", *qemu_argv]
+    return [sys.executable, "-I", str(HANDOVER), user, str(qmp), str(guest_agent), "--", *qemu_argv]
 
 
 def why_root(target: Target) -> str:

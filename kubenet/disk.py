@@ -65,9 +65,22 @@ def disk_in_use(disk: Path) -> bool:
 
 
 def create_efivars(efivars: Path, template: Path) -> bool:
-    """A VM's own UEFI variable store, copied once from the firmware's template."""
+    """A VM's own UEFI variable store, made once from the firmware's (raw) template, as
+    qcow2: the format that can hold a snapshot of it beside the disk's."""
     if efivars.exists():
         return False
     with atomic_output(efivars, 0o600) as temporary:
-        shutil.copyfile(template, temporary)
+        run(["qemu-img", "convert", "-q", "-f", "raw", "-O", "qcow2", str(template), str(temporary)], missing_hint=QEMU_IMG_HINT)
+    return True
+
+
+def convert_raw_efivars(raw: Path, efivars: Path) -> bool:
+    """A store an earlier kubenet made raw, converted once to qcow2 with every variable (the
+    disk's boot entries) in it; the raw file is removed only once the two compare equal."""
+    if efivars.exists() or not raw.is_file():
+        return False
+    with atomic_output(efivars, 0o600) as temporary:
+        run(["qemu-img", "convert", "-q", "-f", "raw", "-O", "qcow2", str(raw), str(temporary)], missing_hint=QEMU_IMG_HINT)
+        run(["qemu-img", "compare", "-q", "-f", "raw", "-F", "qcow2", str(raw), str(temporary)], missing_hint=QEMU_IMG_HINT)
+    raw.unlink()
     return True

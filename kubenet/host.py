@@ -64,7 +64,8 @@ class Arch(enum.Enum):
         # OVMF is split in code and a per-VM variable store, both as pflash.
         return [
             "-drive", f"if=pflash,format=raw,unit=0,file={firmware.code},readonly=on",
-            "-drive", f"if=pflash,format=raw,unit=1,file={efivars}",
+            # qcow2, so that a snapshot holds the variables (boot entries) with the disk
+            "-drive", f"if=pflash,format=qcow2,unit=1,file={efivars}",
         ]  # fmt: skip
 
     def disk_options(self, disk: Path) -> list[str]:

@@ -64,14 +64,22 @@ def _qcow2_problem(stream, length: int) -> str | None:
 
 
 def vars_problem(store: Path, template: Path | None) -> str | None:
-    """A raw UEFI variable store must be as large as the firmware's template: the firmware
-    reads the flash at fixed offsets, and qemu refuses a pflash of the wrong size."""
+    """A UEFI variable store must be as large as the firmware's (raw) template: the firmware
+    reads the flash at fixed offsets, and qemu refuses a pflash of the wrong size. A qcow2
+    store is whole and of the template's virtual size."""
     if template is None or not template.is_file():
         return None
     try:
+        with open(store, "rb") as stream:
+            head = stream.read(HEADER.size)
         have, want = store.stat().st_size, template.stat().st_size
     except OSError as error:
         return f"cannot be read ({error.strerror})"
+    if head[:4] == QCOW2_MAGIC:
+        problem = qcow2_problem(store)
+        if problem:
+            return problem
+        have = HEADER.unpack_from(head)[5]  # the virtual size
     return None if have == want else f"is {have} bytes; the firmware's variable store is {want}"
 
 

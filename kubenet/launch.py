@@ -17,7 +17,7 @@ from . import errors
 from .cluster import VM, Cluster, ImageKind, NetworkMode, ReadyWhen, memory_bytes
 from .asroot import authorize, handover_argv
 from .fsutil import fresh_private_file
-from .handover import QMP_FD
+from .handover import GUEST_AGENT_FD, QMP_FD
 from .host import needs_efivars
 from .layout import check_ours, qemu_session, qemu_session_name
 from .identity import check_identities, record_identity
@@ -40,7 +40,10 @@ def management_for(cluster: Cluster, vm: VM, target: Target) -> Management:
         qmp=paths.qmp.absolute(),
         pidfile=paths.pidfile.absolute(),
         serial_log=paths.serial_log.absolute(),
-        qmp_fd=QMP_FD if target.root else None,  # handover.py makes it, as the user
+        guest_agent=paths.guest_agent.absolute(),
+        # handover.py makes them, as the user
+        qmp_fd=QMP_FD if target.root else None,
+        guest_agent_fd=GUEST_AGENT_FD if target.root else None,
     )
 
 
@@ -67,7 +70,7 @@ def prepare_launch(cluster: Cluster, vm: VM, target: Target) -> list[str]:
     argv = vm_argv(cluster, vm, target, managed=True)
     if not target.root:
         return argv
-    return handover_argv(target.run_as or "", paths.qmp.absolute(), absolute_program(argv))
+    return handover_argv(target.run_as or "", paths.qmp.absolute(), paths.guest_agent.absolute(), absolute_program(argv))
 
 
 def missing_files(cluster: Cluster, vm: VM, target: Target) -> list[str]:

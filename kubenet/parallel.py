@@ -25,8 +25,10 @@ def for_each(
     work: Callable[[Item], Result],
     limit: int | None = None,
     stop: threading.Event | None = None,
+    grace: float = GRACE_SECONDS,
 ) -> list[Result]:
     """`work(item)` for every item, at most `limit` at a time; the results in the items' order.
+    After a Ctrl-C the workers have `grace` seconds to end where they are.
 
     A worker's exception is raised here once every worker has finished (the first
     one, in item order), so no worker is left running behind the caller's back.
@@ -53,7 +55,7 @@ def for_each(
     except KeyboardInterrupt:
         if stop is not None:
             stop.set()
-        deadline = time.monotonic() + GRACE_SECONDS
+        deadline = time.monotonic() + grace
         for thread in threads:
             thread.join(max(0.0, deadline - time.monotonic()))
         raise

@@ -25,7 +25,18 @@ class VMPaths:
 
     @property
     def efivars(self) -> Path:
+        """The UEFI variable store, as qcow2 so that a snapshot holds it with the disk."""
+        return self.dir / "efivars.qcow2"
+
+    @property
+    def raw_efivars(self) -> Path:
+        """Where an earlier kubenet kept the store (raw); converted once to `efivars`."""
         return self.dir / "efivars.fd"
+
+    @property
+    def guest_agent(self) -> Path:
+        """The socket of the guest agent's virtio port (the guest's clock is set through it)."""
+        return self.dir / "qga.sock"
 
     @property
     def host_key(self) -> Path:
@@ -60,6 +71,11 @@ class VMPaths:
 
 def vm_paths(cluster: Cluster, vm: VM) -> VMPaths:
     return VMPaths(cluster.state_dir / vm.name)
+
+
+def snapshots_dir(cluster: Cluster) -> Path:
+    """Where each whole-cluster snapshot's record is kept (its data is inside the VMs' images)."""
+    return cluster.state_dir / "snapshots"
 
 
 def ssh_config_path(cluster: Cluster) -> Path:

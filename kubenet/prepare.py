@@ -13,7 +13,7 @@ from typing import Callable
 
 from . import errors
 from .cluster import VM, Cluster
-from .disk import create_disk, create_efivars
+from .disk import convert_raw_efivars, create_disk, create_efivars
 from .fsutil import locked, write_atomic
 from .host import needs_efivars
 from .image import base_image
@@ -28,7 +28,7 @@ from .target import Target
 PARTS = ("disk", "seed", "ssh")
 # The VM's files that setup writes, always under the VM's lock.
 WRITTEN_UNDER_LOCK = frozenset({
-    "disk.img", "efivars.fd", "cidata.iso", "cidata.iso.sha256", "user-data", "meta-data", "network-config",
+    "disk.img", "efivars.qcow2", "cidata.iso", "cidata.iso.sha256", "user-data", "meta-data", "network-config",
     "ssh_host_ed25519_key", "ssh_host_ed25519_key.pub", "identity.json",
 })  # fmt: skip
 
@@ -82,6 +82,9 @@ def setup_vm(cluster: Cluster, target: Target, vm: VM, parts=PARTS, say: Callabl
                 check_vm_images(vm.name, paths.disk, None, None)  # a damaged disk is named, never kept silently
                 say(f"{vm.name}: kept {paths.disk}")
             if efivars:
+                set_aside_damaged_store(vm, paths.raw_efivars, host.firmware.vars_template, say)
+                if convert_raw_efivars(paths.raw_efivars, paths.efivars):
+                    say(f"{vm.name}: converted {paths.raw_efivars.name} to {paths.efivars.name}, its boot entries kept")
                 set_aside_damaged_store(vm, paths.efivars, host.firmware.vars_template, say)
                 if create_efivars(paths.efivars, host.firmware.vars_template):
                     say(f"{vm.name}: created {paths.efivars}")
@@ -155,7 +158,8 @@ def reset_vm(cluster: Cluster, vm: VM, confirm: Callable[[str], bool]) -> list[P
             "quit that qemu first: Ctrl-A X in its console, or power the VM off from inside",
         )
     paths = vm_paths(cluster, vm)
-    if not paths.disk.exists() and not paths.efivars.exists():
+    stores = (paths.efivars, paths.raw_efivars)
+    if not paths.disk.exists() and not any(store.exists() for store in stores):
         forget_identity(cluster, vm)  # nothing to lose: an orphan without a disk is no longer listed
         return []
     if not confirm(f"delete {vm.name}'s disk {paths.disk} and UEFI variables, losing all its data?"):
@@ -166,7 +170,7 @@ def reset_vm(cluster: Cluster, vm: VM, confirm: Callable[[str], bool]) -> list[P
     with cluster_lock(cluster), locked(paths.lock):
         if vm_state(cluster, vm).running:  # started while we asked
             raise errors.KubenetError(f"{vm.name} started meanwhile; nothing was deleted", f"stop it first: `invoke stop --id {vm.id}`")
-        for path in (paths.disk, paths.efivars):
+        for path in (paths.disk, *stores):
             if path.exists():
                 path.unlink()
                 deleted.append(path)
@@ -175,7 +179,7 @@ def reset_vm(cluster: Cluster, vm: VM, confirm: Callable[[str], bool]) -> list[P
 
 
 # What each file of a VM is made by: make names the files it finds out of date.
-FILE_PARTS = {"disk.img": "disk", "efivars.fd": "disk", "cidata.iso": "seed"}
+FILE_PARTS = {"disk.img": "disk", "efivars.qcow2": "disk", "cidata.iso": "seed"}
 CLUSTER_FILES = ("known_hosts", "ssh_config")
 
 

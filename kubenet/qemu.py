@@ -16,7 +16,10 @@ from .network import nic_options
 from .paths import vde_socket_path, vm_paths
 
 
-RNG_PCI_SLOT = "0x1e"  # free on q35 and virt, whose default devices sit low (and at 0x1f on q35)
+# Free on q35 and virt, whose default devices sit low (and at 0x1f on q35).
+RNG_PCI_SLOT = "0x1e"
+SERIAL_PCI_SLOT = "0x1d"  # the guest agent's virtio-serial controller
+GUEST_AGENT_PORT = "org.qemu.guest_agent.0"  # the port name qemu-ga looks for
 
 
 @dataclass(frozen=True)
@@ -26,9 +29,11 @@ class Management:
     qmp: Path
     pidfile: Path
     serial_log: Path
-    # For a qemu that starts as root: its QMP socket, made as the user, arrives on this
-    # file descriptor (see handover.py) instead of qemu making it (root's) at `qmp`.
+    guest_agent: Path
+    # For a qemu that starts as root: its QMP and guest agent sockets, made as the user,
+    # arrive on these file descriptors (see handover.py) instead of qemu making them (root's).
     qmp_fd: int | None = None
+    guest_agent_fd: int | None = None
 
 
 def qemu_argv(
@@ -48,7 +53,9 @@ def qemu_argv(
     argv += boot_options(cluster, host, paths.efivars)
     argv += nic_options(cluster.network, mode, vm, vde_socket_path(cluster))
     argv += arch.disk_options(paths.disk)
-    argv += ["-drive", f"file={paths.seed},driver=raw,if=virtio"]
+    # Read-only where kubenet manages the VM: QEMU snapshots every writable drive, and a
+    # raw one cannot hold a snapshot. The tutorial's line (`argv`, `vm`) keeps its own.
+    argv += ["-drive", f"file={paths.seed},driver=raw,if=virtio" + (",readonly=on" if management else "")]
     if management:
         argv += management_options(management)
     role = next((role for role in cluster.roles if role.name == vm.role), None)
@@ -66,7 +73,7 @@ OWNED_OPTIONS = {
     "-kernel": "the boot (image:)", "-initrd": "the boot (image:)", "-append": "the boot (image:)", "-bios": "the firmware",
     "-runas": "the user qemu runs as", "-run-with": "the user qemu runs as",
 }  # fmt: skip
-OWN_FILES = ("disk.img", "cidata.iso", "efivars.fd")
+OWN_FILES = ("disk.img", "cidata.iso", "efivars.qcow2", "efivars.fd")
 
 
 def owner_of(args: tuple[str, ...] | list[str]) -> tuple[str, str] | None:
@@ -78,8 +85,8 @@ def owner_of(args: tuple[str, ...] | list[str]) -> tuple[str, str] | None:
             return arg, OWNED_OPTIONS[option]
         if option in ("-drive", "-blockdev") and ("if=pflash" in value or any(name in value for name in OWN_FILES)):
             return arg, "the disk, seed and UEFI drives"
-        if option == "-chardev" and any(f"id={name}" in value.split(",") for name in ("console", "qmp")):
-            return arg, "the console and QMP character devices"
+        if option == "-chardev" and any(f"id={name}" in value.split(",") for name in ("console", "qmp", "guest-agent")):
+            return arg, "the console, QMP and guest agent character devices"
     return None
 
 
@@ -102,9 +109,23 @@ def management_options(management: Management) -> list[str]:
         *qmp_options(management),
         "-pidfile", str(management.pidfile),
         # A slot of its own: auto-assigned, it would take the disk's slot and move the
-        # disk, and UEFI keeps boot entries by slot (the VM's efivars.fd would then
+        # disk, and UEFI keeps boot entries by slot (the VM's efivars.qcow2 would then
         # point at nothing). Every launch form gives every other device the same slot.
         "-device", f"virtio-rng-pci,addr={RNG_PCI_SLOT}",
+        # The guest agent's port, through which a restored guest's clock is set.
+        *guest_agent_options(management),
+    ]  # fmt: skip
+
+
+def guest_agent_options(management: Management) -> list[str]:
+    if management.guest_agent_fd is None:
+        socket = f"socket,id=guest-agent,path={management.guest_agent},server=on,wait=off"
+    else:
+        socket = f"socket,id=guest-agent,fd={management.guest_agent_fd},server=on,wait=off"
+    return [
+        "-chardev", socket,
+        "-device", f"virtio-serial-pci,id=guest-serial,addr={SERIAL_PCI_SLOT}",
+        "-device", f"virtserialport,bus=guest-serial.0,chardev=guest-agent,name={GUEST_AGENT_PORT}",
     ]  # fmt: skip
 
 

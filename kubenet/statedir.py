@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pwd
+import re
 import stat
 from pathlib import Path
 from typing import Callable, Iterator
@@ -28,6 +29,7 @@ from .cluster import VM, Cluster
 from .fsutil import open_lock_file, write_atomic
 
 MARK = ".kubenet-state"
+SNAPSHOTS = "snapshots"  # the records of whole-cluster snapshots
 CLUSTER_LOCK = "launch.lock"
 
 # What kubenet itself makes: in state_dir, and in each VM's directory there.
@@ -35,9 +37,9 @@ OWN_FILES = frozenset({
     MARK, CLUSTER_LOCK, "known_hosts", "ssh_config", "vde.pid", "vde.ctl", "vde.lock", "vde.mgmt", ".ssh.lock", "accel",
 })  # fmt: skip
 OWN_VM_FILES = frozenset({
-    "disk.img", "efivars.fd", "cidata.iso", "cidata.iso.sha256", "user-data", "meta-data", "network-config",
+    "disk.img", "efivars.qcow2", "efivars.fd", "cidata.iso", "cidata.iso.sha256", "user-data", "meta-data", "network-config",
     "ssh_host_ed25519_key", "ssh_host_ed25519_key.pub", "qmp.sock", "serial.log", "qemu.pid", "ready",
-    "cloud-init-done", ".lock", "identity.json", "efivars.fd.damaged",
+    "cloud-init-done", ".lock", "identity.json", "efivars.fd.damaged", "efivars.qcow2.damaged", "qga.sock",
 })  # fmt: skip
 
 
@@ -97,11 +99,18 @@ def foreign_entries(path: Path) -> list[str]:
     for entry in os.scandir(path):
         if entry.name in OWN_FILES or _own_temporary(entry.name):
             continue
-        if entry.is_dir(follow_symlinks=False):
+        if entry.name == SNAPSHOTS and entry.is_dir(follow_symlinks=False):
+            foreign += [f"{SNAPSHOTS}/{name}" for name in sorted(os.listdir(entry.path)) if not _snapshot_record(name)]
+        elif entry.is_dir(follow_symlinks=False):
             foreign += [f"{entry.name}/{name}" for name in sorted(os.listdir(entry.path)) if name not in OWN_VM_FILES and not _own_temporary(name)]
         else:
             foreign.append(entry.name)
     return sorted(foreign)
+
+
+def _snapshot_record(name: str) -> bool:
+    """A snapshot's record (snapshot.py), or one being written."""
+    return _own_temporary(name) or (name.endswith(".json") and re.fullmatch(r"[A-Za-z0-9._-]+", name) is not None)
 
 
 def holds_only_own_files(path: Path) -> bool:

@@ -304,3 +304,44 @@ def hostnet(c, config=None, dry_run=False, remove=False):
 
     cluster = cli.open_cluster(config, state=False)  # root's command: it never touches state_dir
     (take_down if remove else set_up)(cluster, places(), dry_run, cli.say)
+
+
+SNAPSHOT_VERBS = ("save", "restore", "rm")
+
+
+@task(
+    positional=["verb", "name"],
+    help={
+        "verb": "save, restore or rm",
+        "name": "the snapshot's name: letters, digits, '.', '_' and '-'",
+        "config": CONFIG_HELP,
+    },
+)
+@user_errors
+def snapshot(c, verb, name, config=None):
+    """Save, restore or remove a snapshot of the whole cluster: live (memory too) when every VM runs, of the disks when none does."""
+    from kubenet import errors, snapshot as snapshots_of
+    from kubenet.target import resolve_target
+
+    if verb not in SNAPSHOT_VERBS:
+        raise errors.KubenetError(f"unknown snapshot verb {verb!r}; allowed: {', '.join(SNAPSHOT_VERBS)}", "e.g. invoke snapshot save stage-5")
+    cluster = cli.open_cluster(config)
+    action = {"save": snapshots_of.save, "restore": snapshots_of.restore, "rm": snapshots_of.remove}[verb]
+    action(cluster, resolve_target(cluster), name, cli.say)
+
+
+@task(help={"config": CONFIG_HELP, "json": "print a JSON array"})
+@user_errors
+def snapshots(c, config=None, json=False):
+    """List the cluster's snapshots: name, when, live or stopped, VMs, saved memory, state."""
+    from kubenet.snapshot import listing
+    from kubenet.target import resolve_target
+
+    cluster = cli.open_cluster(config)
+    rows = listing(cluster, resolve_target(cluster))
+    if json:
+        print(cli.format_json(rows))
+    elif rows:
+        print(cli.format_table([{key: value for key, value in row.items() if key not in ("vm_names", "bytes")} for row in rows]))
+    else:
+        cli.say(f"kubenet: cluster {cluster.name} has no snapshots; `invoke snapshot save NAME` takes one")

@@ -6,6 +6,7 @@ import http.server
 import os
 import subprocess
 import sys
+import tempfile
 import threading
 from pathlib import Path
 
@@ -26,6 +27,14 @@ def blank_disk(path: Path, size: str = "64M") -> Path:
         made.unlink()
     path.write_bytes(_BLANK_DISKS[size])
     return path
+
+
+def image_bytes(path: Path) -> bytes:
+    """What a qcow2 image (a VM's variable store, say) holds, as the guest sees it."""
+    with tempfile.TemporaryDirectory() as directory:
+        raw = Path(directory) / "raw"
+        subprocess.run(["qemu-img", "convert", "-U", "-O", "raw", str(path), str(raw)], check=True, capture_output=True)
+        return raw.read_bytes()
 
 
 def run_invoke(*args: str, cwd: Path = ROOT, env: dict | None = None, check: bool = False):

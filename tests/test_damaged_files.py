@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import blank_disk, kill_recorded_qemus, run_invoke, stop_vde_switch
+from conftest import blank_disk, image_bytes, kill_recorded_qemus, run_invoke, stop_vde_switch
 from kubenet import errors
 from kubenet.imagecheck import qcow2_problem, qemu_img_check
 from kubenet.paths import vm_paths
@@ -63,9 +63,9 @@ def test_setup_sets_a_variable_store_of_the_wrong_size_aside_and_keeps_the_disk(
     paths.efivars.write_bytes(b"\1" * 1000)
     said = []
     setup_vm(cluster, target, vm, say=said.append)
-    assert f"control0: {paths.efivars} is 1000 bytes; the firmware's variable store is 4096: moved it to efivars.fd.damaged" in said
-    assert paths.efivars.read_bytes() == b"\0" * 4096  # a new store from the template
-    assert (paths.dir / "efivars.fd.damaged").read_bytes() == b"\1" * 1000  # what it held is kept
+    assert f"control0: {paths.efivars} is 1000 bytes; the firmware's variable store is 4096: moved it to efivars.qcow2.damaged" in said
+    assert image_bytes(paths.efivars) == b"\0" * 4096  # a new store from the template
+    assert (paths.dir / "efivars.qcow2.damaged").read_bytes() == b"\1" * 1000  # what it held is kept
     assert paths.disk.stat().st_ino == disk
 
 

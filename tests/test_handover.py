@@ -15,12 +15,15 @@ from kubenet.asroot import HANDOVER
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="handover.py runs as root")
 
-# Stands in for qemu: what it was given on fd 3, and who owns the socket file.
+# Stands in for qemu: what it was given on fds 3 (QMP) and 4 (guest agent), whether it is
+# bound to the path given for it, and who owns each socket file; and that nothing else leaked.
 CHECK = (
-    "import os, socket, stat, sys; "
-    "s = socket.socket(fileno=3); "
-    "print(s.family == socket.AF_UNIX, s.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN), "
-    "os.lstat(sys.argv[1]).st_uid, oct(os.lstat(sys.argv[1]).st_mode & 0o777), stat.S_ISSOCK(os.lstat(sys.argv[1]).st_mode))"
+    "import os, socket, stat, sys\n"
+    "for fd, path in ((3, sys.argv[1]), (4, sys.argv[2])):\n"
+    "    s = socket.socket(fileno=fd)\n"
+    "    print(s.family == socket.AF_UNIX, s.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN), s.getsockname() == path,\n"
+    "          os.lstat(path).st_uid, oct(os.lstat(path).st_mode & 0o777), stat.S_ISSOCK(os.lstat(path).st_mode))\n"
+    "print(sorted(int(fd) for fd in os.listdir('/proc/self/fd')))\n"
 )
 
 
@@ -34,8 +37,9 @@ def users_dir():
 
 
 def handover(user: str, socket: Path, *command: str) -> subprocess.CompletedProcess:
+    agent = socket.with_name("qga.sock")
     return subprocess.run(
-        ["sh", "-c", 'umask 077 && exec "$0" "$@"', sys.executable, "-I", str(HANDOVER), user, str(socket), "--", *command],
+        ["sh", "-c", 'umask 077 && exec "$0" "$@"', sys.executable, "-I", str(HANDOVER), user, str(socket), str(agent), "--", *command],
         capture_output=True, text=True, timeout=30,
     )  # fmt: skip
 
@@ -46,9 +50,12 @@ def test_qemu_gets_a_listening_socket_that_is_the_users_in_place_of_a_planted_li
     try:
         socket_path = directory / "qmp.sock"
         socket_path.symlink_to(precious)  # a link where the socket goes: replaced, never followed
-        done = handover("nobody", socket_path, sys.executable, "-c", CHECK, str(socket_path))
+        agent_path = directory / "qga.sock"
+        done = handover("nobody", socket_path, sys.executable, "-c", CHECK, str(socket_path), str(agent_path))
         assert done.returncode == 0, done.stderr
-        assert done.stdout.split() == ["True", "1", str(nobody.pw_uid), "0o700", "True"]
+        qmp, agent, fds = done.stdout.splitlines()
+        assert qmp.split() == agent.split() == ["True", "1", "True", str(nobody.pw_uid), "0o700", "True"]
+        assert fds == "[0, 1, 2, 3, 4]"  # the copies made on the way are not passed on
         assert precious.stat().st_uid == 0 and precious.read_bytes() == b""
     finally:
         precious.unlink()

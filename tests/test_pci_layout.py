@@ -1,6 +1,6 @@
 """Every launch form of a VM puts every device in the same PCI slot, checked with a real qemu.
 
-UEFI keeps a VM's boot entries in its efivars.fd by device path, PCI slot
+UEFI keeps a VM's boot entries in its efivars.qcow2 by device path, PCI slot
 included: a disk that moved between `invoke vm` and `invoke up` would leave
 the VM booting PXE and the EFI shell instead.
 """
@@ -62,8 +62,10 @@ def test_vm_vm_managed_and_up_give_every_device_the_same_slot(short_dir):
         for form, options in (("vm", []), ("managed", ["--managed"])):
             argv = shlex.split(run_invoke("argv", "--id", "0", *options, "--config", str(config), env=env, check=True).stdout)
             forms[form] = pci_slots(argv, str(short_dir / f"{form}.sock"))
-        rng = "1af4:1005"  # virtio-rng: only the managed form (`up`, `vm --managed`) has it
+        # virtio-rng and the guest agent's virtio-serial: only the managed form (`up`, `vm --managed`) has them
+        rng, serial = "1af4:1005", "1af4:1003"
         assert forms["managed"].pop("1e.0") == rng
+        assert forms["managed"].pop("1d.0") == serial
         assert forms["managed"] == forms["vm"]
         assert forms["vm"]["04.0"] == "1af4:1001"  # the disk: virtio-blk, after the two NICs
     finally:

@@ -65,7 +65,7 @@ AAVMF = Firmware(Path("/usr/share/AAVMF/AAVMF_CODE.fd"), Path("/usr/share/AAVMF/
                 "-machine", "q35,accel=kvm",
                 "-cpu", "host", "-smp", "4", "-m", "4G",
                 "-drive", "if=pflash,format=raw,unit=0,file=/usr/share/OVMF/OVMF_CODE_4M.fd,readonly=on",
-                "-drive", f"if=pflash,format=raw,unit=1,file={STATE}/worker1/efivars.fd",
+                "-drive", f"if=pflash,format=qcow2,unit=1,file={STATE}/worker1/efivars.qcow2",
                 "-nic", "bridge,br=kubr0,model=virtio-net-pci,mac=52:52:52:00:00:05",
                 "-drive", f"file={STATE}/worker1/disk.img,if=none,id=disk,format=qcow2", "-device", "virtio-blk-pci,drive=disk,bootindex=1",
                 "-drive", f"file={STATE}/worker1/cidata.iso,driver=raw,if=virtio",
@@ -81,7 +81,7 @@ AAVMF = Firmware(Path("/usr/share/AAVMF/AAVMF_CODE.fd"), Path("/usr/share/AAVMF/
                 "-machine", "q35,accel=tcg",
                 "-cpu", "max", "-smp", "2", "-m", "2G",
                 "-drive", "if=pflash,format=raw,unit=0,file=/usr/share/OVMF/OVMF_CODE_4M.fd,readonly=on",
-                "-drive", f"if=pflash,format=raw,unit=1,file={STATE}/gateway/efivars.fd",
+                "-drive", f"if=pflash,format=qcow2,unit=1,file={STATE}/gateway/efivars.qcow2",
                 "-nic", "user,model=virtio-net-pci,mac=52:54:00:00:00:00,hostfwd=tcp:127.0.0.1:2200-:22",
                 "-nic", f"vde,sock={STATE}/vde.ctl,model=virtio-net-pci,mac=52:52:52:00:00:00",
                 "-drive", f"file={STATE}/gateway/disk.img,if=none,id=disk,format=qcow2", "-device", "virtio-blk-pci,drive=disk,bootindex=1",
@@ -116,7 +116,9 @@ def test_linux_commands(host, accel, mode, vmid, expected):
 def test_direct_kernel_boot_needs_no_firmware_and_adds_management():
     c = cluster({"image": {"kind": "kernel", "kernel": "/boot/vmlinuz", "initrd": "/boot/initrd.img", "cmdline": "quiet"}})
     host = Host("linux", Arch.x86_64, "qemu-system-x86_64", firmware=None, bridges=frozenset())
-    management = Management(qmp=STATE / "gateway/qmp.sock", pidfile=STATE / "gateway/qemu.pid", serial_log=STATE / "gateway/serial.log")
+    management = Management(
+        qmp=STATE / "gateway/qmp.sock", pidfile=STATE / "gateway/qemu.pid", serial_log=STATE / "gateway/serial.log", guest_agent=STATE / "gateway/qga.sock"
+    )
     assert qemu_argv(c, c.vms[0], host, "tcg", "user", management) == [
         "qemu-system-x86_64", "-nographic",
         "-machine", "q35,accel=tcg",
@@ -125,13 +127,16 @@ def test_direct_kernel_boot_needs_no_firmware_and_adds_management():
         "-nic", "user,model=virtio-net-pci,mac=52:54:00:00:00:00,hostfwd=tcp:127.0.0.1:2200-:22",
         "-nic", f"vde,sock={STATE}/vde.ctl,model=virtio-net-pci,mac=52:52:52:00:00:00",
         "-drive", f"file={STATE}/gateway/disk.img,if=none,id=disk,format=qcow2", "-device", "virtio-blk-pci,drive=disk,bootindex=1",
-        "-drive", f"file={STATE}/gateway/cidata.iso,driver=raw,if=virtio",
+        "-drive", f"file={STATE}/gateway/cidata.iso,driver=raw,if=virtio,readonly=on",
         "-chardev", f"stdio,id=console,mux=on,signal=off,logfile={STATE}/gateway/serial.log",
         "-serial", "chardev:console",
         "-mon", "chardev=console,mode=readline",
         "-qmp", f"unix:{STATE}/gateway/qmp.sock,server=on,wait=off",
         "-pidfile", f"{STATE}/gateway/qemu.pid",
         "-device", "virtio-rng-pci,addr=0x1e",
+        "-chardev", f"socket,id=guest-agent,path={STATE}/gateway/qga.sock,server=on,wait=off",
+        "-device", "virtio-serial-pci,id=guest-serial,addr=0x1d",
+        "-device", "virtserialport,bus=guest-serial.0,chardev=guest-agent,name=org.qemu.guest_agent.0",
     ]  # fmt: skip
 
 
@@ -192,7 +197,9 @@ def test_qemu_binary_override_is_used():
 
 
 def management(vm: str) -> Management:
-    return Management(qmp=STATE / f"{vm}/qmp.sock", pidfile=STATE / f"{vm}/qemu.pid", serial_log=STATE / f"{vm}/serial.log")
+    return Management(
+        qmp=STATE / f"{vm}/qmp.sock", pidfile=STATE / f"{vm}/qemu.pid", serial_log=STATE / f"{vm}/serial.log", guest_agent=STATE / f"{vm}/qga.sock"
+    )
 
 
 MANAGEMENT_OPTIONS = [
@@ -202,13 +209,21 @@ MANAGEMENT_OPTIONS = [
     "-qmp", f"unix:{STATE}/worker1/qmp.sock,server=on,wait=off",
     "-pidfile", f"{STATE}/worker1/qemu.pid",
     "-device", "virtio-rng-pci,addr=0x1e",
+    "-chardev", f"socket,id=guest-agent,path={STATE}/worker1/qga.sock,server=on,wait=off",
+    "-device", "virtio-serial-pci,id=guest-serial,addr=0x1d",
+    "-device", "virtserialport,bus=guest-serial.0,chardev=guest-agent,name=org.qemu.guest_agent.0",
 ]  # fmt: skip
 
 
-def test_managed_macos_command_is_the_tutorials_with_management_after_it():
+def with_read_only_seed(argv: list[str]) -> list[str]:
+    """The managed forms' seed is read-only, so that every writable drive can hold a snapshot."""
+    return [arg + ",readonly=on" if arg.endswith("cidata.iso,driver=raw,if=virtio") else arg for arg in argv]
+
+
+def test_managed_macos_command_is_the_tutorials_with_a_read_only_seed_and_management_after_it():
     c = cluster()
     host, _ = host_profile("darwin-arm64")
-    assert qemu_argv(c, c.vms[5], host, "hvf", "vmnet-shared", management("worker1")) == tutorial_command(5) + MANAGEMENT_OPTIONS
+    assert qemu_argv(c, c.vms[5], host, "hvf", "vmnet-shared", management("worker1")) == with_read_only_seed(tutorial_command(5)) + MANAGEMENT_OPTIONS
 
 
 def test_managed_linux_uefi_command_pins_what_it_adds():
@@ -219,11 +234,11 @@ def test_managed_linux_uefi_command_pins_what_it_adds():
         "-machine", "q35,accel=tcg",
         "-cpu", "max", "-smp", "4", "-m", "4G",
         "-drive", "if=pflash,format=raw,unit=0,file=/usr/share/OVMF/OVMF_CODE_4M.fd,readonly=on",
-        "-drive", f"if=pflash,format=raw,unit=1,file={STATE}/worker1/efivars.fd",
+        "-drive", f"if=pflash,format=qcow2,unit=1,file={STATE}/worker1/efivars.qcow2",
         "-nic", "user,model=virtio-net-pci,mac=52:54:00:00:00:05,hostfwd=tcp:127.0.0.1:2205-:22",
         "-nic", f"vde,sock={STATE}/vde.ctl,model=virtio-net-pci,mac=52:52:52:00:00:05",
         "-drive", f"file={STATE}/worker1/disk.img,if=none,id=disk,format=qcow2", "-device", "virtio-blk-pci,drive=disk,bootindex=1",
-        "-drive", f"file={STATE}/worker1/cidata.iso,driver=raw,if=virtio",
+        "-drive", f"file={STATE}/worker1/cidata.iso,driver=raw,if=virtio,readonly=on",
         *MANAGEMENT_OPTIONS,
     ]  # fmt: skip
 
@@ -236,6 +251,10 @@ ROOT_MANAGEMENT_OPTIONS = [
     "-chardev", "socket,id=qmp,fd=3,server=on,wait=off", "-mon", "chardev=qmp,mode=control",
     "-pidfile", f"{STATE}/worker1/qemu.pid",
     "-device", "virtio-rng-pci,addr=0x1e",
+    # and so does the guest agent's
+    "-chardev", "socket,id=guest-agent,fd=4,server=on,wait=off",
+    "-device", "virtio-serial-pci,id=guest-serial,addr=0x1d",
+    "-device", "virtserialport,bus=guest-serial.0,chardev=guest-agent,name=org.qemu.guest_agent.0",
 ]  # fmt: skip
 
 
@@ -248,9 +267,9 @@ def test_on_macos_up_starts_the_tutorials_command_as_root_and_qemu_then_runs_as_
     host = replace(host_profile("darwin-arm64")[0], qemu_version=(10, 1))
     target = Target(host, "hvf", "vmnet-shared", root=True, run_as="alice")
     argv = vm_argv(c, c.vms[5], target, managed=True)
-    assert argv == tutorial_command(5) + ROOT_MANAGEMENT_OPTIONS + ["-run-with", "user=alice"]
-    pane = handover_argv("alice", STATE / "worker1/qmp.sock", argv)
-    assert pane[1:7] == ["-I", str(HANDOVER), "alice", f"{STATE}/worker1/qmp.sock", "--", argv[0]]
+    assert argv == with_read_only_seed(tutorial_command(5)) + ROOT_MANAGEMENT_OPTIONS + ["-run-with", "user=alice"]
+    pane = handover_argv("alice", STATE / "worker1/qmp.sock", STATE / "worker1/qga.sock", argv)
+    assert pane[1:8] == ["-I", str(HANDOVER), "alice", f"{STATE}/worker1/qmp.sock", f"{STATE}/worker1/qga.sock", "--", argv[0]]
     # `invoke argv` without --managed: the tutorial's command as it is
     assert vm_argv(c, c.vms[5], target) == tutorial_command(5)
 
@@ -297,7 +316,7 @@ def test_extra_qemu_args_come_after_kubenets_own_cluster_first_then_the_roles():
         (["--machine", "q35"], "'--machine' redefines the machine (and accelerator), which kubenet sets"),
         (["-drive", "file=/x/disk.img,if=virtio"], "'-drive' redefines the disk, seed and UEFI drives, which kubenet sets"),
         (["-drive", "if=pflash,format=raw,file=vars.fd"], "'-drive' redefines the disk, seed and UEFI drives, which kubenet sets"),
-        (["-chardev", "socket,id=qmp,path=/tmp/q"], "'-chardev' redefines the console and QMP character devices, which kubenet sets"),
+        (["-chardev", "socket,id=qmp,path=/tmp/q"], "'-chardev' redefines the console, QMP and guest agent character devices, which kubenet sets"),
     ],
 )
 def test_extra_qemu_args_that_redefine_what_kubenet_owns_are_refused(args, refused):

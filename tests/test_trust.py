@@ -297,7 +297,7 @@ def test_setup_checks_templates_and_key_before_it_writes_anything(project, break
         assert done.returncode != 0
         assert "Traceback" not in done.stderr
         assert not list(project.glob(".kubenet/*/disk.img")), done.stderr
-        assert not list(project.glob(".kubenet/*/efivars.fd"))
+        assert not list(project.glob(".kubenet/*/efivars.qcow2"))
 
 
 # ---- 7. config never runs as a command ----------------------------------------------

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, run_invoke
+from conftest import ROOT, image_bytes, run_invoke
 from kubenet import errors, seed
 from kubenet.config import load_cluster
 from kubenet.firmware import Firmware
@@ -49,10 +49,26 @@ def test_the_disk_is_an_overlay_with_absolute_backing_path_and_size(project):
     assert info["backing-filename-format"] == "qcow2"
     assert info["virtual-size"] == 20 * 2**30
     paths = vm_paths(cluster, vm)
-    assert paths.efivars.read_bytes() == b"\0" * 4096
+    assert image_bytes(paths.efivars) == b"\0" * 4096  # the template, as qcow2
     for path in (paths.disk, paths.efivars, paths.host_key, paths.seed, paths.dir / "user-data"):
         assert path.stat().st_mode & 0o077 == 0, path
     assert paths.dir.stat().st_mode & 0o777 == 0o700
+
+
+def test_a_raw_variable_store_of_an_earlier_kubenet_is_converted_once_with_its_boot_entries(project):
+    cluster, target = context_for(project)
+    vm = cluster.vms[0]
+    paths = vm_paths(cluster, vm)
+    paths.dir.mkdir(parents=True, mode=0o700)
+    entries = bytes(range(256)) * 16  # 4096 bytes: the template's size, holding what a firmware wrote
+    paths.raw_efivars.write_bytes(entries)
+    said = []
+    setup_vm(cluster, target, vm, say=said.append)
+    assert f"{vm.name}: converted efivars.fd to efivars.qcow2, its boot entries kept" in said
+    assert image_bytes(paths.efivars) == entries
+    assert not paths.raw_efivars.exists()
+    setup_vm(cluster, target, vm, say=said.append)  # once: the next setup keeps the qcow2 store
+    assert image_bytes(paths.efivars) == entries
 
 
 def test_an_existing_disk_is_never_recreated_and_reset_deletes_only_disk_and_efivars(project):
@@ -157,7 +173,7 @@ def test_reset_task_says_what_it_deletes_and_needs_yes_without_a_terminal(projec
     done = run_invoke("reset", "--name", "worker1", "--config", config, "--yes", check=True)
     assert done.stderr.splitlines() == [
         f"kubenet: deleted {project}/.kubenet/worker1/disk.img",
-        f"kubenet: deleted {project}/.kubenet/worker1/efivars.fd",
+        f"kubenet: deleted {project}/.kubenet/worker1/efivars.qcow2",
     ]
 
 
@@ -238,12 +254,12 @@ def test_make_setup_with_a_broken_cluster_file_is_one_clear_line(project):
 def test_a_kernel_image_gets_a_blank_disk_or_an_overlay_on_its_url(project):
     def backing(text: str):
         (project / "cluster.yaml").write_text(text + "ssh_key: id_test.pub\nnetwork: {mode: user}\nroles:\n  - {name: node}\n")
-        for name in ("disk.img", "efivars.fd"):
+        for name in ("disk.img", "efivars.qcow2"):
             (project / ".kubenet/node" / name).unlink(missing_ok=True)
         run_invoke("vmsetup", "--disk", "--config", str(project / "cluster.yaml"), env={"KUBENET_ACCEL": "tcg"}, check=True)
         disk = project / ".kubenet/node/disk.img"
         info = json.loads(subprocess.run(["qemu-img", "info", "--output=json", str(disk)], capture_output=True, check=True).stdout)
-        return info.get("backing-filename"), (project / ".kubenet/node/efivars.fd").exists()
+        return info.get("backing-filename"), (project / ".kubenet/node/efivars.qcow2").exists()
 
     assert backing("image: {kind: kernel, kernel: k, initrd: i}\n") == (None, False)
     assert backing("image: {kind: kernel, kernel: k, initrd: i, url: base.qcow2}\n") == (str(project / "base.qcow2"), False)

@@ -42,6 +42,7 @@ PACKAGES = [
     "procps",  # sysctl, for the templates' runcmd
     "linux-image-cloud-amd64",
     "initramfs-tools",
+    "qemu-guest-agent",  # kubenet sets a restored guest's clock through it
 ]
 DISK_SIZE = "2G"
 ROOT_LABEL = "cloudimg-rootfs"  # what Ubuntu's cloud images call their root file system

@@ -25,11 +25,13 @@ KERNEL_META = "linux-image-cloud-amd64"
 PACKAGES = [
     "busybox-static", "dropbear-bin", "libtomcrypt1", "libtommath1", "libgmp10",
     "iputils-ping", "libcap2", "libidn2-0", "libunistring2", "dash",
+    # the guest agent, through which kubenet sets a restored guest's clock
+    "qemu-guest-agent",
 ]  # fmt: skip
 # virtio, network, seed ISO and ACPI power-button drivers, in an order that satisfies their dependencies
 MODULES = [
     "virtio_ring", "virtio", "virtio_pci_modern_dev", "virtio_pci_legacy_dev", "virtio_pci", "virtio-rng",
-    "virtio_blk", "failover", "net_failover", "virtio_net", "cdrom", "isofs", "button", "evdev",
+    "virtio_blk", "failover", "net_failover", "virtio_net", "cdrom", "isofs", "button", "evdev", "virtio_console",
 ]  # fmt: skip
 RECIPE = ["build.py", "init", "inittab", "rc.kubenet", "udhcpc.script", "acpi-power"]
 
@@ -86,7 +88,8 @@ def build_initramfs(debs: list[Path], work: Path, output: Path) -> Path:
     # in /usr/bin, which comes before busybox's /bin in the login shell's PATH
     shutil.copy2(unpacked / "bin/ping", root / "usr/bin/ping")
     shutil.copy2(unpacked / "bin/dash", root / "usr/bin/dash")
-    programs = ["bin/dropbear", "bin/dropbearconvert", "usr/bin/ping", "usr/bin/dash"]
+    shutil.copy2(unpacked / "usr/sbin/qemu-ga", root / "bin/qemu-ga")
+    programs = ["bin/dropbear", "bin/dropbearconvert", "usr/bin/ping", "usr/bin/dash", "bin/qemu-ga"]
     copy_libraries([root / program for program in programs], unpacked, root)
     modules = next((unpacked / "lib/modules").iterdir())
     for module in MODULES:

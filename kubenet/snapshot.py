@@ -1,0 +1,516 @@
+"""Whole-cluster snapshots: every VM at one moment, or none (`invoke snapshot`, `invoke snapshots`).
+
+Live, with every VM running: one thread per VM holds that VM's QMP connection; all
+pause together (`stop`), each saves its disk, UEFI variables and memory as internal
+snapshots of its qcow2 images (QMP's `snapshot-save` job, QEMU >= 6.0: the images
+keep it, no extra file to lose track of), and all resume together only once every VM
+saved; if one fails, the others remove what they saved before resuming. A restore
+pauses all, loads each (`snapshot-load`), resumes all, and sets every guest's clock
+to the host's through its guest agent (guestagent.py).
+
+Stopped, with no VM running: `qemu-img snapshot` makes or applies the tag on each
+image; the next `up` boots from there.
+
+A save holds the cluster lock: `up`, `down` and `reset` wait for it. A save cut short
+(SIGKILL, a host crash) leaves a record that is not `complete`; the next snapshot
+command or `up` removes its tag from every image and resumes the VMs it paused.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from .cluster import VM, Cluster, memory_bytes
+from .host import needs_efivars
+from .parallel import for_each
+from .paths import vm_paths
+from .process import pid_alive, run
+from .qmp import Monitor, QMPError
+from .snaprecord import COMPLETE, SAVED, Record, SnapshotError, cluster_change, find_record, read_records, remove_record, size_text, write_record
+from .statedir import cluster_lock
+from .target import Target
+
+JOB_SECONDS = 900.0  # the most one VM's save or load may take
+MARGIN_SHARE, MARGIN_BYTES = 0.10, 256 << 20  # room beyond the VMs' memory a live save wants
+QEMU_IMG_HINT = "install qemu-img (`apt install qemu-utils`, `brew install qemu`)"
+INCOMPLETE = "interrupted"
+
+Say = Callable[[str], None]
+
+
+# ---- the cluster's state ---------------------------------------------------------------
+
+
+def running_or_stopped(cluster: Cluster) -> tuple[list[VM], list[VM]]:
+    """The cluster's VMs as (running under `up`, stopped); a VM running some other way is refused."""
+    from .vmstate import vm_state
+
+    running, stopped = [], []
+    for vm in cluster.vms:
+        state = vm_state(cluster, vm)
+        if state.running and state.pid is None:
+            raise SnapshotError(
+                f"{vm.name} runs in a qemu that kubenet did not start (such as `invoke vm`'s), which it cannot pause",
+                "quit that qemu, then `make up`",
+            )
+        (running if state.running else stopped).append(vm)
+    return running, stopped
+
+
+def whole_cluster(cluster: Cluster, doing: str) -> bool:
+    """True if every VM runs, False if none does; a mix is refused, as half a snapshot is none."""
+    running, stopped = running_or_stopped(cluster)
+    if running and stopped:
+        raise SnapshotError(
+            f"cannot {doing}: {' '.join(vm.name for vm in running)} running, {' '.join(vm.name for vm in stopped)} stopped",
+            "a snapshot is of the whole cluster: `make up` to start the rest, or `invoke down` to stop all",
+        )
+    return bool(running)
+
+
+def machines(cluster: Cluster, target: Target) -> dict[str, list[str]]:
+    """Each VM's qemu command line as `up` runs it: the machine a live snapshot belongs to."""
+    from .launch import vm_argv
+
+    return {vm.name: vm_argv(cluster, vm, target, managed=True) for vm in cluster.vms}
+
+
+def images_of(cluster: Cluster, vm: VM, target: Target) -> list[Path]:
+    paths = vm_paths(cluster, vm)
+    return [paths.disk, *([paths.efivars] if needs_efivars(cluster, target.host) else [])]
+
+
+def image_snapshots(image: Path) -> dict[str, int]:
+    """The snapshots an image holds: name -> bytes of saved memory (readable while qemu runs)."""
+    import json
+
+    done = run(["qemu-img", "info", "-U", "--output=json", str(image)], missing_hint=QEMU_IMG_HINT)
+    return {entry["name"]: int(entry.get("vm-state-size", 0)) for entry in json.loads(done.stdout).get("snapshots", [])}
+
+
+def check_space(cluster: Cluster) -> None:
+    """A live save writes each VM's memory into its disk: refuse before pausing anything
+    when the file system cannot take it."""
+    memory = sum(memory_bytes(vm.memory) for vm in cluster.vms)
+    needed = memory + max(int(memory * MARGIN_SHARE), MARGIN_BYTES)
+    info = os.statvfs(cluster.state_dir)
+    free = info.f_bavail * info.f_frsize
+    if free < needed:
+        raise SnapshotError(
+            f"not enough space for a live snapshot: it needs about {size_text(needed)} (the VMs' {size_text(memory)} of memory and a margin), "
+            f"{cluster.state_dir} has {size_text(free)} free",
+            "free some space, remove an old snapshot (`invoke snapshot rm NAME`), or `invoke down` and take a stopped one",
+        )
+
+
+# ---- one VM's QMP side -----------------------------------------------------------------
+
+
+@dataclass
+class Drives:
+    """Where a VM's snapshot goes: every writable drive, the memory into the disk's."""
+
+    vmstate: str
+    nodes: list[str]
+    images: list[str]
+
+
+def snapshot_drives(blocks: list[dict], vm: str, disk: Path) -> Drives:
+    """From `query-block`: the VM's writable drives, each of which must be able to hold a snapshot."""
+    nodes, images, vmstate = [], [], None
+    for block in blocks:
+        inserted = block.get("inserted")
+        if not inserted or inserted.get("ro"):
+            continue
+        if inserted.get("drv") != "qcow2":
+            raise SnapshotError(
+                f"{vm}: its drive {block.get('device') or inserted.get('node-name')} ({inserted.get('drv')}, {inserted.get('file')}) cannot hold a snapshot",
+                "give it format=qcow2, or readonly=on, in qemu_args",
+            )
+        nodes.append(inserted["node-name"])
+        images.append(inserted["file"])
+        if Path(inserted["file"]).absolute() == disk:
+            vmstate = inserted["node-name"]
+    if vmstate is None:
+        raise SnapshotError(f"{vm}: its qemu has no writable disk {disk}", "restart it with `invoke stop --name {vm}` and `make up`")
+    return Drives(vmstate, nodes, images)
+
+
+def run_job(monitor: Monitor, command: str, arguments: dict) -> str | None:
+    """Run a snapshot job to its end; None if it succeeded, else qemu's reason."""
+    job = f"kubenet-{command}"
+    dismiss_finished(monitor)
+    try:
+        monitor.execute(command, {"job-id": job, **arguments})
+    except QMPError as error:
+        if "not found" in error.desc:
+            return f"its qemu has no {command} (QEMU 6.0 or later has)"
+        return error.desc or str(error)
+    deadline = time.monotonic() + JOB_SECONDS
+    while time.monotonic() < deadline:
+        mine = [entry for entry in monitor.execute("query-jobs") if entry["id"] == job]
+        if not mine:
+            return f"its {command} job vanished"
+        if mine[0]["status"] == "concluded":
+            monitor.execute("job-dismiss", {"id": job})
+            return mine[0].get("error")
+        time.sleep(0.05)
+    return f"its {command} did not finish within {JOB_SECONDS:g} s"
+
+
+def dismiss_finished(monitor: Monitor) -> None:
+    """Wait out kubenet's own jobs still running on this qemu (an earlier, interrupted command's) and dismiss them."""
+    deadline = time.monotonic() + JOB_SECONDS
+    while time.monotonic() < deadline:
+        ours = [entry for entry in monitor.execute("query-jobs") if entry["id"].startswith("kubenet-")]
+        for entry in ours:
+            if entry["status"] == "concluded":
+                monitor.execute("job-dismiss", {"id": entry["id"]})
+        if all(entry["status"] == "concluded" for entry in ours):
+            return
+        time.sleep(0.05)
+
+
+# ---- all VMs at once -------------------------------------------------------------------
+
+
+@dataclass
+class Together:
+    """One step taken by every running VM at once: connect all, pause all, `act` on each
+    (None or a reason), then `decide` once for all (True: keep what was done), `undo` on
+    each if not, and resume all. Each VM's thread keeps its own QMP connection."""
+
+    cluster: Cluster
+    vms: list[VM]
+    act: Callable[[VM, Monitor, Drives], str | None]
+    undo: Callable[[VM, Monitor, Drives], None]
+    decide: Callable[[dict[str, str | None]], bool] = lambda outcome: not any(outcome.values())
+    resume_failed: bool = True  # whether a VM whose act failed is resumed
+    outcome: dict[str, str | None] = field(default_factory=dict)
+    paused: dict[str, tuple[float, float | None]] = field(default_factory=dict)
+    kept: bool = False
+
+    def run(self, say: Say) -> bool:
+        self.stop = threading.Event()
+        self.connected = threading.Barrier(len(self.vms))
+        self.acted = threading.Barrier(len(self.vms), action=self._decide)
+        try:
+            for_each(self.vms, self._one, stop=self.stop, grace=JOB_SECONDS)
+        except KeyboardInterrupt:
+            say("kubenet: interrupted: the VMs keep what they had and run on")
+            raise
+        return self.kept
+
+    def _decide(self) -> None:
+        self.kept = not self.stop.is_set() and self.decide(self.outcome)
+
+    def _one(self, vm: VM) -> None:
+        paths = vm_paths(self.cluster, vm)
+        monitor = drives = None
+        try:
+            monitor = Monitor(paths.qmp, vm.name, timeout=5.0)
+            drives = snapshot_drives(monitor.execute("query-block"), vm.name, paths.disk.absolute())
+        except (QMPError, SnapshotError) as error:
+            self.outcome[vm.name] = one_line(error)
+        try:
+            try:
+                self.connected.wait(30.0)
+            except threading.BrokenBarrierError:
+                self.outcome[vm.name] = self.outcome.get(vm.name) or "interrupted"
+            # Every VM's connection is settled here: pause only if all could.
+            if drives is not None and not any(self.outcome.values()) and not self.stop.is_set():
+                monitor.execute("stop")
+                self.paused[vm.name] = (time.monotonic(), None)
+                self.outcome[vm.name] = self.act(vm, monitor, drives)
+        except QMPError as error:
+            self.outcome[vm.name] = one_line(error)
+        finally:
+            self.outcome.setdefault(vm.name, None)
+            self._finish(vm, monitor, drives)
+
+    def _finish(self, vm: VM, monitor: Monitor | None, drives: Drives | None) -> None:
+        try:
+            self.acted.wait()
+        except threading.BrokenBarrierError:
+            self.kept = False
+        if monitor is None:
+            return
+        try:
+            if vm.name in self.paused:
+                if not self.kept:
+                    self.undo(vm, monitor, drives)
+                if self.outcome[vm.name] is None or self.resume_failed:
+                    monitor.execute("cont")
+                    self.paused[vm.name] = (self.paused[vm.name][0], time.monotonic())
+        except QMPError as error:
+            self.outcome[vm.name] = self.outcome[vm.name] or one_line(error)
+        finally:
+            monitor.close()
+
+
+def one_line(error: Exception) -> str:
+    return str(getattr(error, "message", None) or error).splitlines()[0]
+
+
+def pause_figures(paused: dict[str, tuple[float, float | None]]) -> str:
+    """The longest any VM was paused, and how far apart the first and last pause were."""
+    if not paused:
+        return ""
+    starts = [start for start, _ in paused.values()]
+    longest = max((end or time.monotonic()) - start for start, end in paused.values())
+    return f"paused {longest:.2f} s at most, {(max(starts) - min(starts)) * 1000:.0f} ms apart"
+
+
+def set_clocks(cluster: Cluster, vms: list[VM], say: Say) -> list[str]:
+    """Every guest's clock set to the host's; the VMs whose agent did not, each with why."""
+    from .guestagent import GuestAgentError, set_clock
+
+    def one(vm: VM) -> str | None:
+        try:
+            set_clock(vm_paths(cluster, vm).guest_agent, vm.name)
+            return None
+        except GuestAgentError as error:
+            say(f"kubenet: {error}")
+            return vm.name
+
+    return [name for name in for_each(vms, one) if name]
+
+
+# ---- the commands ----------------------------------------------------------------------
+
+
+def save(cluster: Cluster, target: Target, name: str, say: Say) -> Record:
+    from .snaprecord import check_name
+
+    check_name(name)
+    with cluster_lock(cluster, say):
+        recover(cluster, target, say)
+        if any(record.name == name for record in read_records(cluster)):
+            raise SnapshotError(f"a snapshot named {name!r} exists", f"pick another name, or `invoke snapshot rm {name}` first")
+        live = whole_cluster(cluster, "save a snapshot")
+        if live:
+            check_space(cluster)
+        record = Record(name, live, {vm: {"machine": machine, "images": []} for vm, machine in machines(cluster, target).items()})
+        write_record(cluster, record)  # first: a save cut short is found and undone
+        started = time.monotonic()
+        (save_live if live else save_stopped)(cluster, target, record, say)
+        record.step = COMPLETE
+        write_record(cluster, record)
+        say(f"kubenet: saved snapshot {name} of {len(cluster.vms)} VMs ({'live' if live else 'stopped'}) in {time.monotonic() - started:.1f} s")
+        return record
+
+
+def save_live(cluster: Cluster, target: Target, record: Record, say: Say) -> None:
+    arguments = lambda drives: {"tag": record.name, "vmstate": drives.vmstate, "devices": drives.nodes}  # noqa: E731
+
+    def act(vm: VM, monitor: Monitor, drives: Drives) -> str | None:
+        record.vms[vm.name]["images"] = drives.images
+        return run_job(monitor, "snapshot-save", arguments(drives))
+
+    def decide(outcome: dict[str, str | None]) -> bool:
+        if any(outcome.values()):
+            return False
+        record.step = SAVED  # every VM holds it; resuming
+        write_record(cluster, record)
+        return True
+
+    def undo(vm: VM, monitor: Monitor, drives: Drives) -> None:
+        run_job(monitor, "snapshot-delete", {"tag": record.name, "devices": drives.nodes})
+
+    together = Together(cluster, cluster.vms, act, undo, decide)
+    try:
+        kept = together.run(say)
+    except KeyboardInterrupt:
+        forget_failed_save(cluster, target, record)
+        raise
+    if not kept:
+        forget_failed_save(cluster, target, record)
+        failed = next((vm, why) for vm, why in together.outcome.items() if why)
+        raise SnapshotError(f"snapshot {record.name} not saved: {failed[0]}: {failed[1]}; no VM keeps it, and every VM runs on")
+    say(f"kubenet: {pause_figures(together.paused)}")
+    late = set_clocks(cluster, cluster.vms, say)
+    if late:
+        say(f"kubenet: the clocks of {' '.join(late)} are behind by the pause")
+
+
+def forget_failed_save(cluster: Cluster, target: Target, record: Record) -> None:
+    """After a failed or interrupted live save: a VM whose qemu died may still hold the tag in its images."""
+    for vm in cluster.vms:
+        from .vmstate import qemu_pid
+
+        if qemu_pid(cluster, vm) is None:
+            remove_from_images(images_of(cluster, vm, target), record.name)
+    remove_record(cluster, record.name)
+
+
+def save_stopped(cluster: Cluster, target: Target, record: Record, say: Say) -> None:
+    def one(vm: VM) -> str | None:
+        images = images_of(cluster, vm, target)
+        record.vms[vm.name]["images"] = [str(image.absolute()) for image in images]
+        try:
+            for image in images:
+                run(["qemu-img", "snapshot", "-c", record.name, str(image)], timeout=300, missing_hint=QEMU_IMG_HINT)
+        except Exception as error:
+            return one_line(error)
+        return None
+
+    failures = [(vm, why) for vm, why in zip(cluster.vms, for_each(cluster.vms, one, limit=4)) if why]
+    if failures:
+        for vm in cluster.vms:
+            remove_from_images(images_of(cluster, vm, target), record.name)
+        remove_record(cluster, record.name)
+        raise SnapshotError(f"snapshot {record.name} not saved: {failures[0][0].name}: {failures[0][1]}; no VM keeps it")
+
+
+def remove_from_images(images: list[Path], name: str) -> None:
+    for image in images:
+        if image.exists() and name in image_snapshots(image):
+            run(["qemu-img", "snapshot", "-d", name, str(image)], timeout=300, missing_hint=QEMU_IMG_HINT)
+
+
+def check_restorable(cluster: Cluster, target: Target, record: Record) -> None:
+    if not record.usable:
+        raise SnapshotError(f"snapshot {record.name} was never completed (its save was interrupted)", f"`invoke snapshot rm {record.name}`")
+    change = cluster_change(record, machines(cluster, target))
+    if change:
+        raise SnapshotError(f"cannot restore {record.name}: {change}", "a snapshot returns the VMs it was taken of; take a new one of this cluster")
+    for vm in cluster.vms:
+        for image in record.vms[vm.name]["images"]:
+            if not Path(image).exists() or record.name not in image_snapshots(Path(image)):
+                raise SnapshotError(
+                    f"cannot restore {record.name}: {vm.name}'s {Path(image).name} no longer holds it (was the VM reset since?)",
+                    f"`invoke snapshot rm {record.name}` to forget it",
+                )
+
+
+def restore(cluster: Cluster, target: Target, name: str, say: Say) -> None:
+    with cluster_lock(cluster, say):
+        recover(cluster, target, say)
+        record = find_record(cluster, name)
+        live = whole_cluster(cluster, f"restore {name}")
+        if record.live and not live:
+            raise SnapshotError(f"{name} is a live snapshot: it returns running VMs to a moment", "`make up` first, then restore it")
+        if live and not record.live:
+            raise SnapshotError(f"{name} is a snapshot of the stopped cluster: it rolls back the disks", "`invoke down` first, then restore it")
+        check_restorable(cluster, target, record)
+        started = time.monotonic()
+        restore_live(cluster, record, say) if live else restore_stopped(cluster, target, record)
+        say(f"kubenet: restored snapshot {name} of {len(cluster.vms)} VMs in {time.monotonic() - started:.1f} s" + ("" if live else "; `make up` boots them from there"))
+
+
+def restore_live(cluster: Cluster, record: Record, say: Say) -> None:
+    def act(vm: VM, monitor: Monitor, drives: Drives) -> str | None:
+        return run_job(monitor, "snapshot-load", {"tag": record.name, "vmstate": drives.vmstate, "devices": drives.nodes})
+
+    together = Together(cluster, cluster.vms, act, undo=lambda *_: None, decide=lambda outcome: True, resume_failed=False)
+    together.run(say)
+    failed = [(vm, why) for vm, why in together.outcome.items() if why]
+    if failed and not together.paused:
+        raise SnapshotError(f"{record.name} not restored: {failed[0][0]}: {failed[0][1]}; every VM runs on as it was")
+    if failed:
+        raise SnapshotError(
+            f"{record.name} not restored on {failed[0][0]}: {failed[0][1]}; it is paused, the other VMs run from the snapshot",
+            f"`invoke stop --name {failed[0][0]}` and `make up`, then restore again",
+        )
+    late = set_clocks(cluster, cluster.vms, say)
+    if late:
+        raise SnapshotError(f"restored {record.name}, but the clocks of {' '.join(late)} still show the snapshot's time", "see the lines above")
+
+
+def restore_stopped(cluster: Cluster, target: Target, record: Record) -> None:
+    def one(vm: VM) -> None:
+        for image in record.vms[vm.name]["images"]:
+            run(["qemu-img", "snapshot", "-a", record.name, image], timeout=300, missing_hint=QEMU_IMG_HINT)
+
+    for_each(cluster.vms, one, limit=4)
+
+
+def remove(cluster: Cluster, target: Target, name: str, say: Say) -> None:
+    """Remove the snapshot from every VM's images, running or not, then its record."""
+    with cluster_lock(cluster, say):
+        record = find_record(cluster, name)
+        drop_everywhere(cluster, target, record)
+        remove_record(cluster, name)
+        say(f"kubenet: removed snapshot {name}")
+
+
+def drop_everywhere(cluster: Cluster, target: Target, record: Record, resume: bool = False) -> None:
+    """The tag gone from every VM's images: through its qemu while it runs (which may
+    resume it, when an interrupted save paused it), else with qemu-img."""
+    from .vmstate import qemu_pid
+
+    def one(vm: VM) -> None:
+        paths = vm_paths(cluster, vm)
+        if qemu_pid(cluster, vm) is None:
+            remove_from_images(images_of(cluster, vm, target), record.name)
+            return
+        with Monitor(paths.qmp, vm.name, timeout=5.0) as monitor:
+            dismiss_finished(monitor)
+            drives = snapshot_drives(monitor.execute("query-block"), vm.name, paths.disk.absolute())
+            why = run_job(monitor, "snapshot-delete", {"tag": record.name, "devices": drives.nodes})
+            if why:
+                raise SnapshotError(f"{vm.name}: cannot remove snapshot {record.name}: {why}")
+            if resume and monitor.execute("query-status").get("status") == "paused":
+                monitor.execute("cont")
+
+    for_each([vm for vm in cluster.vms if vm.name in record.vms], one)
+
+
+def recover(cluster: Cluster, target: Target, say: Say) -> None:
+    """Undo what a save cut short left (called with the cluster lock held, so no save runs):
+    a `saving` record's tag is removed everywhere; a `saved` one is complete but for the
+    resume. Either way the VMs it paused run again."""
+    for record in read_records(cluster):
+        if record.usable:
+            continue
+        if record.step == SAVED:
+            resume_paused(cluster, [vm for vm in cluster.vms if vm.name in record.vms])
+            record.step = COMPLETE
+            write_record(cluster, record)
+            say(f"kubenet: snapshot {record.name}'s save was cut short after every VM saved: it is complete, and its VMs run again")
+            continue
+        drop_everywhere(cluster, target, record, resume=True)
+        remove_record(cluster, record.name)
+        say(f"kubenet: snapshot {record.name}'s save was cut short: removed what it left, and its VMs run again")
+
+
+def resume_paused(cluster: Cluster, vms: list[VM]) -> None:
+    from .vmstate import qemu_pid
+
+    def one(vm: VM) -> None:
+        if qemu_pid(cluster, vm) is None:
+            return
+        with Monitor(vm_paths(cluster, vm).qmp, vm.name, timeout=5.0) as monitor:
+            dismiss_finished(monitor)
+            if monitor.execute("query-status").get("status") == "paused":
+                monitor.execute("cont")
+
+    for_each(vms, one)
+
+
+def listing(cluster: Cluster, target: Target) -> list[dict]:
+    """A row per snapshot: name, when, live or stopped, its VMs, the memory it saved, whether usable."""
+    records = read_records(cluster)
+    if not records:
+        return []
+    images = sorted({image for record in records for vm in record.vms.values() for image in vm["images"]})
+    held = dict(zip(images, for_each(images, lambda image: image_snapshots(Path(image)) if Path(image).exists() else {}, limit=8)))
+    rows = []
+    for record in records:
+        sizes = [held.get(image, {}).get(record.name) for vm in record.vms.values() for image in vm["images"]]
+        rows.append({
+            "name": record.name,
+            "created": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record.created)),
+            "kind": "live" if record.live else "stopped",
+            "vms": len(record.vms),
+            "size": size_text(sum(size or 0 for size in sizes)),
+            "state": "ready" if record.usable and None not in sizes else INCOMPLETE if not record.usable else "damaged",
+            "vm_names": list(record.vms),
+            "bytes": sum(size or 0 for size in sizes),
+        })  # fmt: skip
+    return rows
