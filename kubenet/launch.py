@@ -10,7 +10,6 @@ import shlex
 import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable
 
 from . import errors
@@ -263,7 +262,6 @@ def _launch_cluster(cluster: Cluster, vms: list[VM], target: Target, tmux: Tmux)
         prepare_network(cluster, target)
         commands = {}
         for vm in to_start:
-            paths = vm_paths(cluster, vm)
             vm_dir(cluster, vm)
             forget_answers(cluster, vm)
             commands[vm.name] = pane_command(prepare_launch(cluster, vm, target))

@@ -29,7 +29,7 @@ from .cluster import VM, Cluster, memory_bytes
 from .host import needs_efivars
 from .parallel import for_each
 from .paths import vm_paths
-from .process import pid_alive, run
+from .process import run
 from .qmp import Monitor, QMPError
 from .snaprecord import COMPLETE, SAVED, Record, SnapshotError, cluster_change, find_record, read_records, remove_record, size_text, write_record
 from .statedir import cluster_lock
@@ -95,17 +95,21 @@ def image_snapshots(image: Path) -> dict[str, int]:
 
 def check_space(cluster: Cluster) -> None:
     """A live save writes each VM's memory into its disk: refuse before pausing anything
-    when the file system cannot take it."""
-    memory = sum(memory_bytes(vm.memory) for vm in cluster.vms)
-    needed = memory + max(int(memory * MARGIN_SHARE), MARGIN_BYTES)
-    info = os.statvfs(cluster.state_dir)
-    free = info.f_bavail * info.f_frsize
-    if free < needed:
-        raise SnapshotError(
-            f"not enough space for a live snapshot: it needs about {size_text(needed)} (the VMs' {size_text(memory)} of memory and a margin), "
-            f"{cluster.state_dir} has {size_text(free)} free",
-            "free some space, remove an old snapshot (`invoke snapshot rm NAME`), or `invoke down` and take a stopped one",
-        )
+    when a file system holding VM directories cannot take their memory and a margin."""
+    memory_on: dict[int, list] = {}  # file system -> [a VM directory on it, the memory of its VMs]
+    for vm in cluster.vms:
+        directory = vm_paths(cluster, vm).dir
+        memory_on.setdefault(os.stat(directory).st_dev, [directory, 0])[1] += memory_bytes(vm.memory)
+    for directory, memory in memory_on.values():
+        needed = memory + max(int(memory * MARGIN_SHARE), MARGIN_BYTES)
+        info = os.statvfs(directory)
+        free = info.f_bavail * info.f_frsize
+        if free < needed:
+            raise SnapshotError(
+                f"not enough space for a live snapshot: it needs about {size_text(needed)} (the VMs' {size_text(memory)} of memory and a margin), "
+                f"the file system holding {directory} has {size_text(free)} free",
+                "free some space, remove an old snapshot (`invoke snapshot rm NAME`), or `invoke down` and take a stopped one",
+            )
 
 
 # ---- one VM's QMP side -----------------------------------------------------------------
@@ -289,7 +293,7 @@ def save(cluster: Cluster, target: Target, name: str, say: Say) -> Record:
 
     check_name(name)
     with cluster_lock(cluster, say):
-        recover(cluster, target, say)
+        _recover(cluster, target, say)
         if any(record.name == name for record in read_records(cluster)):
             raise SnapshotError(f"a snapshot named {name!r} exists", f"pick another name, or `invoke snapshot rm {name}` first")
         live = whole_cluster(cluster, "save a snapshot")
@@ -339,12 +343,18 @@ def save_live(cluster: Cluster, target: Target, record: Record, say: Say) -> Non
 
 
 def forget_failed_save(cluster: Cluster, target: Target, record: Record) -> None:
-    """After a failed or interrupted live save: a VM whose qemu died may still hold the tag in its images."""
-    for vm in cluster.vms:
-        from .vmstate import qemu_pid
+    """After a failed or interrupted live save: a VM whose qemu died during it may hold the
+    tag, and the clusters its unfinished save had taken (leaks, which only `check -r leaks`
+    gives back; it touches nothing else)."""
+    from .vmstate import qemu_pid
 
+    for vm in cluster.vms:
         if qemu_pid(cluster, vm) is None:
-            remove_from_images(images_of(cluster, vm, target), record.name)
+            images = images_of(cluster, vm, target)
+            remove_from_images(images, record.name)
+            for image in images:
+                if image.exists():
+                    run(["qemu-img", "check", "-q", "-r", "leaks", str(image)], check=False, timeout=300, missing_hint=QEMU_IMG_HINT)
     remove_record(cluster, record.name)
 
 
@@ -390,7 +400,7 @@ def check_restorable(cluster: Cluster, target: Target, record: Record) -> None:
 
 def restore(cluster: Cluster, target: Target, name: str, say: Say) -> None:
     with cluster_lock(cluster, say):
-        recover(cluster, target, say)
+        _recover(cluster, target, say)
         record = find_record(cluster, name)
         live = whole_cluster(cluster, f"restore {name}")
         if record.live and not live:
@@ -462,6 +472,14 @@ def drop_everywhere(cluster: Cluster, target: Target, record: Record, resume: bo
 
 
 def recover(cluster: Cluster, target: Target, say: Say) -> None:
+    """What `up` runs first: undo what a snapshot save cut short left."""
+    if not any(not record.usable for record in read_records(cluster)):
+        return
+    with cluster_lock(cluster, say):
+        _recover(cluster, target, say)
+
+
+def _recover(cluster: Cluster, target: Target, say: Say) -> None:
     """Undo what a save cut short left (called with the cluster lock held, so no save runs):
     a `saving` record's tag is removed everywhere; a `saved` one is complete but for the
     resume. Either way the VMs it paused run again."""

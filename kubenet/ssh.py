@@ -7,7 +7,6 @@ each VM's host key.
 
 from __future__ import annotations
 
-import os
 import sys
 import threading
 from dataclasses import dataclass

@@ -180,11 +180,13 @@ def makevars(c, config=None, output=None):
 def start_vms(config, pick, timeout, wait, ready, accel) -> None:
     """What `up` and `start` share: launch the chosen VMs, then wait until they are ready."""
     from kubenet.launch import up_and_wait
+    from kubenet.snapshot import recover
     from kubenet.target import resolve_target
 
     cluster = cli.open_cluster(config)
     seconds = cli.parse_timeout(timeout, WAIT_SECONDS)
     target = resolve_target(cluster, accel_option=accel)
+    recover(cluster, target, cli.say)  # VMs a cut-short snapshot save left paused run again
     up_and_wait(cluster, pick(cluster), target, seconds if wait else None, cli.say, cli.parse_ready(ready))
 
 

@@ -90,6 +90,19 @@ def short_dir():
     shutil.rmtree(path, ignore_errors=True)
 
 
+@pytest.fixture(scope="session")
+def tiny_image() -> tuple[Path, Path]:
+    """The tiny test image (kernel, initrd), built once per recipe (tests/tinyimage)."""
+    import platform
+    import shutil
+
+    if platform.system() != "Linux" or platform.machine() != "x86_64" or not shutil.which("apt-get"):
+        pytest.skip("the tiny image is built from Debian's amd64 packages")
+    from tinyimage.build import build
+
+    return build()
+
+
 @pytest.fixture
 def tmux_server(short_dir):
     """A private tmux server socket; every server process on it is killed afterwards."""

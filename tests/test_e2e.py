@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import re
 import shlex
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -28,13 +26,6 @@ NAMES = ["gateway", "control0", "control1", "control2", "worker0", "worker1", "w
 NODES = NAMES[1:]
 
 
-@pytest.fixture(scope="session")
-def tiny_image() -> tuple[Path, Path]:
-    if platform.system() != "Linux" or platform.machine() != "x86_64" or not shutil.which("apt-get"):
-        pytest.skip("the tiny image is built from Debian's amd64 packages")
-    from tinyimage.build import build
-
-    return build()
 
 
 def tmux(socket_path: str, *args: str) -> str:

@@ -1,0 +1,220 @@
+"""Whole-cluster snapshots with real qemu (TCG), real guests (the tiny image), real SSH:
+live and stopped, all VMs or none, and every refusal leaving the cluster as it was."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import INVOKE, ROOT, kill_recorded_qemus, ls_rows, make_up, run_invoke, stop_vde_switch, wait_for
+from tinyimage.cluster import write_cluster
+
+pytestmark = pytest.mark.e2e
+
+ROLES = "  - {name: node, count: 3, vcpus: 1, memory: 256M}\n"
+NAMES = ["node0", "node1", "node2"]
+
+
+def ssh(state: Path, vm: str, command: str) -> str:
+    done = subprocess.run(
+        ["ssh", "-F", str(state / "ssh_config"), "-o", "BatchMode=yes", vm, command],
+        capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert done.returncode == 0, f"{vm}: {command}: {done.stderr}"
+    return done.stdout.strip()
+
+
+def snapshots_held(image: Path) -> list[str]:
+    info = json.loads(subprocess.run(["qemu-img", "info", "-U", "--output=json", str(image)], capture_output=True, check=True).stdout)
+    return [entry["name"] for entry in info.get("snapshots", [])]
+
+
+def listed(config: Path, env: dict) -> list[dict]:
+    return json.loads(run_invoke("snapshots", "--json", "--config", str(config), env=env, check=True).stdout)
+
+
+def refused(config: Path, env: dict, *args: str) -> str:
+    """A refused snapshot command's one line."""
+    done = run_invoke("snapshot", *args, "--config", str(config), env=env)
+    assert done.returncode == 1, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("kubenet: error: "), done.stderr
+    return lines[0]
+
+
+def guest_clock_error(state: Path, vm: str) -> float:
+    """How far the guest's clock is from the host's, in seconds (the guest tells whole seconds)."""
+    before = time.time()
+    guest = int(ssh(state, vm, "date +%s"))
+    after = time.time()
+    return 0.0 if before - 1 <= guest <= after else min(abs(guest - before), abs(guest - after))
+
+
+def test_a_live_snapshot_brings_back_every_vms_files_processes_and_the_hosts_time(tiny_image, short_dir, tmux_server):
+    config = write_cluster(short_dir, *tiny_image, roles=ROLES, count=3)
+    state = short_dir / ".kubenet"
+    env = {"KUBENET_TMUX_SOCKET": tmux_server, "KUBENET_ACCEL": "tcg"}
+    try:
+        make_up(config, env)
+        counters = {}
+        for vm in NAMES:
+            ssh(state, vm, f"echo saved on {vm} > note")
+            counters[vm] = ssh(state, vm, "setsid sh -c 'while :; do date +%s >> count; sleep 1; done' </dev/null >/dev/null 2>&1 & echo $!")
+
+        saved = run_invoke("snapshot", "save", "stage-1", "--config", str(config), env=env, check=True)
+        assert "kubenet: saved snapshot stage-1 of 3 VMs (live)" in saved.stderr
+        assert "ms apart" in saved.stderr  # how long the VMs were paused, and how close together
+        [row] = listed(config, env)
+        assert (row["name"], row["kind"], row["vms"], row["vm_names"], row["state"]) == ("stage-1", "live", 3, NAMES, "ready")
+        assert row["bytes"] > 0  # the VMs' memory
+        assert all(snapshots_held(state / vm / "disk.img") == ["stage-1"] for vm in NAMES)
+
+        for vm in NAMES:
+            ssh(state, vm, f"echo changed > note; kill {counters[vm]}")
+        time.sleep(3)  # long enough for a clock left at the snapshot's moment to show
+        restored = run_invoke("snapshot", "restore", "stage-1", "--config", str(config), env=env, check=True)
+        assert "kubenet: restored snapshot stage-1 of 3 VMs" in restored.stderr
+        for vm in NAMES:
+            assert ssh(state, vm, "cat note") == f"saved on {vm}"
+            assert ssh(state, vm, f"kill -0 {counters[vm]} && echo alive") == "alive"  # the process from before the save
+            assert guest_clock_error(state, vm) <= 1.0, vm
+        assert "1 packets transmitted, 1 received" in ssh(state, "node0", "ping -c 1 -W 5 node1 && ping -c 1 -W 5 node2")
+        assert "1 packets transmitted, 1 received" in ssh(state, "node2", "ping -c 1 -W 5 node0")
+
+        # refusals: one line each, and nothing changed
+        assert "a snapshot named 'stage-1' exists" in refused(config, env, "save", "stage-1")
+        assert "no snapshot named 'nope' of cluster kt; snapshots: stage-1" in refused(config, env, "restore", "nope")
+        assert "snapshot name 'a/b' is not allowed" in refused(config, env, "save", "a/b")
+        run_invoke("stop", "--name", "node2", "--config", str(config), env=env, check=True)
+        mixed = refused(config, env, "save", "half")
+        assert "node0 node1 running, node2 stopped" in mixed and "`make up`" in mixed and "`invoke down`" in mixed
+        assert "node0 node1 running, node2 stopped" in refused(config, env, "restore", "stage-1")
+        assert [row["name"] for row in listed(config, env)] == ["stage-1"]
+
+        # node2 booted afresh: the snapshot takes it back to the saved moment as well
+        make_up(config, env)
+        run_invoke("snapshot", "restore", "stage-1", "--config", str(config), env=env, check=True)
+        assert ssh(state, "node2", f"cat note; kill -0 {counters['node2']} && echo alive").splitlines() == ["saved on node2", "alive"]
+
+        # a changed machine is named, and refused
+        original = config.read_text()
+        config.write_text(original.replace("memory: 256M", "memory: 320M"))
+        assert "node0's machine changed since: `-m 256M` is now `-m 320M`" in refused(config, env, "restore", "stage-1")
+        config.write_text(original)
+
+        removed = run_invoke("snapshot", "rm", "stage-1", "--config", str(config), env=env, check=True)
+        assert "kubenet: removed snapshot stage-1" in removed.stderr
+        assert listed(config, env) == []
+        assert all(snapshots_held(state / vm / "disk.img") == [] for vm in NAMES)
+        assert all(row["state"] == "running" for row in ls_rows(config, env))
+
+        run_invoke("down", "--config", str(config), env=env, check=True)
+        for vm in NAMES:
+            check = subprocess.run(["qemu-img", "check", str(state / vm / "disk.img")], capture_output=True, text=True)
+            assert check.returncode == 0, check.stdout + check.stderr
+    finally:
+        kill_recorded_qemus(state)
+        stop_vde_switch(state)
+
+
+def test_a_stopped_snapshot_rolls_the_disks_back_for_the_next_up(tiny_image, short_dir, tmux_server):
+    config = write_cluster(short_dir, *tiny_image, roles="  - {name: node, count: 2, vcpus: 1, memory: 256M}\n", count=2)
+    state = short_dir / ".kubenet"
+    env = {"KUBENET_TMUX_SOCKET": tmux_server, "KUBENET_ACCEL": "tcg"}
+    disks = [state / vm / "disk.img" for vm in NAMES[:2]]
+    try:
+        make_up(config, env)
+        run_invoke("down", "--config", str(config), env=env, check=True)
+        before = [subprocess.run(["qemu-img", "map", "--output=json", str(disk)], capture_output=True, check=True).stdout for disk in disks]
+        saved = run_invoke("snapshot", "save", "cold", "--config", str(config), env=env, check=True)
+        assert "kubenet: saved snapshot cold of 2 VMs (stopped)" in saved.stderr
+        assert [(row["name"], row["kind"]) for row in listed(config, env)] == [("cold", "stopped")]
+
+        # the tiny guest keeps no files on its disk: write to the disks as a guest would
+        for disk in disks:
+            subprocess.run(["qemu-io", "-c", "write -P 0x5a 0 1M", str(disk)], capture_output=True, check=True)
+        make_up(config, env)
+        line = refused(config, env, "restore", "cold")
+        assert "cold is a snapshot of the stopped cluster" in line and "`invoke down` first" in line
+        run_invoke("down", "--config", str(config), env=env, check=True)
+
+        restored = run_invoke("snapshot", "restore", "cold", "--config", str(config), env=env, check=True)
+        assert "`make up` boots them from there" in restored.stderr
+        after = [subprocess.run(["qemu-img", "map", "--output=json", str(disk)], capture_output=True, check=True).stdout for disk in disks]
+        assert after == before  # the written megabyte is gone
+        up = make_up(config, env)
+        assert "kubenet: 2 of 2 VMs ready: node0 node1" in up.stderr
+        live = refused(config, env, "save", "cold")
+        assert "exists" in live
+        run_invoke("down", "--config", str(config), env=env, check=True)
+        for disk in disks:
+            assert subprocess.run(["qemu-img", "check", str(disk)], capture_output=True).returncode == 0
+    finally:
+        kill_recorded_qemus(state)
+        stop_vde_switch(state)
+
+
+def grows(path: Path, size: int) -> bool:
+    return path.stat().st_size > size
+
+
+def test_a_vm_lost_during_a_save_leaves_it_nowhere_and_a_killed_save_is_undone_by_the_next_up(tiny_image, short_dir, tmux_server):
+    roles = "  - {name: big, vcpus: 1, memory: 1G}\n  - {name: node, count: 2, vcpus: 1, memory: 256M}\n"
+    config = write_cluster(short_dir, *tiny_image, roles=roles, count=3)
+    state = short_dir / ".kubenet"
+    env = {"KUBENET_TMUX_SOCKET": tmux_server, "KUBENET_ACCEL": "tcg"}
+    names = ["big", "node0", "node1"]
+    big_disk = state / "big" / "disk.img"
+
+    def save_in_background(name: str) -> subprocess.Popen:
+        # big's memory filled with what cannot be compressed: its save takes long enough to be cut
+        ssh(state, "big", "rm -f fill; dd if=/dev/urandom of=fill bs=1M count=400 2>/dev/null")
+        size = big_disk.stat().st_size
+        saving = subprocess.Popen(
+            [str(INVOKE), "--search-root", str(ROOT), "snapshot", "save", name, "--config", str(config)],
+            env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        assert wait_for(lambda: grows(big_disk, size), timeout=60, interval=0.005), "big's save never began"
+        return saving
+
+    try:
+        make_up(config, env)
+        # 1. big's qemu dies while it saves: no VM keeps the snapshot, the others run on
+        saving = save_in_background("lost")
+        big_pid = next(row["pid"] for row in ls_rows(config, env) if row["name"] == "big")
+        os.kill(big_pid, signal.SIGKILL)
+        _, stderr = saving.communicate(timeout=300)
+        assert saving.returncode == 1, stderr
+        [line] = stderr.strip().splitlines()[-1:]
+        assert line.startswith("kubenet: error: snapshot lost not saved: big: ") and "no VM keeps it, and every VM runs on" in line, stderr
+        assert listed(config, env) == []
+        assert all(snapshots_held(state / vm / "disk.img") == [] for vm in names)
+        assert {row["name"]: row["state"] for row in ls_rows(config, env)} == {"big": "stopped", "node0": "running", "node1": "running"}
+        for vm in ("node0", "node1"):
+            assert ssh(state, vm, "hostname") == vm
+        assert subprocess.run(["qemu-img", "check", str(big_disk)], capture_output=True).returncode == 0  # its leaks given back
+
+        # 2. the save itself is killed: the VMs stay paused until the next `up` undoes it
+        make_up(config, env)
+        saving = save_in_background("cut")
+        saving.send_signal(signal.SIGKILL)
+        saving.communicate(timeout=30)
+        assert [(row["name"], row["state"]) for row in listed(config, env)] == [("cut", "interrupted")]
+        up = make_up(config, env)
+        assert "kubenet: snapshot cut's save was cut short: removed what it left, and its VMs run again" in up.stderr
+        assert listed(config, env) == []
+        assert all(snapshots_held(state / vm / "disk.img") == [] for vm in names)
+        for vm in names:
+            assert ssh(state, vm, "hostname") == vm
+        run_invoke("down", "--config", str(config), env=env, check=True)
+        for vm in names:
+            assert subprocess.run(["qemu-img", "check", str(state / vm / "disk.img")], capture_output=True).returncode == 0
+    finally:
+        kill_recorded_qemus(state)
+        stop_vde_switch(state)
