@@ -69,7 +69,7 @@ def create_efivars(efivars: Path, template: Path) -> bool:
     if efivars.exists():
         return False
     with atomic_output(efivars, 0o600) as temporary:
-        run(["qemu-img", "convert", "-q", "-f", "raw", "-O", "qcow2", str(template), str(temporary)], missing_hint=QEMU_IMG_HINT)
+        raw_to_qcow2(template, temporary)
     return True
 
 
@@ -79,7 +79,11 @@ def convert_raw_efivars(raw: Path, efivars: Path) -> bool:
     if efivars.exists() or not raw.is_file():
         return False
     with atomic_output(efivars, 0o600) as temporary:
-        run(["qemu-img", "convert", "-q", "-f", "raw", "-O", "qcow2", str(raw), str(temporary)], missing_hint=QEMU_IMG_HINT)
+        raw_to_qcow2(raw, temporary)
         run(["qemu-img", "compare", "-q", "-f", "raw", "-F", "qcow2", str(raw), str(temporary)], missing_hint=QEMU_IMG_HINT)
     raw.unlink()
     return True
+
+
+def raw_to_qcow2(source: Path, target: Path) -> None:
+    run(["qemu-img", "convert", "-q", "-f", "raw", "-O", "qcow2", str(source), str(target)], missing_hint=QEMU_IMG_HINT)

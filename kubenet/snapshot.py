@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Callable
 
 from .cluster import VM, Cluster, memory_bytes
+from .disk import QEMU_IMG_HINT
 from .host import needs_efivars
 from .parallel import for_each
 from .paths import vm_paths
@@ -37,7 +38,6 @@ from .target import Target
 
 JOB_SECONDS = 900.0  # the most one VM's save or load may take
 MARGIN_SHARE, MARGIN_BYTES = 0.10, 256 << 20  # room beyond the VMs' memory a live save wants
-QEMU_IMG_HINT = "install qemu-img (`apt install qemu-utils`, `brew install qemu`)"
 INCOMPLETE = "interrupted"
 
 Say = Callable[[str], None]
