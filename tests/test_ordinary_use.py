@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from conftest import INVOKE, ROOT, kill_recorded_qemus, run_invoke, stop_vde_switch, wait_for
-from test_e2e import command_lines, tiny_image  # noqa: F401 (a fixture)
+from test_e2e import command_lines
 from tinyimage.cluster import free_port_base
 
 pytestmark = pytest.mark.e2e
