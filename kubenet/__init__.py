@@ -47,6 +47,7 @@ Running VMs
   consolelog    a VM's console log: `invoke logs`
   guestagent    the guest agent on each VM's virtio port: a guest's clock set to the host's
   snaprecord    what each whole-cluster snapshot is: its record, names, what changed since
+  snapjobs      a snapshot's QMP side: its drives, its jobs, every VM paused together
   snapshot      whole-cluster snapshots, live or stopped, all VMs or none: `invoke snapshot`
   destroy       the whole cluster gone: VMs off, state_dir removed (`invoke destroy`)
 
