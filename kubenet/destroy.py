@@ -2,7 +2,9 @@
 --purge` do: every VM powered off, its tmux sessions and switch stopped, and state_dir
 removed with every VM's disk, seed, keys and sockets, `known_hosts` and `ssh_config`.
 The base image cache stays. Refused while state_dir holds anything kubenet did not
-make: that is the user's, and destroy deletes only what is provably kubenet's."""
+make: that is the user's, and destroy deletes only what is provably kubenet's. Refused
+too while the cluster has snapshots, unless asked with `--snapshots`: they live inside
+the disks, and a learner's saved tutorial stages are hours of work."""
 
 from __future__ import annotations
 
@@ -15,10 +17,12 @@ from .cluster import Cluster
 from .target import Target
 
 
-def destroy_cluster(cluster: Cluster, target: Target, confirm: Callable[[str], bool], say: Callable[[str], None]) -> bool:
-    """True if state_dir was removed; False if there was none."""
+def destroy_cluster(cluster: Cluster, target: Target, confirm: Callable[[str], bool], say: Callable[[str], None], snapshots: bool = False) -> bool:
+    """True if state_dir was removed; False if there was none. `snapshots`: the cluster's
+    snapshots may go with it."""
     from .identity import orphans, recorded
     from .shutdown import shut_down
+    from .snaprecord import recorded_names
     from .statedir import foreign_entries
 
     state = cluster.state_dir
@@ -31,8 +35,15 @@ def destroy_cluster(cluster: Cluster, target: Target, confirm: Callable[[str], b
             f"state_dir {state} holds what kubenet did not make: {shown}; nothing was destroyed",
             "move those files elsewhere first: destroy deletes only kubenet's own",
         )
+    saved = recorded_names(cluster)
+    if saved and not snapshots:
+        raise errors.KubenetError(
+            f"cluster {cluster.name} has {len(saved)} snapshot{'s' if len(saved) > 1 else ''} ({', '.join(saved)}), which live in its disks; nothing was destroyed",
+            "`invoke destroy --snapshots` to delete them with the cluster, or `invoke snapshot rm NAME` each first",
+        )
     vms = [*cluster.vms, *orphans(cluster, recorded(cluster))]
-    if not confirm(f"destroy cluster {cluster.name}: power off its VMs and delete {state}, every VM's disk and data with it?"):
+    losing = f" and its snapshots {', '.join(saved)}" if saved else ""
+    if not confirm(f"destroy cluster {cluster.name}: power off its VMs and delete {state}, every VM's disk and data{losing} with it?"):
         raise errors.KubenetError("destroy cancelled; nothing was deleted")
     shut_down(cluster, vms, target, timeout=60.0, cleanup=True, say=say)  # raises if a VM would not stop
     if foreign_entries(state):

@@ -141,9 +141,10 @@ def setup_ssh(cluster: Cluster, target: Target) -> list[Path]:
     return write_ssh_files(cluster, target.mode)
 
 
-def reset_vm(cluster: Cluster, vm: VM, confirm: Callable[[str], bool]) -> list[Path]:
+def reset_vm(cluster: Cluster, vm: VM, confirm: Callable[[str], bool], snapshots: list[str] = ()) -> list[Path]:
     """Delete the VM's disk and UEFI variables, so the next setup makes a fresh VM; refused
-    while it runs, and only once `confirm` says yes.
+    while it runs, and only once `confirm` says yes (asked naming the `snapshots` the
+    disk holds a part of, which can no longer be restored).
 
     The host key and seed stay: the VM keeps its identity and its known_hosts line.
     """
@@ -162,7 +163,8 @@ def reset_vm(cluster: Cluster, vm: VM, confirm: Callable[[str], bool]) -> list[P
     if not paths.disk.exists() and not any(store.exists() for store in stores):
         forget_identity(cluster, vm)  # nothing to lose: an orphan without a disk is no longer listed
         return []
-    if not confirm(f"delete {vm.name}'s disk {paths.disk} and UEFI variables, losing all its data?"):
+    losing = f", and its part of snapshots {', '.join(snapshots)}, which then can no longer be restored" if snapshots else ""
+    if not confirm(f"delete {vm.name}'s disk {paths.disk} and UEFI variables, losing all its data{losing}?"):
         raise errors.KubenetError("reset cancelled; nothing was deleted")
     from .statedir import cluster_lock
 

@@ -83,6 +83,19 @@ def read_records(cluster: Cluster) -> list[Record]:
     return sorted(records, key=lambda record: record.created)
 
 
+def recorded_names(cluster: Cluster) -> list[str]:
+    """The names of the cluster's snapshots, from their record files alone (read or not)."""
+    directory = snapshots_dir(cluster)
+    if not directory.is_dir():
+        return []
+    return sorted(entry.name[: -len(".json")] for entry in os.scandir(directory) if entry.name.endswith(".json") and not entry.name.startswith("."))
+
+
+def holding(cluster: Cluster, vm_name: str) -> list[str]:
+    """The snapshots that the VM's images are part of."""
+    return [record.name for record in read_records(cluster) if vm_name in record.vms]
+
+
 def find_record(cluster: Cluster, name: str) -> Record:
     check_name(name)
     records = read_records(cluster)

@@ -123,12 +123,16 @@ def reset(c, id=None, name=None, config=None, yes=False):
     (or, for an orphan no longer in cluster.yaml, so that it is gone)."""
     from kubenet.identity import orphan_named
     from kubenet.prepare import reset_vm
+    from kubenet.snaprecord import holding
 
     cluster = cli.open_cluster(config)
     chosen = (name and id is None and orphan_named(cluster, name)) or cli.pick_vm(cluster, id, name)
-    deleted = reset_vm(cluster, chosen, lambda question: cli.confirm(question, yes))
+    snapshots = holding(cluster, chosen.name)
+    deleted = reset_vm(cluster, chosen, lambda question: cli.confirm(question, yes), snapshots)
     for path in deleted:
         cli.say(f"kubenet: deleted {path}")
+    if deleted and snapshots:
+        cli.say(f"kubenet: snapshots {', '.join(snapshots)} can no longer be restored; `invoke snapshot rm NAME` forgets one")
     if not deleted:
         cli.say(f"kubenet: {chosen.name} had no disk; nothing deleted")
 
@@ -145,15 +149,15 @@ def logs(c, id=None, name=None, config=None, follow=False, since_boot=False):
     show_log(vm_paths(cluster, cli.pick_vm(cluster, id, name)).serial_log, since_boot, follow)
 
 
-@task(help={"config": CONFIG_HELP, "yes": "do not ask for confirmation"})
+@task(help={"config": CONFIG_HELP, "yes": "do not ask for confirmation", "snapshots": "delete the cluster's snapshots too (refused without)"})
 @user_errors
-def destroy(c, config=None, yes=False):
+def destroy(c, config=None, yes=False, snapshots=False):
     """Power every VM off and delete state_dir: disks, seeds, keys, ssh_config (the image cache stays)."""
     from kubenet.destroy import destroy_cluster
     from kubenet.target import resolve_target
 
     cluster = cli.open_cluster(config)
-    if destroy_cluster(cluster, resolve_target(cluster), lambda question: cli.confirm(question, yes), cli.say):
+    if destroy_cluster(cluster, resolve_target(cluster), lambda question: cli.confirm(question, yes), cli.say, snapshots):
         cli.say(f"kubenet: destroyed cluster {cluster.name}: removed {cluster.state_dir}")
     else:
         cli.say(f"kubenet: {cluster.state_dir} does not exist; nothing to destroy")

@@ -160,6 +160,17 @@ def test_a_stopped_snapshot_rolls_the_disks_back_for_the_next_up(tiny_image, sho
         run_invoke("down", "--config", str(config), env=env, check=True)
         for disk in disks:
             assert subprocess.run(["qemu-img", "check", str(disk)], capture_output=True).returncode == 0
+
+        # a reset VM's part of the snapshot is gone with its disk: said, then refused by name
+        reset = run_invoke("reset", "--name", "node1", "--yes", "--config", str(config), env=env, check=True)
+        assert "kubenet: snapshots cold can no longer be restored" in reset.stderr
+        assert "node1's disk.img no longer holds it" in refused(config, env, "restore", "cold")
+        # destroy takes snapshots with it only when asked to
+        kept = run_invoke("destroy", "--yes", "--config", str(config), env=env)
+        assert kept.returncode == 1 and "has 1 snapshot (cold), which live in its disks; nothing was destroyed" in kept.stderr
+        assert "`invoke destroy --snapshots`" in kept.stderr and disks[0].exists()
+        run_invoke("destroy", "--yes", "--snapshots", "--config", str(config), env=env, check=True)
+        assert not state.exists()
     finally:
         kill_recorded_qemus(state)
         stop_vde_switch(state)
