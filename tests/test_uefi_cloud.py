@@ -8,6 +8,8 @@ without the package installs, since nothing may leave this machine. `make up`
 waits for cloud-init to finish; the test reads the guests as a user would;
 then one VM is run with `invoke vm`, and `make up` again: whichever form
 started it, a VM keeps booting its disk with the UEFI variables it kept.
+Snapshots, stopped and live, bring the VMs back to a moment and boot their disks
+from there, without cloud-init running again or a host key changing.
 """
 
 from __future__ import annotations
@@ -33,6 +35,9 @@ pytestmark = pytest.mark.e2e
 
 NAMES = ["control0", "worker0"]
 PACKAGE_KEYS = ("package_update", "package_upgrade", "packages")
+# What a guest was provisioned as: cloud-init's per-instance markers (re-written if it ran
+# them again) and the host key it was given.
+IDENTITY = "ls --full-time /var/lib/cloud/instance/sem/; sudo -n ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub"
 
 
 def offline_templates(directory: Path) -> Path:
@@ -122,6 +127,7 @@ def test_a_uefi_cloud_image_boots_under_up_and_vm_in_any_order(uefi_image, short
             assert lines[-3:-1] == (["1", "1"] if vm == "control0" else ["1", "0"])  # the control template's ARP setting
             assert lines[-1] == "1"  # br_netfilter loaded by the templates' runcmd
         assert "1 received" in run_on(config, env, "control0", "ping -c 1 -W 5 worker0")  # over the cluster segment
+        provisioned = {vm: run_on(config, env, vm, IDENTITY) for vm in NAMES}
 
         down = run_invoke("down", "--timeout", "120", "--config", str(config), env=env, check=True)
         assert sorted(re.findall(r"kubenet: (\S+): powered off", down.stderr)) == NAMES, down.stderr  # by ACPI
@@ -142,9 +148,35 @@ def test_a_uefi_cloud_image_boots_under_up_and_vm_in_any_order(uefi_image, short
                 vm.kill()
                 vm.wait()
 
+        # a snapshot of the stopped cluster: disks and UEFI variables as they are now
+        run_invoke("snapshot", "save", "cold", "--config", str(config), env=env, check=True)
+
         # and `make up` again, with every VM's variable store as `invoke vm` left it
         again = make_up(config, env)
         assert "kubenet: 2 of 2 VMs ready: control0 worker0" in again.stderr, again.stderr
+        for vm in NAMES:
+            run_on(config, env, vm, "echo after-cold > note")
+
+        # live: back to the saved moment, running, the process from before still there, the clock the host's
+        sleepers = {vm: run_on(config, env, vm, "echo saved > live; setsid sleep 100000 </dev/null >/dev/null 2>&1 & echo $!") for vm in NAMES}
+        run_invoke("snapshot", "save", "warm", "--config", str(config), env=env, check=True)
+        for vm in NAMES:
+            run_on(config, env, vm, f"echo changed > live; kill {sleepers[vm]}")
+        run_invoke("snapshot", "restore", "warm", "--config", str(config), env=env, check=True)
+        for vm in NAMES:
+            before = time.time()
+            lines = run_on(config, env, vm, f"cat live; kill -0 {sleepers[vm]} && echo alive; date +%s.%N").splitlines()
+            assert lines[:2] == ["saved", "alive"], lines
+            assert before - 1 <= float(lines[2]) <= time.time() + 1, (vm, lines[2], before)
+            assert run_on(config, env, vm, IDENTITY) == provisioned[vm]  # cloud-init's instance and the host key as made
+        run_invoke("down", "--timeout", "120", "--config", str(config), env=env, check=True)
+
+        # stopped: the disks back to before `make up` wrote the note; they boot from there
+        run_invoke("snapshot", "restore", "cold", "--config", str(config), env=env, check=True)
+        make_up(config, env)
+        for vm in NAMES:
+            assert run_on(config, env, vm, "cat note 2>/dev/null || echo none") == "none"
+            assert run_on(config, env, vm, IDENTITY) == provisioned[vm]
         run_invoke("down", "--timeout", "120", "--config", str(config), env=env, check=True)
     finally:
         kill_recorded_qemus(state)
