@@ -55,18 +55,23 @@ def snapshot_drives(blocks: list[dict], vm: str, disk: Path) -> Drives:
 
 
 def run_job(monitor: Monitor, command: str, arguments: dict) -> str | None:
-    """Run a snapshot job to its end; None if it succeeded, else qemu's reason."""
+    """Run a snapshot job to its end; None if it succeeded, else qemu's reason.
+
+    QEMU runs the save or load itself in its main loop, so the monitor answers nothing,
+    not even the command that started the job, until it is done: every wait here is
+    bounded by the job's time, not by a QMP answer's."""
     job = f"kubenet-{command}"
     dismiss_finished(monitor)
+    deadline = time.monotonic() + JOB_SECONDS
+    left = lambda: deadline - time.monotonic()  # noqa: E731
     try:
-        monitor.execute(command, {"job-id": job, **arguments})
+        monitor.execute(command, {"job-id": job, **arguments}, timeout=left())
     except QMPError as error:
         if "not found" in error.desc:
             return f"its qemu has no {command} (QEMU 6.0 or later has)"
         return error.desc or str(error)
-    deadline = time.monotonic() + JOB_SECONDS
-    while time.monotonic() < deadline:
-        mine = [entry for entry in monitor.execute("query-jobs") if entry["id"] == job]
+    while left() > 0:
+        mine = [entry for entry in monitor.execute("query-jobs", timeout=left()) if entry["id"] == job]
         if not mine:
             return f"its {command} job vanished"
         if mine[0]["status"] == "concluded":
@@ -80,7 +85,7 @@ def dismiss_finished(monitor: Monitor) -> None:
     """Wait out kubenet's own jobs still running on this qemu (an earlier, interrupted command's) and dismiss them."""
     deadline = time.monotonic() + JOB_SECONDS
     while time.monotonic() < deadline:
-        ours = [entry for entry in monitor.execute("query-jobs") if entry["id"].startswith("kubenet-")]
+        ours = [entry for entry in monitor.execute("query-jobs", timeout=deadline - time.monotonic()) if entry["id"].startswith("kubenet-")]
         for entry in ours:
             if entry["status"] == "concluded":
                 monitor.execute("job-dismiss", {"id": entry["id"]})

@@ -270,6 +270,7 @@ def restore_live(cluster: Cluster, record: Record, say: Say) -> None:
             f"{record.name} not restored on {failed[0][0]}: {failed[0][1]}; it is paused, the other VMs run from the snapshot",
             f"`invoke stop --name {failed[0][0]}` and `make up`, then restore again",
         )
+    say(f"kubenet: {pause_figures(together.paused)}")
     late = set_clocks(cluster, cluster.vms, say)
     if late:
         raise SnapshotError(f"restored {record.name}, but the clocks of {' '.join(late)} still show the snapshot's time", "see the lines above")
