@@ -43,6 +43,7 @@ Running VMs
   shutdown      power VMs off over QMP within a timeout; `down`
   ssh           the one ssh command builder; `ssh` and `exec`
   sshall        the `<cluster>-ssh` tmux session: `ssh-all`
+  copy          files and directories to and from VMs with scp: `invoke cp`
   status        what `ls` shows: a row per VM and the notes below the table
   consolelog    a VM's console log: `invoke logs`
   guestagent    the guest agent on each VM's virtio port: a guest's clock set to the host's

@@ -297,6 +297,33 @@ def exec_(c, role=None, id=None, name=None, config=None, stdin=False):
 
 
 @task(
+    name="cp",
+    positional=["source", "destination"],
+    iterable=["role"],
+    help={
+        "source": "a path here, or VM:PATH (:PATH with --role/--all)",
+        "destination": "a path here, or VM:PATH (:PATH with --role/--all)",
+        "role": "copy to or from the VMs of this role, the VM side written :PATH (repeatable)",
+        "all": "copy to or from every VM, the VM side written :PATH",
+        "force": "what comes from a VM may replace a file here",
+        "config": CONFIG_HELP,
+    },
+)
+@user_errors
+def copy(c, source, destination, role=None, all=False, force=False, config=None):
+    """Copy files or directories to or from VMs with scp, through the pinned host keys: `cp SRC VM:DEST`, `cp VM:SRC DEST`."""
+    from invoke import Exit
+
+    from kubenet.copy import copy_all
+
+    cluster = cli.open_cluster(config)
+    chosen = cli.pick_vms(cluster, roles=role) if role else list(cluster.vms) if all else None
+    failed = copy_all(cluster, chosen, source, destination, cli.say, force)
+    if failed:
+        raise Exit(code=1)
+
+
+@task(
     help={
         "config": CONFIG_HELP,
         "dry_run": "say what would change, and change nothing",

@@ -27,6 +27,8 @@ PACKAGES = [
     "iputils-ping", "libcap2", "libidn2-0", "libunistring2", "dash",
     # the guest agent, through which kubenet sets a restored guest's clock
     "qemu-guest-agent",
+    # dropbear's SFTP subsystem runs /usr/lib/sftp-server: scp speaks SFTP (`invoke cp`)
+    "openssh-sftp-server",
 ]  # fmt: skip
 # virtio, network, seed ISO and ACPI power-button drivers, in an order that satisfies their dependencies
 MODULES = [
@@ -80,7 +82,7 @@ def build_initramfs(debs: list[Path], work: Path, output: Path) -> Path:
     for deb in debs:
         run(["dpkg-deb", "-x", str(deb), str(unpacked)])
     root = work / "root"
-    for directory in ("bin", "usr/bin", "lib", "lib64", "etc/acpi/PWRF", "lib/modules"):
+    for directory in ("bin", "usr/bin", "usr/lib", "lib", "lib64", "etc/acpi/PWRF", "lib/modules"):
         (root / directory).mkdir(parents=True, exist_ok=True)
     shutil.copy2(unpacked / "bin/busybox", root / "bin/busybox")
     for program in ("usr/sbin/dropbear", "usr/bin/dropbearconvert"):
@@ -89,7 +91,8 @@ def build_initramfs(debs: list[Path], work: Path, output: Path) -> Path:
     shutil.copy2(unpacked / "bin/ping", root / "usr/bin/ping")
     shutil.copy2(unpacked / "bin/dash", root / "usr/bin/dash")
     shutil.copy2(unpacked / "usr/sbin/qemu-ga", root / "bin/qemu-ga")
-    programs = ["bin/dropbear", "bin/dropbearconvert", "usr/bin/ping", "usr/bin/dash", "bin/qemu-ga"]
+    shutil.copy2(unpacked / "usr/lib/openssh/sftp-server", root / "usr/lib/sftp-server")
+    programs = ["bin/dropbear", "bin/dropbearconvert", "usr/bin/ping", "usr/bin/dash", "bin/qemu-ga", "usr/lib/sftp-server"]
     copy_libraries([root / program for program in programs], unpacked, root)
     modules = next((unpacked / "lib/modules").iterdir())
     for module in MODULES:

@@ -1,0 +1,156 @@
+"""`invoke cp`: what a command line means (pure), and copies to and from real VMs (the
+tiny image under TCG, real scp over SFTP through the pinned host keys)."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conftest import kill_recorded_qemus, make_up, run_invoke, stop_vde_switch
+from kubenet.copy import Copy, CopyError, landing, parse_side, plan, scp_argv, sftp_option
+from tinyimage.cluster import write_cluster
+
+NAMES = ["control0", "control1", "worker0"]
+
+
+# ---- pure: sides and plans ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text, side",
+    [
+        ("control0:/tmp/x", ("control0", "/tmp/x")),
+        (":/tmp/x", ("", "/tmp/x")),
+        ("worker1:my notes.txt", ("worker1", "my notes.txt")),
+        ("./a:b", (None, "./a:b")),  # a colon after a slash: a local path, as scp reads it
+        ("notes.txt", (None, "notes.txt")),
+        ("/abs/x:y", (None, "/abs/x:y")),
+    ],
+)
+def test_a_side_is_a_vms_when_a_colon_comes_before_any_slash(text, side):
+    assert (parse_side(text).vm, parse_side(text).path) == side
+
+
+def test_a_plan_names_each_copy_and_from_several_vms_each_goes_into_a_directory_of_its_own():
+    assert plan("ca.pem", "control0:/tmp/", NAMES, None) == [Copy("control0", True, "ca.pem", "/tmp/")]
+    assert plan("worker0:/var/log/syslog", ".", NAMES, None) == [Copy("worker0", False, ".", "/var/log/syslog")]
+    assert plan("ca.pem", ":/tmp/", NAMES, ["control0", "control1"]) == [
+        Copy("control0", True, "ca.pem", "/tmp/"),
+        Copy("control1", True, "ca.pem", "/tmp/"),
+    ]
+    assert plan(":/etc/hostname", "got", NAMES, ["control0", "worker0"]) == [
+        Copy("control0", False, "got/control0", "/etc/hostname"),
+        Copy("worker0", False, "got/worker0", "/etc/hostname"),
+    ]
+
+
+@pytest.mark.parametrize(
+    "source, destination, chosen, said",
+    [
+        ("a", "b", None, "one side of a copy must be a VM's"),
+        ("control0:a", "worker0:b", None, "one side of a copy must be a VM's"),
+        ("a", ":/tmp", None, "neither was given"),
+        ("a", "control0:/tmp", ["control0"], "write the VM side as `:PATH`"),
+        ("a", "nosuch:/tmp", None, "no VM named 'nosuch'; names are control0, control1, worker0"),
+        ("a", "control0:", None, "no path on the VM side"),
+    ],
+)
+def test_a_copy_that_cannot_be_meant_is_refused_in_one_line(source, destination, chosen, said):
+    with pytest.raises(CopyError) as refused:
+        plan(source, destination, NAMES, chosen)
+    assert said in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    "version, option",
+    [
+        ("OpenSSH_9.2p1 Debian-2+deb12u6, OpenSSL 3.0.19", []),
+        ("OpenSSH_8.9p1 Ubuntu-3ubuntu0.10, OpenSSL 3.0.2", ["-s"]),
+        ("OpenSSH_8.2p1 Ubuntu-4ubuntu0.11", None),
+        ("OpenSSH_10.0p2, LibreSSL 3.3.6", []),
+    ],
+)
+def test_scp_is_asked_for_sftp_as_its_version_needs(version, option):
+    assert sftp_option(version) == option
+
+
+def test_scp_gets_paths_as_single_arguments_after_its_options(tmp_path):
+    copy = Copy("control0", True, "-odd name", "dir with space/")
+    assert scp_argv(tmp_path / "ssh_config", copy, ["-s"])[-3:] == ["--", "-odd name", "control0:dir with space/"]
+    (tmp_path / "here").mkdir()
+    assert landing(Copy("w", False, str(tmp_path / "here"), "/var/log/")) == tmp_path / "here" / "log"
+    assert landing(Copy("w", False, str(tmp_path / "file"), "/x")) == tmp_path / "file"
+
+
+# ---- real VMs ------------------------------------------------------------------------------
+
+
+def on_vm(state: Path, vm: str, command: str) -> str:
+    done = subprocess.run(["ssh", "-F", str(state / "ssh_config"), "-o", "BatchMode=yes", vm, command],
+                          capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+@pytest.mark.e2e
+def test_files_and_directories_go_to_and_come_from_vms_by_name_by_role_and_all(tiny_image, short_dir, tmux_server):
+    roles = "  - {name: control, count: 2, vcpus: 1, memory: 256M}\n  - {name: worker, count: 1, vcpus: 1, memory: 256M}\n"
+    config = write_cluster(short_dir, *tiny_image, roles=roles, count=3)
+    state = short_dir / ".kubenet"
+    env = {"KUBENET_TMUX_SOCKET": tmux_server, "KUBENET_ACCEL": "tcg"}
+    here = short_dir / "here"
+    (here / "certs" / "sub dir").mkdir(parents=True)
+    (here / "my notes.txt").write_text("a note\n")
+    (here / "certs" / "ca.pem").write_text("CA\n")
+    (here / "certs" / "sub dir" / "key.pem").write_text("KEY\n")
+
+    def cp(*args: str):
+        return run_invoke("cp", *args, "--config", str(config), env=env)
+
+    try:
+        make_up(config, env)
+        # a file with a space in its name, to one VM by name
+        done = cp(str(here / "my notes.txt"), "worker0:my notes.txt")
+        assert done.returncode == 0 and "kubenet: cp: worker0: copied" in done.stderr, done.stderr
+        assert on_vm(state, "worker0", "cat 'my notes.txt'") == "a note\n"
+
+        # a directory, whole, to every VM of a role
+        done = cp(str(here / "certs"), ":certs", "--role", "control")
+        assert done.returncode == 0, done.stderr
+        assert sorted(line.split(":")[2].strip().split()[0] for line in done.stderr.splitlines()) == ["control0", "control1"]
+        for vm in ("control0", "control1"):
+            assert on_vm(state, vm, "cat certs/ca.pem 'certs/sub dir/key.pem'") == "CA\nKEY\n"
+        assert on_vm(state, "worker0", "test -e certs && echo there || echo absent") == "absent\n"
+
+        # from every VM: each into a directory of its own
+        for vm in NAMES:
+            on_vm(state, vm, f"echo {vm} > id.txt")
+        (here / "got").mkdir()
+        done = cp(":id.txt", str(here / "got"), "--all")
+        assert done.returncode == 0, done.stderr
+        assert {vm: (here / "got" / vm / "id.txt").read_text() for vm in NAMES} == {vm: f"{vm}\n" for vm in NAMES}
+
+        # from one VM: a file here is never replaced unless asked
+        (here / "id.txt").write_text("mine\n")
+        refused = cp("control1:id.txt", str(here))
+        assert refused.returncode == 1 and "id.txt exists; nothing was copied" in refused.stderr
+        assert (here / "id.txt").read_text() == "mine\n"
+        assert cp("control1:id.txt", str(here), "--force").returncode == 0
+        assert (here / "id.txt").read_text() == "control1\n"
+
+        # what is missing is one line, and a non-zero exit
+        missing = cp(":no-such-file", str(here / "got"), "--all")
+        assert missing.returncode == 1
+        lines = missing.stderr.strip().splitlines()
+        assert len(lines) == 3 and all(line.startswith("kubenet: cp: ") and "no-such-file" in line for line in lines), missing.stderr
+        for args, said in [
+            ((str(here / "absent"), "worker0:x"), "absent does not exist"),
+            ((str(here / "id.txt"), "worker9:x"), "no VM named 'worker9'"),
+        ]:
+            done = cp(*args)
+            assert done.returncode == 1 and said in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    finally:
+        kill_recorded_qemus(state)
+        stop_vde_switch(state)
