@@ -21,7 +21,8 @@ Preparing VMs (`make setup`, `invoke vmsetup`)
   image         the base image: download, verify, content-addressed cache
   disk          qcow2 overlays and UEFI variable stores (qcow2 too); whether a disk is in use
   imagecheck    whether a disk and a variable store are whole (qcow2 metadata, sizes)
-  seed          cloud-init seed files * and the `cidata` ISO
+  seed          cloud-init seed files * and the `cidata` ISO; instance-id from their content
+  netconfig     per-role network-config extras: checked as v2, merged into kubenet's *
   cloudconfig   check templates and user-data as cloud-init would, before a seed is written
   sshkeys       host keys, known_hosts and ssh_config
   prepare       put those together for each VM, checking every input first
@@ -37,6 +38,7 @@ Running VMs
   launch        start VMs: `invoke vm` (exec) and `invoke up` (tmux), then wait
   readiness     wait until VMs answer SSH and cloud-init has finished, all at once
   bootprogress  while `up` waits: what each VM waits for, for how long, its console's last line
+  provision     which VMs cloud-init provisions again at their next boot (their seed changed)
   identity      each VM as it was made (id, MAC, address): renumbering refused, orphans found
   vmstate       is a VM running, under which pid, what its guest passed, what qemu says
   qmp           the one QMP client: commands and events, each within a time bound

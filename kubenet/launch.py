@@ -170,7 +170,7 @@ def memory_warning(cluster: Cluster, target: Target) -> str | None:
     return f"the cluster's VMs want {total / 2**30:.1f}G of memory together; this machine has {target.host.memory / 2**30:.1f}G"
 
 
-def exec_vm(cluster: Cluster, vm: VM, target: Target, managed: bool) -> None:
+def exec_vm(cluster: Cluster, vm: VM, target: Target, managed: bool, say: Callable[[str], None]) -> None:
     if is_running(cluster, vm):
         raise errors.LaunchError(f"{vm.name} is already running", f"see `invoke ls`; stop it with `invoke stop --id {vm.id}`")
     check_identities(cluster)
@@ -178,6 +178,11 @@ def exec_vm(cluster: Cluster, vm: VM, target: Target, managed: bool) -> None:
     check_ports(cluster, [vm], target)
     record_identity(cluster, vm)
     prepare_network(cluster, target)
+    from .provision import REPROVISION_NOTE, note_booted, will_reprovision
+
+    if will_reprovision(cluster, vm):
+        say(f"kubenet: {vm.name} re-provisions at this boot: {REPROVISION_NOTE}")
+    note_booted(cluster, vm)
     os.umask(0o077)  # qemu's pid file and QMP socket are private; this process becomes qemu
     argv = prepare_launch(cluster, vm, target) if managed else vm_argv(cluster, vm, target) + dropping_root(target)
     if target.root:
@@ -192,6 +197,7 @@ class LaunchResult:
     already_running: list[str]
     attach: str  # the command that shows the session, for the user to type
     failed: dict[str, str]  # VMs whose qemu exited as it started: what it said
+    reprovisioning: list[str] = ()  # VMs started with a seed other than their last boot's
 
 
 # How long a new qemu has to finish starting (to greet on its QMP socket) before
@@ -250,6 +256,7 @@ def _launch_cluster(cluster: Cluster, vms: list[VM], target: Target, tmux: Tmux)
     alive = {pane.vm for pane in panes if not pane.dead}
     running = [vm.name for vm in vms if vm.name in alive or is_running(cluster, vm)]
     to_start = [vm for vm in vms if vm.name not in running]
+    reprovisioning: list[str] = []
     if not to_start and target.mode == NetworkMode.USER and running:
         from .vde import ensure_switch
 
@@ -260,8 +267,12 @@ def _launch_cluster(cluster: Cluster, vms: list[VM], target: Target, tmux: Tmux)
         for vm in to_start:
             record_identity(cluster, vm)
         prepare_network(cluster, target)
+        from .provision import note_booted, will_reprovision
+
+        reprovisioning = [vm.name for vm in to_start if will_reprovision(cluster, vm)]
         commands = {}
         for vm in to_start:
+            note_booted(cluster, vm)
             vm_dir(cluster, vm)
             forget_answers(cluster, vm)
             commands[vm.name] = pane_command(prepare_launch(cluster, vm, target))
@@ -272,7 +283,8 @@ def _launch_cluster(cluster: Cluster, vms: list[VM], target: Target, tmux: Tmux)
     if to_start:
         remember_accel(cluster, target.accel)
     failed = confirm_started(cluster, to_start, tmux, session) if to_start else {}
-    return LaunchResult(session, [vm.name for vm in to_start if vm.name not in failed], running, attach_hint(tmux, cluster), failed)
+    started = [vm.name for vm in to_start if vm.name not in failed]
+    return LaunchResult(session, started, running, attach_hint(tmux, cluster), failed, [name for name in reprovisioning if name in started])
 
 
 def say_disk_damage(cluster: Cluster, name: str, say: Callable[[str], None]) -> None:
@@ -300,6 +312,10 @@ def up_and_wait(
         say(f"kubenet: started {' '.join(result.started)} in tmux session {result.session} (watch: {result.attach})")
     if result.already_running:
         say(f"kubenet: already running: {' '.join(result.already_running)}")
+    if result.reprovisioning:
+        from .provision import REPROVISION_NOTE
+
+        say(f"kubenet: {' '.join(result.reprovisioning)} re-provision{'s' if len(result.reprovisioning) == 1 else ''} at this boot: {REPROVISION_NOTE}")
     for name, words in result.failed.items():
         say(f"kubenet: {name}: qemu exited as it started: {words}")
         say_disk_damage(cluster, name, say)

@@ -43,6 +43,16 @@ class VMPaths:
         return self.dir / "ssh_host_ed25519_key"
 
     @property
+    def meta_data(self) -> Path:
+        """The plain copy of the seed's meta-data (its instance-id)."""
+        return self.dir / "meta-data"
+
+    @property
+    def booted_instance(self) -> Path:
+        """The cloud-init instance-id of the seed the VM last booted with."""
+        return self.dir / "booted-instance"
+
+    @property
     def qmp(self) -> Path:
         return self.dir / "qmp.sock"
 

@@ -20,7 +20,7 @@ from .image import base_image
 from .parallel import for_each
 from .identity import check_identities, forget_identity, record_identity
 from .paths import vm_paths
-from .seed import read_templates, seed_files, write_seed_iso
+from .seed import read_network_templates, read_templates, seed_files, write_seed_iso
 from .statedir import clean_temporaries, vm_dir
 from .sshkeys import ensure_host_key, login_key_path, read_login_key, write_ssh_files
 from .target import Target
@@ -39,17 +39,18 @@ class SeedInputs:
 
     templates: dict[str, dict]
     login_key: str
+    network: dict[str, dict]  # network-config extras by common/role name
 
 
 def read_seed_inputs(cluster: Cluster) -> SeedInputs:
-    return SeedInputs(read_templates(cluster), read_login_key(login_key_path(cluster)))
+    return SeedInputs(read_templates(cluster), read_login_key(login_key_path(cluster)), read_network_templates(cluster))
 
 
 def check_user_data(cluster: Cluster, target: Target, inputs: SeedInputs) -> None:
     """Each role's user-data as cloud-init's own schema judges it, before any seed is written."""
     from .cloudconfig import check_with_cloud_init
     from .paths import cache_dir
-    from .seed import user_data
+    from .seed import network_config, user_data
     from .sshkeys import HostKey
 
     placeholder = HostKey("-----BEGIN OPENSSH PRIVATE KEY-----\n-----END OPENSSH PRIVATE KEY-----\n", "ssh-ed25519 AAAA")
@@ -58,6 +59,7 @@ def check_user_data(cluster: Cluster, target: Target, inputs: SeedInputs) -> Non
         members = cluster.vms_of_role(role.name)
         if members:
             texts[role.name] = user_data(cluster, members[0], target.mode, inputs.templates, inputs.login_key, placeholder)
+            network_config(cluster, members[0], target.mode, inputs.network)  # an extra that changes kubenet's settings stops here
     check_with_cloud_init(texts, cache_dir() / "cloud-config-valid")
 
 
@@ -130,7 +132,7 @@ def check_vm_files(cluster: Cluster, vm: VM) -> None:
 
 def write_seed(cluster: Cluster, target: Target, vm: VM, inputs: SeedInputs) -> None:
     paths = vm_paths(cluster, vm)
-    files = seed_files(cluster, vm, target.mode, inputs.templates, inputs.login_key, ensure_host_key(cluster, vm.name))
+    files = seed_files(cluster, vm, target.mode, inputs.templates, inputs.login_key, ensure_host_key(cluster, vm.name), inputs.network)
     for name, data in files.items():  # plain copies, to read and to feed to cloud-init tooling
         write_atomic(paths.dir / name, data)
     write_seed_iso(files, paths.seed)
@@ -166,6 +168,7 @@ def reset_vm(cluster: Cluster, vm: VM, confirm: Callable[[str], bool], snapshots
     losing = f", and its part of snapshots {', '.join(snapshots)}, which then can no longer be restored" if snapshots else ""
     if not confirm(f"delete {vm.name}'s disk {paths.disk} and UEFI variables, losing all its data{losing}?"):
         raise errors.KubenetError("reset cancelled; nothing was deleted")
+    from .provision import forget_booted
     from .statedir import cluster_lock
 
     deleted = []
@@ -177,6 +180,7 @@ def reset_vm(cluster: Cluster, vm: VM, confirm: Callable[[str], bool], snapshots
                 path.unlink()
                 deleted.append(path)
         forget_identity(cluster, vm)
+        forget_booted(cluster, vm)
     return deleted
 
 

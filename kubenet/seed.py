@@ -6,6 +6,7 @@ The file contents are computed by pure functions (whole-content tested); only
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 from pathlib import Path
@@ -27,29 +28,49 @@ VOLUME_ID = "cidata"
 ISO_NAMES = {"user-data": "USERDATA.;1", "meta-data": "METADATA.;1", "network-config": "NETWORKC.;1"}
 
 
-def template_paths(cluster: Cluster, directory: Path | None = None) -> list[Path]:
-    """The template files the cluster's seeds are made from, for Make's prerequisites.
-
-    Each template is optional, but the directory is not: without kubenet's own,
-    VMs would boot without what Kubernetes needs, so that is an error.
-    """
-    directory = directory or cluster.templates or TEMPLATE_DIR
+def templates_dir(cluster: Cluster) -> Path:
+    """Where the cluster's templates are: cloud-config `<role>.yaml` files, and network-config
+    extras in its `network-config/` (netconfig.py). Without it VMs would boot without what
+    Kubernetes needs, so a missing one is an error."""
+    directory = cluster.templates or TEMPLATE_DIR
     if not directory.is_dir():
         raise errors.SetupError(
             f"the user-data templates are missing: {directory} is not a directory",
             "reinstall kubenet" if directory == TEMPLATE_DIR else f"fix templates in {cluster.source}",
         )
-    names = [COMMON_TEMPLATE, *(role.name for role in cluster.roles)]
-    return [directory / f"{name}.yaml" for name in names if (directory / f"{name}.yaml").is_file()]
+    return directory
 
 
-def read_templates(cluster: Cluster, directory: Path | None = None) -> dict[str, dict]:
-    """Parsed templates by name: 'common' and each role that has a file."""
+def template_names(cluster: Cluster) -> list[str]:
+    return [COMMON_TEMPLATE, *(role.name for role in cluster.roles)]
+
+
+def user_data_template_paths(cluster: Cluster) -> list[Path]:
+    directory = templates_dir(cluster)
+    return [directory / f"{name}.yaml" for name in template_names(cluster) if (directory / f"{name}.yaml").is_file()]
+
+
+def template_paths(cluster: Cluster) -> list[Path]:
+    """Every template file the cluster's seeds are made from (each optional), for Make's prerequisites."""
+    from .netconfig import network_template_paths
+
+    return [*user_data_template_paths(cluster), *network_template_paths(templates_dir(cluster), template_names(cluster))]
+
+
+def read_network_templates(cluster: Cluster) -> dict[str, dict]:
+    """Parsed network-config extras by name: 'common' and each role that has a file."""
+    from .netconfig import read_network_templates as read
+
+    return read(templates_dir(cluster), template_names(cluster))
+
+
+def read_templates(cluster: Cluster) -> dict[str, dict]:
+    """Parsed user-data templates by name: 'common' and each role that has a file."""
     import yaml
 
     known = known_keys()
     parsed = {}
-    for path in template_paths(cluster, directory):
+    for path in user_data_template_paths(cluster):
         try:
             data = yaml.safe_load(path.read_text()) or {}
         except UnicodeDecodeError:
@@ -76,9 +97,20 @@ def merge_cloud_config(*parts: dict) -> dict:
     return merged
 
 
+# The lines of a Debian or Ubuntu cloud image's own /etc/hosts, which a written one keeps.
+SYSTEM_HOSTS = (
+    "127.0.0.1 localhost",
+    "::1 localhost ip6-localhost ip6-loopback",
+    "ff02::1 ip6-allnodes",
+    "ff02::2 ip6-allrouters",
+)
+
+
 def hosts_entries(cluster: Cluster, mode: NetworkMode) -> str:
-    """What the VMs append to /etc/hosts: every cluster name, `vmhost` and `kubernetes`."""
-    return "# kubenet cluster\n" + "\n".join(hosts_lines(cluster, mode)) + "\n"
+    """/etc/hosts, whole: the system's lines, then every cluster name, `vmhost` and `kubernetes`.
+    Whole, not appended: cloud-init writes it again when the VM re-provisions (its seed
+    changed), and the names must then be today's, once."""
+    return "\n".join(SYSTEM_HOSTS) + "\n# kubenet cluster\n" + "\n".join(hosts_lines(cluster, mode)) + "\n"
 
 
 def user_data(cluster: Cluster, vm: VM, mode: NetworkMode, templates: dict[str, dict], login_key: str, host_key: HostKey) -> str:
@@ -89,17 +121,24 @@ def user_data(cluster: Cluster, vm: VM, mode: NetworkMode, templates: dict[str, 
         "ssh_keys": {"ed25519_private": host_key.private, "ed25519_public": host_key.public.strip()},
         "ssh_deletekeys": True,
         "ssh_genkeytypes": ["ed25519"],  # ours exists, so none is generated
-        "write_files": [{"path": "/etc/hosts", "append": True, "content": hosts_entries(cluster, mode)}],
+        "write_files": [{"path": "/etc/hosts", "content": hosts_entries(cluster, mode)}],
     }
     config = merge_cloud_config(own, templates.get(COMMON_TEMPLATE, {}), templates.get(vm.role, {}))
     return "#cloud-config\n" + _dump(config)
 
 
-def meta_data(vm: VM) -> str:
-    return _dump({"instance-id": vm.name, "local-hostname": vm.name})
+def instance_id(vm: VM, user_data_text: bytes, network_config_text: bytes) -> str:
+    """The VM's name and a digest of what its seed tells cloud-init: a changed template
+    or cluster makes a new instance, whose per-instance modules run at the next boot."""
+    digest = hashlib.sha256(user_data_text + b"\0" + network_config_text).hexdigest()
+    return f"{vm.name}-{digest[:12]}"
 
 
-def network_config(cluster: Cluster, vm: VM, mode: NetworkMode) -> str:
+def meta_data(vm: VM, instance: str) -> str:
+    return _dump({"instance-id": instance, "local-hostname": vm.name})
+
+
+def network_config(cluster: Cluster, vm: VM, mode: NetworkMode, extras: dict[str, dict] | None = None) -> str:
     network = cluster.network
     cluster_nic: dict = {
         "match": {"macaddress": vm.mac},
@@ -112,17 +151,22 @@ def network_config(cluster: Cluster, vm: VM, mode: NetworkMode) -> str:
         cluster_nic["routes"] = [{"to": "0.0.0.0/0", "via": str(network.host_address)}]  # `default` breaks cloud-init 22.4
         cluster_nic["nameservers"] = {"addresses": [str(network.host_address)], "search": [network.domain]}
         ethernets = {"cluster": cluster_nic}
-    return _dump({"version": 2, "ethernets": ethernets})
+    from .netconfig import DIRECTORY, merge_network
+
+    config: dict = {"ethernets": ethernets}
+    for name in (COMMON_TEMPLATE, vm.role):
+        if extras and name in extras:
+            config = merge_network(config, extras[name], f"{DIRECTORY}/{name}.yaml")
+    return _dump({"version": 2, **config})
 
 
 def seed_files(
-    cluster: Cluster, vm: VM, mode: NetworkMode, templates: dict[str, dict], login_key: str, host_key: HostKey
+    cluster: Cluster, vm: VM, mode: NetworkMode, templates: dict[str, dict], login_key: str, host_key: HostKey,
+    network_extras: dict[str, dict] | None = None,
 ) -> dict[str, bytes]:
-    return {
-        "user-data": user_data(cluster, vm, mode, templates, login_key, host_key).encode(),
-        "meta-data": meta_data(vm).encode(),
-        "network-config": network_config(cluster, vm, mode).encode(),
-    }
+    user = user_data(cluster, vm, mode, templates, login_key, host_key).encode()
+    network = network_config(cluster, vm, mode, network_extras).encode()
+    return {"user-data": user, "meta-data": meta_data(vm, instance_id(vm, user, network)).encode(), "network-config": network}
 
 
 def write_seed_iso(files: dict[str, bytes], path: Path) -> None:

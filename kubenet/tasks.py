@@ -76,7 +76,7 @@ def vm(c, id=None, name=None, config=None, accel=None, managed=False):
     from kubenet.target import resolve_target
 
     cluster = cli.open_cluster(config)
-    exec_vm(cluster, cli.pick_vm(cluster, id, name), resolve_target(cluster, accel_option=accel), managed)
+    exec_vm(cluster, cli.pick_vm(cluster, id, name), resolve_target(cluster, accel_option=accel), managed, cli.say)
 
 
 @task(help={"config": CONFIG_HELP})

@@ -1,12 +1,14 @@
 """Whole seed files per role and per network mode, the ISO read back, and real cloud-init validation."""
 
 import io
+import re
 import shutil
 import subprocess
 from pathlib import Path
 
 import pycdlib
 import pytest
+import yaml
 
 from kubenet import errors
 from kubenet.config import build_cluster, load_cluster
@@ -40,6 +42,10 @@ def templates(cluster):
 
 
 HOSTS_BRIDGE = """\
+127.0.0.1 localhost
+::1 localhost ip6-localhost ip6-loopback
+ff02::1 ip6-allnodes
+ff02::2 ip6-allrouters
 # kubenet cluster
 192.168.1.1 vmhost.kubenet vmhost
 192.168.1.21 kubernetes.kubenet kubernetes
@@ -70,7 +76,7 @@ def head(hosts: str) -> str:
         "  ed25519_public: ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFakeHostKey root@x\n"
         "ssh_deletekeys: true\n"
         "ssh_genkeytypes:\n- ed25519\n"
-        "write_files:\n- path: /etc/hosts\n  append: true\n  content: |\n" + body
+        "write_files:\n- path: /etc/hosts\n  content: |\n" + body
     )
 
 
@@ -117,7 +123,23 @@ def test_a_role_without_a_template_gets_the_common_one_and_another_login_user():
 
 
 def test_meta_data(cluster):
-    assert meta_data(cluster.vms[5]) == "instance-id: worker1\nlocal-hostname: worker1\n"
+    assert meta_data(cluster.vms[5], "worker1-0123456789ab") == "instance-id: worker1-0123456789ab\nlocal-hostname: worker1\n"
+
+
+def test_the_instance_id_changes_with_what_the_seed_tells_cloud_init_and_only_with_it(cluster, templates):
+    def instance(vm, mode="user", templates=templates, extras=None, of=cluster):
+        files = seed_files(of, vm, mode, templates, LOGIN_KEY, HOST_KEY, extras)
+        return yaml.safe_load(files["meta-data"])["instance-id"]
+
+    worker = cluster.vms[5]
+    assert re.fullmatch(r"worker1-[0-9a-f]{12}", instance(worker))
+    assert instance(worker) == instance(worker)  # the same seed: the same instance, nothing re-runs
+    changed = {**templates, "worker": {**templates["worker"], "runcmd": ["true"]}}
+    assert instance(worker, templates=changed) != instance(worker)  # a template edited
+    assert instance(worker, extras={"worker": {"ethernets": {"lo": {"addresses": ["10.9.0.1/32"]}}}}) != instance(worker)
+    assert instance(worker, mode="bridge") != instance(worker)  # its network
+    bigger = build_cluster({"roles": [{"name": "gateway"}, {"name": "control", "count": 3}, {"name": "worker", "count": 4}]}, Path("/x/cluster.yaml"))
+    assert instance(bigger.vms[5], of=bigger) != instance(worker)  # a VM added: every /etc/hosts names it
 
 
 def test_network_config_static_in_bridge_and_vmnet_modes(cluster):
