@@ -47,6 +47,7 @@ Running VMs
   sshall        the `<cluster>-ssh` tmux session: `ssh-all`
   copy          files and directories to and from VMs with scp: `invoke cp`
   status        what `ls` shows: a row per VM and the notes below the table
+  hostmemory    the host memory a VM's qemu holds (`ls`) and is likely to hold (the warning)
   consolelog    a VM's console log: `invoke logs`
   guestagent    the guest agent on each VM's virtio port: a guest's clock set to the host's
   snaprecord    what each whole-cluster snapshot is: its record, names, what changed since

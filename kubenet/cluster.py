@@ -125,6 +125,7 @@ class Cluster:
     ssh_key: Path | None = None  # None: ~/.ssh/id_ed25519.pub, else ~/.ssh/id_rsa.pub
     templates: Path | None = None  # user-data templates; None: the ones kubenet ships
     accel: Accel | None = None  # None: the best the host offers
+    tcg_tb_size: int | None = None  # MiB of TCG translation cache per VM; None: qemu.TCG_TB_SIZE_MIB
     state_dir: Path = Path(".kubenet")  # relative to the cluster file
     ready: ReadyWhen = ReadyWhen.CLOUD_INIT  # what `up` waits for
     qemu_args: tuple[str, ...] = ()  # appended to every VM's qemu command line, after kubenet's own

@@ -257,6 +257,7 @@ def _build(check: _Checker, data: Any, source: Path) -> Cluster:
         "ssh_key": lambda v, k: _path(check, v, k, base),
         "templates": lambda v, k: _directory(check, v, k, base),
         "accel": lambda v, k: None if v is None else check.choice(v, k, Accel),
+        "tcg_tb_size": lambda v, k: None if v is None else check.integer(v, k, 1, 4096),
         "ready": lambda v, k: check.choice(v, k, ReadyWhen),
         "state_dir": lambda v, k: _state_dir(check, v, base),
         "qemu_args": lambda v, k: _qemu_args(check, v, k),
@@ -317,7 +318,7 @@ def _qemu_args(check: _Checker, value: Any, key: str) -> tuple[str, ...]:
     from .qemu import owner_of
 
     if not isinstance(value, list) or not all(isinstance(item, str) and item.isprintable() for item in value):
-        check.fail(errors.WrongTypeError, key, f"expected a list of printable strings, got {_describe(value)}", "e.g. qemu_args: [-device, virtio-balloon-pci]")
+        check.fail(errors.WrongTypeError, key, f"expected a list of printable strings, got {_describe(value)}", "e.g. qemu_args: [-device, virtio-tablet-pci]")
     args = tuple(value)
     clash = owner_of(args)
     if clash:

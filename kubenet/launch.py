@@ -163,11 +163,17 @@ def cut_off_vms(cluster: Cluster, target: Target, running: list[VM]) -> list[str
 
 
 def memory_warning(cluster: Cluster, target: Target) -> str | None:
-    """The cluster may start, but all its VMs together want more memory than the machine has."""
-    total = sum(memory_bytes(vm.memory) for vm in cluster.vms)
-    if target.host.memory is None or total <= target.host.memory:
+    """The cluster may start, but its VMs' qemus are likely to hold more memory together than
+    the machine has: each guest's memory and, under TCG, each translation cache."""
+    from .hostmemory import likely_held, translation_cache
+
+    likely = likely_held(cluster, cluster.vms, target.accel)
+    if target.host.memory is None or likely <= target.host.memory:
         return None
-    return f"the cluster's VMs want {total / 2**30:.1f}G of memory together; this machine has {target.host.memory / 2**30:.1f}G"
+    configured = sum(memory_bytes(vm.memory) for vm in cluster.vms)
+    cache = translation_cache(cluster, target.accel)
+    what = f"their {configured / 2**30:.1f}G of memory" + (f" and {len(cluster.vms)} TCG translation caches of {cache >> 20}M" if cache else "")
+    return f"the cluster's VMs are likely to hold {likely / 2**30:.1f}G of this machine's memory ({what}); it has {target.host.memory / 2**30:.1f}G"
 
 
 def exec_vm(cluster: Cluster, vm: VM, target: Target, managed: bool, say: Callable[[str], None]) -> None:

@@ -19,6 +19,7 @@ from .paths import vde_socket_path, vm_paths
 # Free on q35 and virt, whose default devices sit low (and at 0x1f on q35).
 RNG_PCI_SLOT = "0x1e"
 SERIAL_PCI_SLOT = "0x1d"  # the guest agent's virtio-serial controller
+BALLOON_PCI_SLOT = "0x1c"  # the memory balloon
 GUEST_AGENT_PORT = "org.qemu.guest_agent.0"  # the port name qemu-ga looks for
 
 
@@ -41,11 +42,10 @@ def qemu_argv(
 ) -> list[str]:
     paths = vm_paths(cluster, vm)
     arch = host.arch
-    machine = ",".join((arch.machine_type(), f"accel={accel}", *arch.machine_options()))
     argv = [
         host.qemu,
         "-nographic",
-        "-machine", machine,
+        *accel_options(arch.machine_type(), arch.machine_options(), accel, cluster.tcg_tb_size),
         "-cpu", "host" if accel in ("kvm", "hvf") else "max",
         "-smp", str(vm.vcpus),
         "-m", vm.memory,
@@ -62,10 +62,25 @@ def qemu_argv(
     return argv + [*cluster.qemu_args, *(role.qemu_args if role else ())]
 
 
+# TCG's translation cache, in MiB. QEMU's default for system emulation is 1 GiB per VM,
+# all of it touched: more than a small VM's own memory. Past this size the tiny and the
+# UEFI guests boot no faster (`make bench-memory`); `tcg_tb_size:` in cluster.yaml overrides it.
+TCG_TB_SIZE_MIB = 256
+
+
+def accel_options(machine_type: str, machine_options: tuple[str, ...], accel: Accel, tb_size: int | None) -> list[str]:
+    """The machine and its accelerator. Under TCG the accelerator is an -accel of its own,
+    as its translation cache size is a property of it (and -accel excludes -machine accel=);
+    hardware accelerators keep the tutorial's `-machine type,accel=` form."""
+    if accel == "tcg":
+        return ["-machine", ",".join((machine_type, *machine_options)), "-accel", f"tcg,tb-size={tb_size or TCG_TB_SIZE_MIB}"]
+    return ["-machine", ",".join((machine_type, f"accel={accel}", *machine_options))]
+
+
 # What kubenet sets on every qemu command line: an extra argument may add devices or
 # tune qemu, but not redefine these (qemu would take the last, or refuse the pair).
 OWNED_OPTIONS = {
-    "-machine": "the machine (and accelerator)", "-M": "the machine (and accelerator)", "-accel": "the accelerator (use --accel or accel:)",
+    "-machine": "the machine (and accelerator)", "-M": "the machine (and accelerator)", "-accel": "the accelerator (use --accel or accel:, and tcg_tb_size:)",
     "-m": "the VM's memory (role memory:)", "-smp": "the VM's vCPUs (role vcpus:)",
     "-nic": "the NIC (network:)", "-net": "the NIC (network:)", "-netdev": "the NIC (network:)",
     "-qmp": "the QMP socket", "-mon": "the monitors (console and QMP)", "-pidfile": "the pid file",
@@ -85,6 +100,8 @@ def owner_of(args: tuple[str, ...] | list[str]) -> tuple[str, str] | None:
             return arg, OWNED_OPTIONS[option]
         if option in ("-drive", "-blockdev") and ("if=pflash" in value or any(name in value for name in OWN_FILES)):
             return arg, "the disk, seed and UEFI drives"
+        if option == "-device" and value.startswith("virtio-balloon"):
+            return arg, "the memory balloon (qemu takes one)"
         if option == "-chardev" and any(f"id={name}" in value.split(",") for name in ("console", "qmp", "guest-agent")):
             return arg, "the console, QMP and guest agent character devices"
     return None
@@ -114,6 +131,10 @@ def management_options(management: Management) -> list[str]:
         "-device", f"virtio-rng-pci,addr={RNG_PCI_SLOT}",
         # The guest agent's port, through which a restored guest's clock is set.
         *guest_agent_options(management),
+        # Free page reporting: the guest tells qemu which of its pages are free (2 MiB at a
+        # time, seconds after they are freed), and qemu gives them back to the host. Without
+        # it a page the guest touched once (page cache since dropped) stays with qemu for good.
+        "-device", f"virtio-balloon-pci,id=balloon,free-page-reporting=on,addr={BALLOON_PCI_SLOT}",
     ]  # fmt: skip
 
 

@@ -68,6 +68,9 @@ def listing_notes(cluster: Cluster, rows: list[dict]) -> list[str]:
 
         pid = running_pid(cluster)
         notes.append(f"kubenet: VDE switch: {'running, pid ' + str(pid) if pid else 'not running (`invoke up` starts it)'}")
+    from .hostmemory import held_note
+
+    notes += [note] if (note := held_note(rows)) else []
     running = sum(row["state"] != "stopped" for row in rows)
     tmux = Tmux.from_environment()
     sessions = [
@@ -86,6 +89,7 @@ def vm_rows(cluster: Cluster, mode: NetworkMode, exits: dict[str, Exit] | None =
     from .vmstate import vm_state
 
     from .identity import orphans, recorded
+    from .hostmemory import resident_bytes
 
     records = recorded(cluster)
     # a VM is shown as it was made (cluster.yaml may have renumbered it since), then the orphans
@@ -110,6 +114,7 @@ def vm_rows(cluster: Cluster, mode: NetworkMode, exits: dict[str, Exit] | None =
             "role": vm.role,
             "vcpus": vm.vcpus,
             "memory": vm.memory,
+            "rss": resident_bytes(state.pid) if state.running and state.pid else None,
             "mac": vm.mac,
             "ip": str(vm.ip),
             "ssh": str(ssh_endpoint(cluster.network, mode, vm)),
@@ -121,6 +126,20 @@ def vm_rows(cluster: Cluster, mode: NetworkMode, exits: dict[str, Exit] | None =
             "orphaned": vm.name in orphaned,
         })  # fmt: skip
     return rows
+
+
+TABLE_HIDES = ("exited", "cluster_net", "orphaned")  # said in the notes below the table
+
+
+def table_rows(rows: list[dict]) -> list[dict]:
+    """The rows as the table shows them: what the qemu holds (HELD) as a size beside MEMORY."""
+    from .hostmemory import memory_text
+
+    return [
+        {("held" if key == "rss" else key): (memory_text(value) if key == "rss" and value is not None else value)
+         for key, value in row.items() if key not in TABLE_HIDES}
+        for row in rows
+    ]  # fmt: skip
 
 
 def restart_hint(name: str) -> str:

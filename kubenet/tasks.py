@@ -28,7 +28,7 @@ WAIT_SECONDS, STOP_SECONDS = 600.0, 60.0
 @task(help={"config": CONFIG_HELP, "json": "print a JSON array", "names": "print one VM name per line"})
 @user_errors
 def ls(c, config=None, json=False, names=False):
-    """List the cluster's VMs: id, name, role, resources, MAC, IP, SSH endpoint, state."""
+    """List the cluster's VMs: id, name, role, resources and the host memory each qemu holds, MAC, IP, SSH endpoint, state."""
     from kubenet import status
 
     cluster = cli.open_cluster(config)
@@ -39,7 +39,7 @@ def ls(c, config=None, json=False, names=False):
     if json:
         print(cli.format_json(rows))
         return
-    print(cli.format_table([{key: value for key, value in row.items() if key not in ("exited", "cluster_net", "orphaned")} for row in rows]))
+    print(cli.format_table(status.table_rows(rows)))
     for line in status.listing_notes(cluster, rows):
         cli.say(line)
 

@@ -78,7 +78,7 @@ AAVMF = Firmware(Path("/usr/share/AAVMF/AAVMF_CODE.fd"), Path("/usr/share/AAVMF/
             0,
             [
                 "qemu-system-x86_64", "-nographic",
-                "-machine", "q35,accel=tcg",
+                "-machine", "q35", "-accel", "tcg,tb-size=256",
                 "-cpu", "max", "-smp", "2", "-m", "2G",
                 "-drive", "if=pflash,format=raw,unit=0,file=/usr/share/OVMF/OVMF_CODE_4M.fd,readonly=on",
                 "-drive", f"if=pflash,format=qcow2,unit=1,file={STATE}/gateway/efivars.qcow2",
@@ -95,7 +95,7 @@ AAVMF = Firmware(Path("/usr/share/AAVMF/AAVMF_CODE.fd"), Path("/usr/share/AAVMF/
             3,
             [
                 "qemu-system-aarch64", "-nographic",
-                "-machine", "virt,accel=tcg,highmem=on",
+                "-machine", "virt,highmem=on", "-accel", "tcg,tb-size=256",
                 "-cpu", "max", "-smp", "2", "-m", "2G",
                 "-bios", "/usr/share/AAVMF/AAVMF_CODE.fd",
                 "-nic", "user,model=virtio-net-pci,mac=52:54:00:00:00:03,hostfwd=tcp:127.0.0.1:2203-:22",
@@ -121,7 +121,7 @@ def test_direct_kernel_boot_needs_no_firmware_and_adds_management():
     )
     assert qemu_argv(c, c.vms[0], host, "tcg", "user", management) == [
         "qemu-system-x86_64", "-nographic",
-        "-machine", "q35,accel=tcg",
+        "-machine", "q35", "-accel", "tcg,tb-size=256",
         "-cpu", "max", "-smp", "2", "-m", "2G",
         "-kernel", "/boot/vmlinuz", "-initrd", "/boot/initrd.img", "-append", "quiet console=ttyS0",
         "-nic", "user,model=virtio-net-pci,mac=52:54:00:00:00:00,hostfwd=tcp:127.0.0.1:2200-:22",
@@ -137,6 +137,7 @@ def test_direct_kernel_boot_needs_no_firmware_and_adds_management():
         "-chardev", f"socket,id=guest-agent,path={STATE}/gateway/qga.sock,server=on,wait=off",
         "-device", "virtio-serial-pci,id=guest-serial,addr=0x1d",
         "-device", "virtserialport,bus=guest-serial.0,chardev=guest-agent,name=org.qemu.guest_agent.0",
+        "-device", "virtio-balloon-pci,id=balloon,free-page-reporting=on,addr=0x1c",
     ]  # fmt: skip
 
 
@@ -186,7 +187,7 @@ def test_network_modes_this_host_cannot_run(system, mode, message):
 def test_tcg_uses_cpu_max_even_on_macos():
     c = cluster()
     argv = qemu_argv(c, c.vms[0], host_profile("darwin-arm64")[0], "tcg", "vmnet-shared")
-    assert argv[argv.index("-machine") + 1] == "virt,accel=tcg,highmem=on"
+    assert argv[argv.index("-machine") + 1 : argv.index("-machine") + 4] == ["virt,highmem=on", "-accel", "tcg,tb-size=256"]
     assert argv[argv.index("-cpu") + 1] == "max"
 
 
@@ -212,6 +213,7 @@ MANAGEMENT_OPTIONS = [
     "-chardev", f"socket,id=guest-agent,path={STATE}/worker1/qga.sock,server=on,wait=off",
     "-device", "virtio-serial-pci,id=guest-serial,addr=0x1d",
     "-device", "virtserialport,bus=guest-serial.0,chardev=guest-agent,name=org.qemu.guest_agent.0",
+    "-device", "virtio-balloon-pci,id=balloon,free-page-reporting=on,addr=0x1c",
 ]  # fmt: skip
 
 
@@ -231,7 +233,7 @@ def test_managed_linux_uefi_command_pins_what_it_adds():
     host = Host("linux", Arch.x86_64, "qemu-system-x86_64", firmware=OVMF, bridges=frozenset())
     assert qemu_argv(c, c.vms[5], host, "tcg", "user", management("worker1")) == [
         "qemu-system-x86_64", "-nographic",
-        "-machine", "q35,accel=tcg",
+        "-machine", "q35", "-accel", "tcg,tb-size=256",
         "-cpu", "max", "-smp", "4", "-m", "4G",
         "-drive", "if=pflash,format=raw,unit=0,file=/usr/share/OVMF/OVMF_CODE_4M.fd,readonly=on",
         "-drive", f"if=pflash,format=qcow2,unit=1,file={STATE}/worker1/efivars.qcow2",
@@ -255,6 +257,7 @@ ROOT_MANAGEMENT_OPTIONS = [
     "-chardev", "socket,id=guest-agent,fd=4,server=on,wait=off",
     "-device", "virtio-serial-pci,id=guest-serial,addr=0x1d",
     "-device", "virtserialport,bus=guest-serial.0,chardev=guest-agent,name=org.qemu.guest_agent.0",
+    "-device", "virtio-balloon-pci,id=balloon,free-page-reporting=on,addr=0x1c",
 ]  # fmt: skip
 
 
@@ -299,14 +302,14 @@ def test_a_network_that_needs_no_root_changes_nothing():
 
 def test_extra_qemu_args_come_after_kubenets_own_cluster_first_then_the_roles():
     c = cluster({
-        "qemu_args": ["-device", "virtio-balloon-pci"],
+        "qemu_args": ["-device", "virtio-tablet-pci"],
         "roles": [{"name": "gateway"}, {"name": "worker", "count": 2, "qemu_args": ["-device", "intel-hda", "-device", "hda-duplex"]}],
     })  # fmt: skip
     host, _ = host_profile("darwin-arm64")
     plain = qemu_argv(cluster({"roles": [{"name": "gateway"}, {"name": "worker", "count": 2}]}), c.vms[1], host, "hvf", "vmnet-shared")
-    assert qemu_argv(c, c.vms[1], host, "hvf", "vmnet-shared") == [*plain, "-device", "virtio-balloon-pci", "-device", "intel-hda", "-device", "hda-duplex"]
+    assert qemu_argv(c, c.vms[1], host, "hvf", "vmnet-shared") == [*plain, "-device", "virtio-tablet-pci", "-device", "intel-hda", "-device", "hda-duplex"]
     gateway = qemu_argv(c, c.vms[0], host, "hvf", "vmnet-shared")
-    assert gateway[-2:] == ["-device", "virtio-balloon-pci"] and "intel-hda" not in gateway
+    assert gateway[-2:] == ["-device", "virtio-tablet-pci"] and "intel-hda" not in gateway
 
 
 @pytest.mark.parametrize(
@@ -329,6 +332,6 @@ def test_extra_qemu_args_that_redefine_what_kubenet_owns_are_refused(args, refus
 
 def test_extra_qemu_args_must_be_a_list_of_strings_and_may_add_drives_of_their_own():
     with pytest.raises(errors.WrongTypeError) as excinfo:
-        cluster({"qemu_args": "-device virtio-balloon-pci"})
+        cluster({"qemu_args": "-device virtio-tablet-pci"})
     assert "qemu_args: expected a list of printable strings" in str(excinfo.value)
     assert cluster({"qemu_args": ["-drive", "file=/data/extra.qcow2,if=virtio"]}).qemu_args == ("-drive", "file=/data/extra.qcow2,if=virtio")

@@ -21,7 +21,7 @@ def test_ls_json_is_a_json_array_of_the_tutorials_vms():
     rows = json.loads(done.stdout)
     assert [row["name"] for row in rows] == NAMES
     assert rows[5] | {"ssh": None} == {
-        "id": 5, "name": "worker1", "role": "worker", "vcpus": 4, "memory": "4G",
+        "id": 5, "name": "worker1", "role": "worker", "vcpus": 4, "memory": "4G", "rss": None,
         "mac": "52:52:52:00:00:05", "ip": "192.168.1.15", "ssh": None,
         "state": "stopped", "pid": None, "ready": False, "exited": None, "cluster_net": None, "orphaned": False,
     }  # fmt: skip
@@ -34,8 +34,8 @@ def test_ls_names_and_table(cluster_file):
         "control0", "control1", "worker0", "worker1", "worker2", "worker3", "worker4",
     ]  # fmt: skip
     table = run_invoke("ls", env={"KUBENET_CONFIG": str(path)}, check=True).stdout.splitlines()
-    assert table[0].split() == ["ID", "NAME", "ROLE", "VCPUS", "MEMORY", "MAC", "IP", "SSH", "STATE", "PID", "READY"]
-    assert table[3].split() == ["2", "worker0", "worker", "2", "2G", "52:52:52:00:00:02", "192.168.1.12", "127.0.0.1:2202", "stopped", "-", "false"]
+    assert table[0].split() == ["ID", "NAME", "ROLE", "VCPUS", "MEMORY", "HELD", "MAC", "IP", "SSH", "STATE", "PID", "READY"]
+    assert table[3].split() == ["2", "worker0", "worker", "2", "2G", "-", "52:52:52:00:00:02", "192.168.1.12", "127.0.0.1:2202", "stopped", "-", "false"]
 
 
 @pytest.mark.parametrize("vmid", range(7))
@@ -55,7 +55,7 @@ def test_argv_for_macos_is_the_tutorials_command(vmid):
 def test_argv_by_name_with_accel_for_another_host():
     done = run_invoke("argv", "--name", "worker1", "--host", "linux-aarch64", "--accel", "tcg", check=True)
     argv = shlex.split(done.stdout)
-    assert argv[:6] == ["qemu-system-aarch64", "-nographic", "-machine", "virt,accel=tcg,highmem=on", "-cpu", "max"]
+    assert argv[:8] == ["qemu-system-aarch64", "-nographic", "-machine", "virt,highmem=on", "-accel", "tcg,tb-size=256", "-cpu", "max"]
 
 
 @pytest.mark.parametrize(
@@ -134,7 +134,7 @@ def test_vm_replaces_itself_with_qemu_and_starts_the_vde_switch(cluster_file, tm
         assert process.returncode == 0, err
         lines = out.splitlines()
         assert lines[0] == f"pid={process.pid}"  # exec: the same process became qemu
-        assert lines[1:9] == ["-nographic", "-machine", "q35,accel=tcg", "-cpu", "max", "-smp", "4", "-m"]
+        assert lines[1:11] == ["-nographic", "-machine", "q35", "-accel", "tcg,tb-size=256", "-cpu", "max", "-smp", "4", "-m"]
         assert (tmp_path / ".kubenet/vde.ctl/ctl").exists()
     finally:
         pid_file = tmp_path / ".kubenet/vde.pid"

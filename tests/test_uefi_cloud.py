@@ -8,6 +8,10 @@ without the package installs, since nothing may leave this machine. `make up`
 waits for cloud-init to finish; the test reads the guests as a user would;
 then one VM is run with `invoke vm`, and `make up` again: whichever form
 started it, a VM keeps booting its disk with the UEFI variables it kept.
+Before `invoke vm`, the control role's templates change (a file more, the API's
+virtual IP on loopback through a network-config extra) and `make setup` remakes
+its seed: control0 re-provisions at that boot, keeping its data and its host key,
+and worker0, whose seed did not change, does not.
 Snapshots, stopped and live, bring the VMs back to a moment and boot their disks
 from there, without cloud-init running again or a host key changing.
 """
@@ -63,6 +67,16 @@ def uefi_image() -> Path:
     from realguest.build import build_uefi
 
     return build_uefi()
+
+
+def change_control_templates(directory: Path) -> None:
+    """A file more for control nodes, and the API's virtual IP on their loopback."""
+    path = directory / "control.yaml"
+    config = yaml.safe_load(path.read_text())
+    config.setdefault("write_files", []).append({"path": "/etc/kubenet-stage", "content": "stage5\n"})
+    path.write_text(yaml.safe_dump(config))
+    (directory / "network-config").mkdir()
+    (directory / "network-config" / "control.yaml").write_text("ethernets:\n  lo:\n    match: {name: lo}\n    addresses: [192.168.1.21/32]\n")
 
 
 def write_cluster(directory: Path, image: Path) -> Path:
@@ -127,20 +141,35 @@ def test_a_uefi_cloud_image_boots_under_up_and_vm_in_any_order(uefi_image, short
             assert lines[-3:-1] == (["1", "1"] if vm == "control0" else ["1", "0"])  # the control template's ARP setting
             assert lines[-1] == "1"  # br_netfilter loaded by the templates' runcmd
         assert "1 received" in run_on(config, env, "control0", "ping -c 1 -W 5 worker0")  # over the cluster segment
-        provisioned = {vm: run_on(config, env, vm, IDENTITY) for vm in NAMES}
+        first_boot = {vm: run_on(config, env, vm, IDENTITY) for vm in NAMES}
+        run_on(config, env, "control0", "echo kept > data")
 
         down = run_invoke("down", "--timeout", "120", "--config", str(config), env=env, check=True)
         assert sorted(re.findall(r"kubenet: (\S+): powered off", down.stderr)) == NAMES, down.stderr  # by ACPI
 
-        # `invoke vm`: qemu in the foreground, without what `up` adds; the kept UEFI variables still boot the disk
-        vm = subprocess.Popen(
-            [str(INVOKE), "--search-root", str(ROOT), "vm", "--name", "control0", "--config", str(config)],
-            env={**os.environ, **env}, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
+        # the control role's templates change, as chapter 5 changes them; `make setup` remakes its seed
+        change_control_templates(short_dir / "templates")
+        setup = subprocess.run(["make", "-C", str(ROOT), "setup", f"CONFIG={config}"], env={**os.environ, **env}, capture_output=True, text=True)
+        assert setup.returncode == 0, setup.stdout + setup.stderr
+
+        # `invoke vm`: qemu in the foreground, without what `up` adds; the kept UEFI variables still boot the disk,
+        # and cloud-init applies the new seed to it
+        said = short_dir / "vm.stderr"
+        with said.open("w") as stderr:
+            vm = subprocess.Popen(
+                [str(INVOKE), "--search-root", str(ROOT), "vm", "--name", "control0", "--config", str(config)],
+                env={**os.environ, **env}, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=stderr,
+            )  # fmt: skip
         try:
             ssh = ["ssh", "-F", str(ssh_config), "-o", "BatchMode=yes", "-o", "ConnectTimeout=5", "control0"]
             reached = lambda: subprocess.run([*ssh, "true"], capture_output=True, timeout=30).returncode == 0  # noqa: E731
-            assert wait_for(reached, timeout=600, interval=2), "control0 under `invoke vm` never answered SSH"
+            assert wait_for(reached, timeout=600, interval=2), "control0 under `invoke vm` never answered SSH"  # its host key still the pinned one
+            assert "kubenet: control0 re-provisions at this boot" in said.read_text()
+            applied = subprocess.run(
+                [*ssh, "cloud-init status --wait >/dev/null; cat /etc/kubenet-stage data; ip -o -4 addr show dev lo | awk '{print $4}' | sort"],
+                capture_output=True, text=True, timeout=600,
+            )  # fmt: skip
+            assert applied.stdout.split() == ["stage5", "kept", "127.0.0.1/8", "192.168.1.21/32"], applied.stdout + applied.stderr
             subprocess.run([*ssh, "sudo poweroff"], capture_output=True, timeout=30)
             vm.wait(timeout=120)
         finally:
@@ -154,6 +183,10 @@ def test_a_uefi_cloud_image_boots_under_up_and_vm_in_any_order(uefi_image, short
         # and `make up` again, with every VM's variable store as `invoke vm` left it
         again = make_up(config, env)
         assert "kubenet: 2 of 2 VMs ready: control0 worker0" in again.stderr, again.stderr
+        assert "re-provision" not in again.stderr  # control0 has booted its new seed
+        provisioned = {vm: run_on(config, env, vm, IDENTITY) for vm in NAMES}
+        assert provisioned["worker0"] == first_boot["worker0"]  # its seed never changed
+        assert provisioned["control0"] != first_boot["control0"]  # cloud-init ran its per-instance modules again
         for vm in NAMES:
             run_on(config, env, vm, "echo after-cold > note")
 

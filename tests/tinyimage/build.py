@@ -30,9 +30,9 @@ PACKAGES = [
     # dropbear's SFTP subsystem runs /usr/lib/sftp-server: scp speaks SFTP (`invoke cp`)
     "openssh-sftp-server",
 ]  # fmt: skip
-# virtio, network, seed ISO and ACPI power-button drivers, in an order that satisfies their dependencies
+# virtio (the balloon: free page reporting), network, seed ISO and ACPI power-button drivers, in an order that satisfies their dependencies
 MODULES = [
-    "virtio_ring", "virtio", "virtio_pci_modern_dev", "virtio_pci_legacy_dev", "virtio_pci", "virtio-rng",
+    "virtio_ring", "virtio", "virtio_pci_modern_dev", "virtio_pci_legacy_dev", "virtio_pci", "virtio-rng", "virtio_balloon",
     "virtio_blk", "failover", "net_failover", "virtio_net", "cdrom", "isofs", "button", "evdev", "virtio_console",
 ]  # fmt: skip
 RECIPE = ["build.py", "init", "inittab", "rc.kubenet", "udhcpc.script", "acpi-power"]
