@@ -62,10 +62,11 @@ def test_vm_vm_managed_and_up_give_every_device_the_same_slot(short_dir):
         for form, options in (("vm", []), ("managed", ["--managed"])):
             argv = shlex.split(run_invoke("argv", "--id", "0", *options, "--config", str(config), env=env, check=True).stdout)
             forms[form] = pci_slots(argv, str(short_dir / f"{form}.sock"))
-        # virtio-rng and the guest agent's virtio-serial: only the managed form (`up`, `vm --managed`) has them
-        rng, serial = "1af4:1005", "1af4:1003"
+        # virtio-rng, the guest agent's virtio-serial and the balloon: only the managed form (`up`, `vm --managed`) has them
+        rng, serial, balloon = "1af4:1005", "1af4:1003", "1af4:1002"
         assert forms["managed"].pop("1e.0") == rng
         assert forms["managed"].pop("1d.0") == serial
+        assert forms["managed"].pop("1c.0") == balloon
         assert forms["managed"] == forms["vm"]
         assert forms["vm"]["04.0"] == "1af4:1001"  # the disk: virtio-blk, after the two NICs
     finally:

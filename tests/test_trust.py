@@ -633,7 +633,7 @@ def test_a_vm_bigger_than_the_machine_is_refused_before_launch_and_a_greedy_clus
 
         config = write_cluster(short_dir, f"  - {{name: node, count: 2, memory: {half}}}\n")
         done = run_invoke("up", "--no-wait", "--config", str(config), env=stub_env, check=True)
-        assert "kubenet: warning: the cluster's VMs want " in done.stderr and "kubenet: started node0 node1" in done.stderr
+        assert "kubenet: warning: the cluster's VMs are likely to hold " in done.stderr and "kubenet: started node0 node1" in done.stderr
     finally:
         kill_recorded_qemus(short_dir / ".kubenet")
         stop_vde_switch(short_dir / ".kubenet")
