@@ -45,6 +45,7 @@ Running VMs
   shutdown      power VMs off over QMP within a timeout; `down`
   ssh           the one ssh command builder; `ssh` and `exec`
   sshall        the `<cluster>-ssh` tmux session: `ssh-all`
+  tunnel        host loopback ports forwarded into the cluster through its first VM
   copy          files and directories to and from VMs with scp: `invoke cp`
   status        what `ls` shows: a row per VM and the notes below the table
   hostmemory    the host memory a VM's qemu holds (`ls`) and is likely to hold (the warning)

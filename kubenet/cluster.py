@@ -104,6 +104,18 @@ class VM:
     ip: IPv4Address
 
 
+@dataclass(frozen=True)
+class Forward:
+    """A port on the host's loopback forwarded to an address inside the cluster (`forward:`)."""
+
+    port: int
+    to_host: str  # a cluster name or address, as the VM the tunnel goes through resolves it
+    to_port: int
+
+    def __str__(self) -> str:
+        return f"127.0.0.1:{self.port} -> {self.to_host}:{self.to_port}"
+
+
 # The tutorial's cluster, used when cluster.yaml names no roles.
 TUTORIAL_ROLES = (
     Role("gateway", None, 2, "2G"),
@@ -129,6 +141,7 @@ class Cluster:
     state_dir: Path = Path(".kubenet")  # relative to the cluster file
     ready: ReadyWhen = ReadyWhen.CLOUD_INIT  # what `up` waits for
     qemu_args: tuple[str, ...] = ()  # appended to every VM's qemu command line, after kubenet's own
+    forward: tuple[Forward, ...] = ()  # host ports tunnelled into the cluster through its first VM
     # Not keys of cluster.yaml: where it was read from, and its VMs.
     source: Path = Path("cluster.yaml")
     vms: tuple[VM, ...] = ()

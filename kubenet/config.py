@@ -26,6 +26,7 @@ from .cluster import (
     Accel,
     Choice,
     Cluster,
+    Forward,
     Image,
     ImageKind,
     Network,
@@ -261,6 +262,7 @@ def _build(check: _Checker, data: Any, source: Path) -> Cluster:
         "ready": lambda v, k: check.choice(v, k, ReadyWhen),
         "state_dir": lambda v, k: _state_dir(check, v, base),
         "qemu_args": lambda v, k: _qemu_args(check, v, k),
+        "forward": lambda v, k: _forwards(check, v, k),
     }
     before = len(check.problems)
     values = check.each(top, parsers, lambda key: key)
@@ -325,6 +327,43 @@ def _qemu_args(check: _Checker, value: Any, key: str) -> tuple[str, ...]:
         option, what = clash
         check.fail(errors.BadValueError, key, f"{shown(option)} redefines {what}, which kubenet sets", "set it through cluster.yaml's own key, or leave it to kubenet")
     return args
+
+
+FORWARD_TO_PATTERN = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?:[0-9]{1,5}")
+FORWARD_EXAMPLE = "e.g. forward: [{port: 6443, to: 'kubernetes:6443'}]"
+
+
+def _forwards(check: _Checker, value: Any, key: str) -> tuple[Forward, ...]:
+    """Host loopback ports, each forwarded to HOST:PORT inside the cluster; a port once."""
+    if not isinstance(value, list):
+        check.fail(errors.WrongTypeError, key, f"expected a list of forwards, got {_describe(value)}", FORWARD_EXAMPLE)
+    before = len(check.problems)
+    forwards: list[Forward] = []
+    for index, item in enumerate(value):
+        where = f"{key}[{index}]"
+        try:
+            forwards.append(_forward(check, item, where))
+        except _Bad:
+            pass
+    ports = [forward.port for forward in forwards]
+    for port in sorted({port for port in ports if ports.count(port) > 1}):
+        check.note(errors.BadValueError, key, f"port {port} is forwarded twice", "give each forward its own host port")
+    if not check.good(before):
+        raise _Bad()
+    return tuple(forwards)
+
+
+def _forward(check: _Checker, item: Any, key: str) -> Forward:
+    entry = check.mapping(item, key, ("port", "to"))
+    for name in ("port", "to"):
+        if name not in entry:
+            check.fail(errors.BadValueError, key, f"missing '{name}'", FORWARD_EXAMPLE)
+    port = check.integer(entry["port"], f"{key}.port", 1, 65535)
+    to = check.matching(entry["to"], f"{key}.to", FORWARD_TO_PATTERN, "HOST:PORT inside the cluster, e.g. kubernetes:6443")
+    host, _, to_port = to.rpartition(":")
+    if not 1 <= int(to_port) <= 65535:
+        check.fail(errors.BadValueError, f"{key}.to", f"port {to_port} is out of range; allowed: from 1 to 65535")
+    return Forward(port, host, int(to_port))
 
 
 def _network(check: _Checker, value: Any) -> Network:

@@ -3,6 +3,7 @@
 - `run`: a program to completion, with one result shape; a failure carries the
   command, its exit code and what it said, and a missing program says how to
   install it.
+- `run_leaving_daemon`: the same for a program that forks a daemon (`ssh -f`).
 - `start`: a program in the background whose output lines go to callbacks
   (`invoke exec`).
 - `run_attached`: a program on this terminal, unhurried (sudo asking for a password).
@@ -67,9 +68,26 @@ def run(
     """Run `argv` to completion, with `input` as its whole stdin (none: /dev/null).
     With `check`, a non-zero exit raises LaunchError. `missing_hint` (how to install the
     program) is given only when it is missing."""
+    return _finish(argv, check, timeout, missing_hint, _in=_stdin(input))
+
+
+def run_leaving_daemon(argv: list[str], log: Path, check: bool = True, timeout: float = 30, missing_hint: str | None = None) -> Completed:
+    """Run a program that forks a daemon and exits (`ssh -f`): its output goes to `log`, not
+    to pipes, which the daemon would hold open and a reader would wait on for ever; what
+    it said there comes back as its stderr."""
+    with open(log, "wb") as output:
+        done = _finish(argv, False, timeout, missing_hint, _in=open(os.devnull, "rb"), _out=output, _err=output)
+    said = log.read_text(errors="replace")
+    if check and done.code != 0:
+        lines = said.strip().splitlines()
+        raise errors.LaunchError(f"`{short(argv)}` failed with exit code {done.code}: {lines[-1] if lines else 'no output'}")
+    return Completed(done.code, "", said)
+
+
+def _finish(argv: list[str], check: bool, timeout: float, missing_hint: str | None, **streams) -> Completed:
     sh, command = _command(argv, missing_hint)
     try:
-        running = command(*argv[1:], _in=_stdin(input), **PLAIN)
+        running = command(*argv[1:], **streams, **PLAIN)
     except OSError as error:
         raise errors.HostError(f"{argv[0]}: cannot run it: {error.strerror}", missing_hint) from None
     overstayed = threading.Event()

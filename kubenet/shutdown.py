@@ -97,6 +97,10 @@ def shut_down(cluster: Cluster, vms: list[VM], target: Target, timeout: float, c
 
 def _shut_down(cluster: Cluster, vms: list[VM], target: Target, timeout: float, cleanup: bool, say: Callable[[str], None]) -> None:
     stop = threading.Event()
+    if cluster.forward and cluster.vms and cluster.vms[0] in vms:
+        from .tunnel import stop as stop_tunnel
+
+        stop_tunnel(cluster, say)  # before its VM goes, rather than wait for its keepalive to fail
 
     def stop_one(vm: VM) -> str:
         how = power_off(cluster, vm, timeout, stop)

@@ -35,6 +35,7 @@ CLUSTER_LOCK = "launch.lock"
 # What kubenet itself makes: in state_dir, and in each VM's directory there.
 OWN_FILES = frozenset({
     MARK, CLUSTER_LOCK, "known_hosts", "ssh_config", "vde.pid", "vde.ctl", "vde.lock", "vde.mgmt", ".ssh.lock", "accel",
+    "tunnel.sock", "tunnel.log",
 })  # fmt: skip
 OWN_VM_FILES = frozenset({
     "disk.img", "efivars.qcow2", "efivars.fd", "cidata.iso", "cidata.iso.sha256", "user-data", "meta-data", "network-config",

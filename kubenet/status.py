@@ -71,6 +71,9 @@ def listing_notes(cluster: Cluster, rows: list[dict]) -> list[str]:
     from .hostmemory import held_note
 
     notes += [note] if (note := held_note(rows)) else []
+    from .tunnel import note as tunnel_note
+
+    notes += [note] if (note := tunnel_note(cluster)) else []
     running = sum(row["state"] != "stopped" for row in rows)
     tmux = Tmux.from_environment()
     sessions = [

@@ -191,7 +191,15 @@ def start_vms(config, pick, timeout, wait, ready, accel) -> None:
     seconds = cli.parse_timeout(timeout, WAIT_SECONDS)
     target = resolve_target(cluster, accel_option=accel)
     recover(cluster, target, cli.say)  # VMs a cut-short snapshot save left paused run again
-    up_and_wait(cluster, pick(cluster), target, seconds if wait else None, cli.say, cli.parse_ready(ready))
+    vms = pick(cluster)
+    up_and_wait(cluster, vms, target, seconds if wait else None, cli.say, cli.parse_ready(ready))
+    if cluster.forward:
+        from kubenet import tunnel
+
+        if wait and tunnel.via(cluster) in vms:
+            tunnel.start(cluster, cli.say)
+        elif not tunnel.running(cluster):
+            cli.say(f"kubenet: tunnel through {tunnel.via(cluster).name}: not started (`invoke tunnel` starts it once it is ready)")
 
 
 START_HELP = {
@@ -242,6 +250,21 @@ def down(c, config=None, id=None, timeout=None):
 def stop(c, id=None, name=None, config=None, timeout=None):
     """Power one VM off; its pane keeps its last output."""
     stop_vms(config, lambda cluster: [cli.pick_vm(cluster, id, name)], timeout, cleanup=False)
+
+
+@task(help={"config": CONFIG_HELP, "stop": "end the tunnel instead"})
+@user_errors
+def tunnel(c, config=None, stop=False):
+    """Forward the host loopback ports that cluster.yaml's forward: names into the cluster, through its first VM (up starts it, down ends it)."""
+    from kubenet import tunnel as tunnels
+
+    cluster = cli.open_cluster(config)
+    if stop:
+        if not tunnels.running(cluster):
+            cli.say("kubenet: no tunnel is running")
+        tunnels.stop(cluster, cli.say)
+    else:
+        tunnels.start(cluster, cli.say)
 
 
 @task(help={"config": CONFIG_HELP, "attach": "attach when done (--no-attach for scripts)"})
