@@ -192,6 +192,11 @@ class _Checker:
             self.fail(errors.BadValueError, key, f"{value} is out of range; allowed: {allowed}")
         return value
 
+    def boolean(self, value: Any, key: str) -> bool:
+        if not isinstance(value, bool):
+            self.fail(errors.WrongTypeError, key, f"expected true or false, got {_describe(value)}")
+        return value
+
     def string(self, value: Any, key: str) -> str:
         if not isinstance(value, str):
             self.fail(errors.WrongTypeError, key, f"expected a string, got {_describe(value)}")
@@ -263,6 +268,7 @@ def _build(check: _Checker, data: Any, source: Path) -> Cluster:
         "state_dir": lambda v, k: _state_dir(check, v, base),
         "qemu_args": lambda v, k: _qemu_args(check, v, k),
         "forward": lambda v, k: _forwards(check, v, k),
+        "pod_routes": lambda v, k: check.boolean(v, k),
     }
     before = len(check.problems)
     values = check.each(top, parsers, lambda key: key)

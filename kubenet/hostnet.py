@@ -196,6 +196,32 @@ class LinkUp(Piece):
         pass  # the bridge goes, or stays as the user had it
 
 
+def pod_routes(cluster: Cluster) -> list[tuple[str, str]]:
+    """The tutorial's pod CIDRs (ch. 6): 10.N.0.0/16 via VM N, for every VM but the first (the gateway)."""
+    return [(f"10.{vm.id}.0.0/16", str(vm.ip)) for vm in cluster.vms if vm.id > 0]
+
+
+class PodRoutes(Piece):
+    key = "pod-routes"
+
+    def describe(self) -> str:
+        routes = pod_routes(self.cluster)
+        return f"routes to the pods' networks, {routes[0][0]} via {routes[0][1]} to {routes[-1][0]} via {routes[-1][1]}" if routes else "no pod routes"
+
+    def present(self) -> bool:
+        shown = json.loads(run(["ip", "-j", "route", "show"]).stdout or "[]")
+        have = {(route.get("dst"), route.get("gateway")) for route in shown}
+        return all((net, via) in have for net, via in pod_routes(self.cluster))
+
+    def add(self) -> None:
+        for net, via in pod_routes(self.cluster):
+            run(["ip", "route", "replace", net, "via", via])
+
+    def remove(self) -> None:
+        for net, via in pod_routes(self.cluster):
+            run(["ip", "route", "del", net, "via", via], check=False)
+
+
 class Forwarding(Piece):
     key = "forwarding"
 
@@ -368,7 +394,7 @@ class HostsBlock(Piece):
 
 
 # In the order they are added (and removed in reverse).
-PIECES = (Bridge, Address, LinkUp, Forwarding, Nat, BridgeConf, BridgeHelper, Dns, HostsBlock)
+PIECES = (Bridge, Address, LinkUp, PodRoutes, Forwarding, Nat, BridgeConf, BridgeHelper, Dns, HostsBlock)
 
 
 def pieces(cluster: Cluster, where: Places, record: dict) -> list[Piece]:
@@ -386,7 +412,7 @@ def write_in_place(path: Path, text: str) -> None:
 
 
 # macOS's vmnet-shared brings NAT, DHCP and DNS of its own: there, only the names.
-KEYS = {"linux": ("bridge", "address", "up", "forwarding", "nat", "bridge.conf", "bridge-helper", "dns", "hosts"), "darwin": ("hosts",)}
+KEYS = {"linux": ("bridge", "address", "up", "pod-routes", "forwarding", "nat", "bridge.conf", "bridge-helper", "dns", "hosts"), "darwin": ("hosts",)}
 
 
 def keys_for(system: str) -> tuple[str, ...]:
@@ -405,7 +431,7 @@ def set_up(cluster: Cluster, where: Places, dry_run: bool, say: Callable[[str], 
 
     check_root()
     host = probe_host(firmware_needed=False)
-    wanted = keys_for(host.system)
+    wanted = tuple(key for key in keys_for(host.system) if key != "pod-routes" or cluster.pod_routes)
     if not dry_run and "bridge" in wanted:
         check_bridge_subnet(cluster.network, host)
     where.state.mkdir(parents=True, exist_ok=True)

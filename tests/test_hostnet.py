@@ -21,7 +21,7 @@ needs_namespaces = pytest.mark.skipif(
     reason="needs root, unshare, nft, dnsmasq, ip and qemu's bridge helper",
 )
 
-CLUSTER = "name: kh\nnetwork: {mode: bridge}\nroles:\n  - {name: control, count: 1}\n  - {name: worker, count: 1}\n"
+CLUSTER = "name: kh\nnetwork: {mode: bridge}\npod_routes: true\nroles:\n  - {name: control, count: 1}\n  - {name: worker, count: 1}\n"
 HOSTS_BLOCK = [
     "# BEGIN kubenet kh",
     "192.168.1.1 vmhost.kubenet vmhost",
@@ -89,6 +89,7 @@ def check(facts: dict, state: Path) -> None:
     assert up["addresses"] == ["192.168.1.1/24"] and up["up"] and up["forwarding"] == "1"
     assert 'ip saddr 192.168.1.0/24 oifname != "kubr0" masquerade' in up["nat"]
     assert up["bridge_conf"] == "allow kubr0\n"
+    assert up["routes"] == ["10.1.0.0/16 via 192.168.1.11"] and before["routes"] == []  # worker0's pods (the first VM has none)
     assert up["helper_mode"] & 0o4000 and not before["helper_mode"] & 0o4000  # qemu then runs as the user
     assert "\n".join(HOSTS_BLOCK) in up["hosts"]
     assert up["dns"] == {"control0.kubenet": "192.168.1.10", "worker0": "192.168.1.11", "vmhost": "192.168.1.1", "kubernetes.kubenet": "192.168.1.21"}
@@ -98,7 +99,7 @@ def check(facts: dict, state: Path) -> None:
     assert facts["remove"]["code"] == 0, facts["remove"]["stderr"]
     removed = facts["removed"]
     assert (removed["addresses"], removed["forwarding"], removed["nat"], removed["bridge_conf"]) == ([], "0", "", None)  # as before
-    assert removed["helper_mode"] == before["helper_mode"]
+    assert removed["helper_mode"] == before["helper_mode"] and removed["routes"] == []
     assert removed["hosts"] == before["hosts"]  # exactly as it was
     assert list(state.iterdir()) == []  # the record and dnsmasq's files are gone with what they described
 
@@ -114,6 +115,6 @@ def test_on_macos_hostnet_writes_the_names_only():
     from kubenet.hostnet import keys_for
 
     assert keys_for("darwin") == ("hosts",)  # vmnet-shared brings NAT, DHCP and DNS itself
-    assert keys_for("linux") == ("bridge", "address", "up", "forwarding", "nat", "bridge.conf", "bridge-helper", "dns", "hosts")
+    assert keys_for("linux") == ("bridge", "address", "up", "pod-routes", "forwarding", "nat", "bridge.conf", "bridge-helper", "dns", "hosts")
     with pytest.raises(errors.HostError, match="hostnet knows Linux and macOS, not sunos"):
         keys_for("sunos")

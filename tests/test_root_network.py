@@ -100,6 +100,12 @@ def test_the_vms_resolve_and_reach_each_other_the_host_and_the_world_through_its
     assert worker["code"] == 0 and "192.168.1.10" in worker["stdout"], worker
 
 
+def test_the_host_reaches_a_vms_pod_network_through_the_route_hostnet_added(facts):
+    assert facts["pod_address"]["code"] == 0, facts["pod_address"]["stderr"]
+    assert facts["pod_ping"]["code"] == 0 and "1 received" in facts["pod_ping"]["stdout"], facts["pod_ping"]
+    assert "10.1.0.0/16 via 192.168.1.11" in facts["set_up_routes"]
+
+
 def test_the_user_manages_the_root_started_vms_without_root_for_ls_exec_ssh_all_and_stop(facts):
     for step in ("ssh_all", "stop", "start", "up_again", "down", "reset", "setup"):
         assert facts[step]["code"] == 0, (step, facts[step]["stderr"])
