@@ -143,6 +143,7 @@ class Cluster:
     qemu_args: tuple[str, ...] = ()  # appended to every VM's qemu command line, after kubenet's own
     forward: tuple[Forward, ...] = ()  # host ports tunnelled into the cluster through its first VM
     pod_routes: bool = False  # `hostnet` routes 10.N.0.0/16 via VM N (the tutorial's pod CIDRs, ch. 6)
+    nfs: Path | None = None  # a host folder `hostnet` exports over NFS to the subnet (ch. 7); nfs: {path: …}
     # Not keys of cluster.yaml: where it was read from, and its VMs.
     source: Path = Path("cluster.yaml")
     vms: tuple[VM, ...] = ()

@@ -269,6 +269,7 @@ def _build(check: _Checker, data: Any, source: Path) -> Cluster:
         "qemu_args": lambda v, k: _qemu_args(check, v, k),
         "forward": lambda v, k: _forwards(check, v, k),
         "pod_routes": lambda v, k: check.boolean(v, k),
+        "nfs": lambda v, k: _nfs(check, v, k, base),
     }
     before = len(check.problems)
     values = check.each(top, parsers, lambda key: key)
@@ -370,6 +371,24 @@ def _forward(check: _Checker, item: Any, key: str) -> Forward:
     if not 1 <= int(to_port) <= 65535:
         check.fail(errors.BadValueError, f"{key}.to", f"port {to_port} is out of range; allowed: from 1 to 65535")
     return Forward(port, host, int(to_port))
+
+
+NFS_EXAMPLE = "e.g. nfs: {path: nfs-pvs}, relative to the cluster file"
+
+
+def _nfs(check: _Checker, value: Any, key: str, base: Path) -> Path | None:
+    """The folder to export, absolute: the provisioner is given it as nfs.path."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        check.fail(errors.WrongTypeError, key, f"expected a mapping with a path, got {_describe(value)}", NFS_EXAMPLE)
+    entries = check.mapping(value, key, ("path",))
+    if "path" not in entries:
+        check.fail(errors.BadValueError, key, "has no path", NFS_EXAMPLE)
+    path = Path(os.path.realpath(_path(check, entries["path"], f"{key}.path", base)))
+    if any(char in str(path) for char in '"\\'):
+        check.fail(errors.BadValueError, f"{key}.path", f"{shown(str(path))} holds a quote or a backslash, which an exports file cannot carry", "use a folder without them")
+    return path
 
 
 def _network(check: _Checker, value: Any) -> Network:

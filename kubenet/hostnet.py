@@ -1,11 +1,12 @@
 """The host side of bridge mode on Linux, made from cluster.yaml (`invoke hostnet`): what the
 tutorial's setuphost.sh did by hand.
 
-The pieces: the bridge with the host's address, IPv4 forwarding, NAT for the
-subnet out of every other interface (nftables, else iptables), `allow <bridge>`
-in qemu's bridge.conf, dnsmasq on the bridge address (DHCP by MAC, every
-cluster name, the rest forwarded to the host's own resolvers), and a block of
-names in /etc/hosts between markers. Each is checked first and added only if
+The pieces: the bridge with the host's address, routes to the pods' networks
+(`pod_routes: true`), IPv4 forwarding, NAT for the subnet out of every other
+interface (nftables, else iptables), `allow <bridge>` in qemu's bridge.conf,
+dnsmasq on the bridge address (DHCP by MAC, every cluster name, the rest
+forwarded to the host's own resolvers), an NFS export (`nfs:`, see nfsexport),
+and a block of names in /etc/hosts between markers. Each is checked first and added only if
 missing; what was added (and the forwarding setting found) is recorded, and
 `--remove` takes out exactly that. The record, dnsmasq's configuration and its
 pid file live in /var/lib/kubenet (or $KUBENET_HOSTNET_DIR).
@@ -24,8 +25,9 @@ from . import errors
 from .cluster import Cluster, NetworkMode
 from .fsutil import write_atomic
 from .network import hosts_lines
+from .nfsexport import NFS_PORT, darwin_exports_line, folder_owner, ganesha_conf, make_folder, wait_serving
 from .probe import bridge_helpers, bridge_link, ipv4_addresses, setuid_root
-from .process import kill, own_pid, run
+from .process import kill, own_pid, run, wait_for_exit
 
 STATE_ENV = "KUBENET_HOSTNET_DIR"
 
@@ -36,6 +38,7 @@ class Places:
     hosts: Path = Path("/etc/hosts")
     bridge_conf: Path = Path("/etc/qemu/bridge.conf")
     forwarding: Path = Path("/proc/sys/net/ipv4/ip_forward")
+    exports: Path = Path("/etc/exports")  # macOS's nfsd
     state: Path = Path("/var/lib/kubenet")
 
 
@@ -52,13 +55,22 @@ def markers(cluster: Cluster) -> tuple[str, str]:
 
 def with_hosts_block(text: str, cluster: Cluster) -> str:
     """`text` (an /etc/hosts) with the cluster's block, in place of an older one."""
+    return with_block(text, cluster, hosts_lines(cluster, NetworkMode.BRIDGE))
+
+
+def with_block(text: str, cluster: Cluster, lines: list[str]) -> str:
+    """`text` (a system file) with `lines` between the cluster's markers, in place of an older block."""
     begin, end = markers(cluster)
-    block = "\n".join([begin, *hosts_lines(cluster, NetworkMode.BRIDGE), end]) + "\n"
-    rest = without_hosts_block(text, cluster)
+    block = "\n".join([begin, *lines, end]) + "\n"
+    rest = without_block(text, cluster)
     return rest + ("" if not rest or rest.endswith("\n") else "\n") + block
 
 
 def without_hosts_block(text: str, cluster: Cluster) -> str:
+    return without_block(text, cluster)
+
+
+def without_block(text: str, cluster: Cluster) -> str:
     begin, end = markers(cluster)
     lines, kept, inside = text.splitlines(keepends=True), [], False
     for line in lines:
@@ -393,8 +405,104 @@ class HostsBlock(Piece):
         write_in_place(self.where.hosts, without_hosts_block(self.where.hosts.read_text(), self.cluster))
 
 
+class NfsServer(Piece):
+    """nfs-ganesha serving the cluster's NFS folder on the bridge address (see nfsexport)."""
+
+    key = "nfs"
+
+    def file(self, suffix: str) -> Path:
+        return self.where.state / f"ganesha-{self.cluster.name}.{suffix}"
+
+    @property
+    def folder(self) -> Path:
+        # the one exported when cluster.yaml no longer names one: `--remove` still says what it stops
+        return self.cluster.nfs or Path(self.record.get("nfs_folder", "(none)"))
+
+    @property
+    def recovery(self) -> Path:
+        return self.where.state / f"ganesha-{self.cluster.name}-recovery"
+
+    def conf_text(self) -> str:
+        return ganesha_conf(self.cluster, self.folder, folder_owner(self.folder), self.recovery)
+
+    def describe(self) -> str:
+        return f"an NFS export of {self.folder} to {self.network.subnet}, mounted as {self.network.host_address}:{self.folder} (nfs-ganesha)"
+
+    def pid(self) -> int | None:
+        return own_pid(self.file("pid"), str(self.file("conf")))
+
+    def present(self) -> bool:
+        conf = self.file("conf")
+        return self.folder.is_dir() and self.pid() is not None and conf.is_file() and conf.read_text() == self.conf_text()
+
+    def add(self) -> None:
+        self._stop()
+        self.record["nfs_folder"] = str(self.folder)
+        if not self.folder.exists():
+            make_folder(self.folder)
+            self.record["nfs_created"] = str(self.folder)
+        self.recovery.mkdir(mode=0o700, exist_ok=True)
+        write_atomic(self.file("conf"), self.conf_text().encode(), 0o644)
+        conf, pid, log = (str(self.file(suffix)) for suffix in ("conf", "pid", "log"))
+        run(["ganesha.nfsd", "-f", conf, "-p", pid, "-L", log],
+            missing_hint="install nfs-ganesha: `scripts/install-deps --nfs`")  # fmt: skip
+        if not wait_serving(str(self.network.host_address), lambda: self.pid() is not None):
+            raise errors.HostError(f"nfs-ganesha did not start serving on {self.network.host_address}:{NFS_PORT}", f"see {log}")
+
+    def remove(self) -> None:
+        self._stop()
+        for suffix in ("conf", "pid", "log"):
+            self.file(suffix).unlink(missing_ok=True)
+        shutil.rmtree(self.recovery, ignore_errors=True)
+        created = Path(self.record.get("nfs_created", "/nonexistent"))
+        if created.is_dir() and not any(created.iterdir()):
+            created.rmdir()  # made by hostnet and still empty; anything written there stays
+
+    def _stop(self) -> None:
+        running = self.pid()
+        if running is not None:
+            kill(running, 15)
+            wait_for_exit(running, 10)  # the port is free again before a new server takes it
+
+
+class NfsExports(Piece):
+    """macOS: the folder in /etc/exports between markers, served by the system's nfsd."""
+
+    key = "nfs-exports"
+
+    def lines(self) -> list[str]:
+        return [darwin_exports_line(self.cluster, self.cluster.nfs, folder_owner(self.cluster.nfs))]
+
+    def describe(self) -> str:
+        return f"an NFS export of {self.cluster.nfs or 'a folder'} to {self.network.subnet} in {self.where.exports} (nfsd)"
+
+    def present(self) -> bool:
+        exports = self.where.exports
+        text = exports.read_text() if exports.is_file() else ""
+        return self.cluster.nfs.is_dir() and with_block(text, self.cluster, self.lines()) == text
+
+    def add(self) -> None:
+        if not self.cluster.nfs.exists():
+            make_folder(self.cluster.nfs)
+            self.record["nfs_created"] = str(self.cluster.nfs)
+        exports = self.where.exports
+        before = exports.read_text() if exports.is_file() else ""
+        write_in_place(exports, with_block(before, self.cluster, self.lines()))
+        if run(["nfsd", "checkexports"], check=False).code != 0:
+            write_in_place(exports, before)
+            raise errors.HostError(f"nfsd refuses the export of {self.cluster.nfs}", "see `nfsd checkexports`")
+        run(["nfsd", "enable"], check=False)  # already enabled: it says so, and that is fine
+        run(["nfsd", "update"])
+
+    def remove(self) -> None:
+        exports = self.where.exports
+        if exports.is_file():
+            write_in_place(exports, without_block(exports.read_text(), self.cluster))
+            run(["nfsd", "update"], check=False)
+
+
 # In the order they are added (and removed in reverse).
-PIECES = (Bridge, Address, LinkUp, PodRoutes, Forwarding, Nat, BridgeConf, BridgeHelper, Dns, HostsBlock)
+PIECES = (Bridge, Address, LinkUp, PodRoutes, Forwarding, Nat, BridgeConf, BridgeHelper, Dns, NfsServer, HostsBlock, NfsExports)
 
 
 def pieces(cluster: Cluster, where: Places, record: dict) -> list[Piece]:
@@ -411,8 +519,18 @@ def write_in_place(path: Path, text: str) -> None:
 # ---- the command -------------------------------------------------------------------
 
 
-# macOS's vmnet-shared brings NAT, DHCP and DNS of its own: there, only the names.
-KEYS = {"linux": ("bridge", "address", "up", "pod-routes", "forwarding", "nat", "bridge.conf", "bridge-helper", "dns", "hosts"), "darwin": ("hosts",)}
+# macOS's vmnet-shared brings NAT, DHCP and DNS of its own: there, only the names and the NFS export.
+KEYS = {
+    "linux": ("bridge", "address", "up", "pod-routes", "forwarding", "nat", "bridge.conf", "bridge-helper", "dns", "nfs", "hosts"),
+    "darwin": ("hosts", "nfs-exports"),
+}
+# Pieces that only a key of cluster.yaml asks for.
+OPTIONAL = {"pod-routes": lambda cluster: cluster.pod_routes, "nfs": lambda cluster: cluster.nfs is not None,
+            "nfs-exports": lambda cluster: cluster.nfs is not None}  # fmt: skip
+
+
+def wanted_keys(cluster: Cluster, system: str) -> tuple[str, ...]:
+    return tuple(key for key in keys_for(system) if key not in OPTIONAL or OPTIONAL[key](cluster))
 
 
 def keys_for(system: str) -> tuple[str, ...]:
@@ -431,7 +549,7 @@ def set_up(cluster: Cluster, where: Places, dry_run: bool, say: Callable[[str], 
 
     check_root()
     host = probe_host(firmware_needed=False)
-    wanted = tuple(key for key in keys_for(host.system) if key != "pod-routes" or cluster.pod_routes)
+    wanted = wanted_keys(cluster, host.system)
     if not dry_run and "bridge" in wanted:
         check_bridge_subnet(cluster.network, host)
     where.state.mkdir(parents=True, exist_ok=True)

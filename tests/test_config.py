@@ -40,7 +40,7 @@ def test_an_empty_file_gives_the_defaults(cluster_file):
         (
             "colour: blue\n",
             errors.UnknownKeyError,
-            "cluster.yaml: colour: unknown key; allowed: name, roles, network, image, disk_size, user, ssh_key, templates, accel, tcg_tb_size, state_dir, ready, qemu_args, forward, pod_routes",
+            "cluster.yaml: colour: unknown key; allowed: name, roles, network, image, disk_size, user, ssh_key, templates, accel, tcg_tb_size, state_dir, ready, qemu_args, forward, pod_routes, nfs",
         ),
         (
             "roles:\n  - {name: worker, count: three}\n",
@@ -174,7 +174,7 @@ def test_every_mistake_in_a_file_is_reported_at_once_a_line_each(cluster_file, t
     with pytest.raises(errors.ConfigProblems) as excinfo:
         load(cluster_file, text)
     assert [line.replace(str(tmp_path / "cluster.yaml"), "cluster.yaml") for line in excinfo.value.lines()] == [
-        "cluster.yaml: colour: unknown key; allowed: name, roles, network, image, disk_size, user, ssh_key, templates, accel, tcg_tb_size, state_dir, ready, qemu_args, forward, pod_routes",
+        "cluster.yaml: colour: unknown key; allowed: name, roles, network, image, disk_size, user, ssh_key, templates, accel, tcg_tb_size, state_dir, ready, qemu_args, forward, pod_routes, nfs",
         "cluster.yaml: roles[0].count: expected a whole number, got a string ('three')",
         "cluster.yaml: roles[0].memory: '4X' is not allowed; allowed: a whole number with a unit K, M, G or T, e.g. 4G",
         "cluster.yaml: network.mode: 'nat' is not allowed; allowed: auto, vmnet-shared, bridge, user",
@@ -226,3 +226,16 @@ def test_only_a_regular_file_of_a_sane_size_is_read(tmp_path):
         # a FIFO without a writer, or an endless device, must not hang or fill memory
         done = subprocess.run([str(INVOKE), "--search-root", str(ROOT), "ls", "--config", path], capture_output=True, text=True, timeout=30)
         assert done.returncode == 1 and expected in done.stderr and len(done.stderr.splitlines()) == 1, (path, done.stderr)
+
+
+def test_the_nfs_folder_is_a_path_beside_the_cluster_file_and_its_mistakes_say_how_to_write_it(cluster_file, tmp_path):
+    assert load(cluster_file, "nfs: {path: nfs-pvs}\n").nfs == tmp_path / "nfs-pvs"
+    assert load(cluster_file, "nfs: {path: /srv/pvs}\n").nfs == Path("/srv/pvs")
+    with pytest.raises(errors.ConfigProblems) as excinfo:
+        load(cluster_file, "nfs: {folder: x}\n")
+    assert [line.replace(str(tmp_path / "cluster.yaml"), "cluster.yaml") for line in excinfo.value.lines()] == [
+        "cluster.yaml: nfs.folder: unknown key; allowed: path",
+        "cluster.yaml: nfs: has no path (hint: e.g. nfs: {path: nfs-pvs}, relative to the cluster file)",
+    ]
+    with pytest.raises(errors.BadValueError, match=r"nfs.path: .* holds a quote or a backslash"):
+        load(cluster_file, "nfs: {path: 'a\"b'}\n")

@@ -21,7 +21,7 @@ needs_namespaces = pytest.mark.skipif(
     reason="needs root, unshare, nft, dnsmasq, ip and qemu's bridge helper",
 )
 
-CLUSTER = "name: kh\nnetwork: {mode: bridge}\npod_routes: true\nroles:\n  - {name: control, count: 1}\n  - {name: worker, count: 1}\n"
+CLUSTER = "name: kh\nnetwork: {mode: bridge}\npod_routes: true\nnfs: {path: nfs-pvs}\nroles:\n  - {name: control, count: 1}\n  - {name: worker, count: 1}\n"
 HOSTS_BLOCK = [
     "# BEGIN kubenet kh",
     "192.168.1.1 vmhost.kubenet vmhost",
@@ -48,6 +48,7 @@ def test_the_hosts_block_is_added_once_and_taken_out_exactly(tmp_path):
 def test_hostnet_sets_up_the_bridge_side_idempotently_and_removes_exactly_what_it_added(tmp_path):
     config = tmp_path / "cluster.yaml"
     config.write_text(CLUSTER)
+    os.chown(tmp_path, 4242, 4343)  # the learner's checkout: the NFS folder is made as theirs
     for name in ("upper", "work", "qemu-upper", "qemu-work"):
         (tmp_path / name).mkdir()
     upper, work = tmp_path / "upper", tmp_path / "work"
@@ -92,6 +93,9 @@ def check(facts: dict, state: Path) -> None:
     assert up["routes"] == ["10.1.0.0/16 via 192.168.1.11"] and before["routes"] == []  # worker0's pods (the first VM has none)
     assert up["helper_mode"] & 0o4000 and not before["helper_mode"] & 0o4000  # qemu then runs as the user
     assert "\n".join(HOSTS_BLOCK) in up["hosts"]
+    # the NFS server listens on the bridge address alone, for the folder it made as the cluster file's owner has it
+    assert up["nfs_listeners"].split()[3] in ("192.168.1.1:2049", "[::ffff:192.168.1.1]:2049") and len(up["nfs_listeners"].splitlines()) == 1, up["nfs_listeners"]
+    assert facts["nfs_folder"] == {"is_dir": True, "owner": [4242, 4343]}
     assert up["dns"] == {"control0.kubenet": "192.168.1.10", "worker0": "192.168.1.11", "vmhost": "192.168.1.1", "kubernetes.kubenet": "192.168.1.21"}
 
     assert facts["gaps"] == []  # bridge-mode `up` finds what it needs
@@ -101,6 +105,7 @@ def check(facts: dict, state: Path) -> None:
     assert (removed["addresses"], removed["forwarding"], removed["nat"], removed["bridge_conf"]) == ([], "0", "", None)  # as before
     assert removed["helper_mode"] == before["helper_mode"] and removed["routes"] == []
     assert removed["hosts"] == before["hosts"]  # exactly as it was
+    assert removed["nfs_listeners"] == "" and facts["nfs_folder_after"] == {"is_dir": False}  # made empty by hostnet, so taken away
     assert list(state.iterdir()) == []  # the record and dnsmasq's files are gone with what they described
 
 
@@ -114,7 +119,26 @@ def test_on_macos_hostnet_writes_the_names_only():
     from kubenet import errors
     from kubenet.hostnet import keys_for
 
-    assert keys_for("darwin") == ("hosts",)  # vmnet-shared brings NAT, DHCP and DNS itself
-    assert keys_for("linux") == ("bridge", "address", "up", "pod-routes", "forwarding", "nat", "bridge.conf", "bridge-helper", "dns", "hosts")
+    assert keys_for("darwin") == ("hosts", "nfs-exports")  # vmnet-shared brings NAT, DHCP and DNS itself
+    assert keys_for("linux") == ("bridge", "address", "up", "pod-routes", "forwarding", "nat", "bridge.conf", "bridge-helper", "dns", "nfs", "hosts")
     with pytest.raises(errors.HostError, match="hostnet knows Linux and macOS, not sunos"):
         keys_for("sunos")
+
+
+def test_the_nfs_export_is_for_the_subnet_only_with_root_mapped_to_the_folders_owner(tmp_path):
+    from kubenet.hostnet import with_block, without_block
+    from kubenet.nfsexport import darwin_exports_line, ganesha_conf
+
+    cluster = build_cluster({"name": "kh", "nfs": {"path": "nfs pvs"}}, tmp_path / "c.yaml")
+    folder = tmp_path / "nfs pvs"
+    assert cluster.nfs == folder  # relative to the cluster file; the provisioner's nfs.path
+    conf = ganesha_conf(cluster, folder, (501, 20), tmp_path / "recovery")
+    for line in ("Bind_addr = 192.168.1.1;", f'Path = "{folder}";', f'Pseudo = "{folder}";', "Access_Type = None;",
+                 "Clients = 192.168.1.0/24;", "Squash = Root_Squash;", "Anonymous_Uid = 501;", "Anonymous_Gid = 20;"):  # fmt: skip
+        assert any(written.strip().startswith(line) for written in conf.splitlines()), line
+    line = darwin_exports_line(cluster, folder, (501, 20))
+    assert line == f'"{folder}" -alldirs -maproot=501 -network 192.168.1.0 -mask 255.255.255.0'
+    mine = "/Users/me/share -ro\n"
+    added = with_block(mine, cluster, [line])
+    assert added == f"{mine}# BEGIN kubenet kh\n{line}\n# END kubenet kh\n" and with_block(added, cluster, [line]) == added
+    assert without_block(added, cluster) == mine

@@ -18,6 +18,11 @@ from kubenet.config import load_cluster
 from kubenet.probe import bridge_side_gaps
 
 INVOKE, ROOT, CONFIG = sys.argv[1:4]
+NFS_FOLDER = Path(CONFIG).parent / "nfs-pvs"
+
+
+def folder(path: Path) -> dict:
+    return {"is_dir": True, "owner": [path.stat().st_uid, path.stat().st_gid]} if path.is_dir() else {"is_dir": False}
 
 
 def invoke(*args: str) -> dict:
@@ -57,9 +62,11 @@ try:
     facts["after_dry_run"] = state()
     facts["first"] = invoke()
     facts["set_up"] = state()
+    facts["nfs_folder"] = folder(NFS_FOLDER)
     facts["gaps"] = bridge_side_gaps(load_cluster(Path(CONFIG)).network)  # what bridge-mode `up` checks before launching
     facts["second"] = invoke()
 finally:
     facts["remove"] = invoke("--remove")  # also when a step above failed: dnsmasq must not outlive the test
 facts["removed"] = state()
+facts["nfs_folder_after"] = folder(NFS_FOLDER)
 print(json.dumps(facts))

@@ -27,5 +27,6 @@ def host_side(nat_table: str) -> dict:
         "hosts": Path("/etc/hosts").read_text(),
         "helper_mode": HELPER.stat().st_mode & 0o7777,
         "dns_listeners": out("ss", "-Hlnu", "sport = :53"),
+        "nfs_listeners": out("ss", "-Hlnt", "sport = :2049"),
         "routes": sorted(f"{r['dst']} via {r['gateway']}" for r in json.loads(out("ip", "-j", "route", "show") or "[]") if "gateway" in r and r["dst"].startswith("10.")),
     }

@@ -30,10 +30,12 @@ PACKAGES = [
     # dropbear's SFTP subsystem runs /usr/lib/sftp-server: scp speaks SFTP (`invoke cp`)
     "openssh-sftp-server",
 ]  # fmt: skip
-# virtio (the balloon: free page reporting), network, seed ISO and ACPI power-button drivers, in an order that satisfies their dependencies
+# virtio (the balloon: free page reporting), network, seed ISO, ACPI power-button and NFS client drivers, in an order that satisfies their dependencies
 MODULES = [
     "virtio_ring", "virtio", "virtio_pci_modern_dev", "virtio_pci_legacy_dev", "virtio_pci", "virtio-rng", "virtio_balloon",
     "virtio_blk", "failover", "net_failover", "virtio_net", "cdrom", "isofs", "button", "evdev", "virtio_console",
+    # the NFSv4 client, to mount what `hostnet` exports (nfs:)
+    "sunrpc", "grace", "lockd", "netfs", "fscache", "nfs", "dns_resolver", "nfsv4",
 ]  # fmt: skip
 RECIPE = ["build.py", "init", "inittab", "rc.kubenet", "udhcpc.script", "acpi-power"]
 
