@@ -53,6 +53,7 @@ NFS_CORE_PARAM {{
 NFSV4 {{
     Graceless = true;  # a restarted server serves at once; NFSv4 clients reclaim nothing here
     RecoveryRoot = "{recovery}";
+    Only_Numeric_Owners = true;  # owners as uids, as the VMs and the host number them: no idmapd needed
 }}
 EXPORT {{
     Export_Id = 1;

@@ -106,6 +106,15 @@ def test_the_host_reaches_a_vms_pod_network_through_the_route_hostnet_added(fact
     assert "10.1.0.0/16 via 192.168.1.11" in facts["set_up_routes"]
 
 
+def test_a_worker_mounts_the_nfs_export_and_the_host_sees_what_it_wrote_as_the_folders_owner(facts):
+    assert facts["nfs_mount"]["code"] == 0, facts["nfs_mount"]["stderr"]
+    uid = facts["user_uid"]
+    assert facts["nfs_file"] == {"uid": uid, "text": "written-by-worker0\n"}  # root in the VM wrote as the learner
+    assert f" {uid} " in facts["nfs_mount"]["stdout"]  # and the guest sees that owner too
+    assert facts["nfs_server_after_remove"] == ""  # `--remove` stopped the server
+    assert facts["nfs_file_after_remove"] == facts["nfs_file"]  # and left what the cluster wrote
+
+
 def test_the_user_manages_the_root_started_vms_without_root_for_ls_exec_ssh_all_and_stop(facts):
     for step in ("ssh_all", "stop", "start", "up_again", "down", "reset", "setup"):
         assert facts[step]["code"] == 0, (step, facts[step]["stderr"])

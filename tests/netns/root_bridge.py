@@ -27,6 +27,7 @@ EDGE, OUTSIDE = "10.77.0.1", "10.77.0.2"  # the host's address toward the outsid
 HOME = WORK_DIR / "home"
 CONFIG = HOME / "cluster.yaml"
 STATE = HOME / "state"
+NFS_FOLDER = HOME / "nfs-pvs"  # made by hostnet (nfs: in the cluster file), as the user's
 TMUX_SOCKET = WORK_DIR / "tmux" / "sock"
 SUDO_LOG = HOME / "sudo.log"
 
@@ -97,6 +98,7 @@ def make_user() -> pwd.struct_passwd:
         "  - {name: worker, count: 1, vcpus: 1, memory: 256M}\n"
         "network: {mode: bridge}\n"
         "pod_routes: true\n"
+        "nfs: {path: nfs-pvs}\n"
         f"image: {{kind: kernel, kernel: {HOME / Path(KERNEL).name}, initrd: {HOME / Path(INITRD).name}}}\n"
         f"ssh_key: {HOME / 'id_ed25519.pub'}\n"
         f"state_dir: {STATE}\n"
@@ -190,12 +192,17 @@ def cmdline(pid: int) -> bytes:
         return b""
 
 
+def owned_text(path: Path) -> dict | None:
+    return {"uid": path.stat().st_uid, "text": path.read_text()} if path.is_file() else None
+
+
 def main() -> None:
     facts: dict = {}
     helpers: list[subprocess.Popen] = []
     pids: set[int] = set()
     try:
         user = make_user()
+        facts["user_uid"] = user.pw_uid
         helpers = make_outside()
         facts["before"] = host_side("kubenet-kr")
         hostnet_env = {**os.environ, "KUBENET_HOSTNET_DIR": str(WORK_DIR / "hostnet")}
@@ -225,6 +232,11 @@ def main() -> None:
                                        "worker0", "busybox ip addr add 10.1.0.1/32 dev lo")  # fmt: skip
         ping = run("ping", "-c", "1", "-W", "5", "10.1.0.1", check=False)
         facts["pod_ping"] = {"code": ping.returncode, "stdout": ping.stdout}
+        # the provisioner's mount of ch. 7, by worker0's root: the file lands on the host as the folder's owner
+        facts["nfs_mount"] = as_user("nfs-mount", "ssh", "-F", str(STATE / "ssh_config"), "-o", "BatchMode=yes", "-l", "root", "worker0",
+                                     f"mkdir -p /mnt/pvs && mount -t nfs4 -o vers=4.1,addr=192.168.1.1 'vmhost:{NFS_FOLDER}' /mnt/pvs"
+                                     " && echo written-by-worker0 > /mnt/pvs/claim && ls -ln /mnt/pvs && umount /mnt/pvs")  # fmt: skip
+        facts["nfs_file"] = owned_text(NFS_FOLDER / "claim")
         facts["ssh_all"] = invoke("ssh-all", "ssh-all", "--no-attach")
         facts["stop"] = invoke("stop", "stop", "--name", "worker0", "--timeout", "30")
         facts["after_stop"] = listing("ls")
@@ -255,6 +267,8 @@ def main() -> None:
         done = run(INVOKE, "--search-root", ROOT, "hostnet", "--remove", "--config", str(CONFIG), check=False,
                    env={**os.environ, "KUBENET_HOSTNET_DIR": str(WORK_DIR / "hostnet")})  # fmt: skip
         facts["remove"] = {"code": done.returncode, "stderr": done.stderr}
+        facts["nfs_file_after_remove"] = owned_text(NFS_FOLDER / "claim")  # what the cluster wrote is the user's, and stays
+        facts["nfs_server_after_remove"] = run("ss", "-Hlnt", "sport = :2049").stdout
         facts["removed"] = host_side("kubenet-kr")
         for socket in (TMUX_SOCKET, Path(f"{TMUX_SOCKET}.root")):
             run("tmux", "-S", str(socket), "kill-server", check=False)
