@@ -81,7 +81,7 @@ down: venv ## power every VM off (ACPI, then quit, then kill) and remove the clu
 destroy: venv ## power every VM off and delete state_dir with every VM's disk (asks first; the image cache stays)
 	@$(INVOKE) destroy --config $(CONFIG)
 
-hostnet: venv ## Linux, bridge mode: make the host side (bridge, forwarding, NAT, DNS/DHCP, /etc/hosts); asks sudo once
+hostnet: venv ## Linux, bridge mode: make the host side (bridge, forwarding, NAT, DNS/DHCP, /etc/hosts, pod routes, NFS); asks sudo once
 	@scripts/install-deps --hostnet
 	@if [ "$$(id -u)" = 0 ]; then $(INVOKE) hostnet --config $(CONFIG); else sudo $(INVOKE) hostnet --config $(CONFIG); fi
 

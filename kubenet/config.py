@@ -282,7 +282,17 @@ def _build(check: _Checker, data: Any, source: Path) -> Cluster:
     cluster = replace(cluster, vms=expand_vms(cluster.roles, cluster.network))
     _check_names(check, cluster)
     _check_capacity(check, cluster)
+    _check_nfs_folder(check, cluster)
     return cluster
+
+
+def _check_nfs_folder(check: _Checker, cluster: Cluster) -> None:
+    """The export is read-write for every VM: it must not hold the cluster's own files
+    (state_dir has its disks and host keys), as `.`, `~` or `/` would."""
+    own = (cluster.state_dir, Path(os.path.realpath(cluster.source.absolute())))
+    if cluster.nfs is not None and any(path == cluster.nfs or cluster.nfs in path.parents for path in own):
+        check.note(errors.BadValueError, "nfs.path", f"{cluster.nfs} holds the cluster file or state_dir, whose disks and keys every VM could then read and change",
+                   "give the export a folder of its own, e.g. nfs-pvs")  # fmt: skip
 
 
 def _roles(check: _Checker, value: Any) -> tuple[Role, ...]:

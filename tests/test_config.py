@@ -239,3 +239,6 @@ def test_the_nfs_folder_is_a_path_beside_the_cluster_file_and_its_mistakes_say_h
     ]
     with pytest.raises(errors.BadValueError, match=r"nfs.path: .* holds a quote or a backslash"):
         load(cluster_file, "nfs: {path: 'a\"b'}\n")
+    for folder in (".", "/", str(tmp_path.parent)):  # the checkout, the machine, what holds them
+        with pytest.raises(errors.BadValueError, match=r"nfs.path: .* holds the cluster file or state_dir"):
+            load(cluster_file, f"nfs: {{path: '{folder}'}}\n")
