@@ -15,7 +15,9 @@ The cluster and the machine
   paths *       where each file lives (state_dir, the per-user cache)
   statedir      state_dir is the user's alone and kubenet's own; the cluster lock
   hostnet       the host side of bridge mode (`invoke hostnet`): bridge, forwarding, NAT,
-                DNS and DHCP, /etc/hosts; made from cluster.yaml, undone exactly
+                DNS and DHCP, /etc/hosts, pod routes, NFS; made from cluster.yaml, undone exactly
+  nfsexport     the NFS export of a host folder to the VMs (`nfs:`): its server's configuration *
+  podroutes     the host's routes to the pods' networks (`pod_routes:`); macOS's, kept by `up`
 
 Preparing VMs (`make setup`, `invoke vmsetup`)
   image         the base image: download, verify, content-addressed cache

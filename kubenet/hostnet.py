@@ -25,6 +25,7 @@ from . import errors
 from .cluster import Cluster, NetworkMode
 from .fsutil import write_atomic
 from .network import hosts_lines
+from .podroutes import pod_routes
 from .nfsexport import NFS_PORT, darwin_exports_line, folder_owner, ganesha_conf, make_folder, wait_serving
 from .probe import bridge_helpers, bridge_link, ipv4_addresses, setuid_root
 from .process import kill, own_pid, run, wait_for_exit
@@ -206,11 +207,6 @@ class LinkUp(Piece):
 
     def remove(self) -> None:
         pass  # the bridge goes, or stays as the user had it
-
-
-def pod_routes(cluster: Cluster) -> list[tuple[str, str]]:
-    """The tutorial's pod CIDRs (ch. 6): 10.N.0.0/16 via VM N, for every VM but the first (the gateway)."""
-    return [(f"10.{vm.id}.0.0/16", str(vm.ip)) for vm in cluster.vms if vm.id > 0]
 
 
 class PodRoutes(Piece):

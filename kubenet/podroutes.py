@@ -1,0 +1,62 @@
+"""The host's routes to the pods' networks of the tutorial's ch. 6 (`pod_routes: true`):
+10.N.0.0/16 via VM N, for every VM but the first (the gateway runs no pods).
+
+On Linux `hostnet` adds them beside the bridge. On macOS vmnet-shared makes its bridge
+when the first VM starts and takes it, with every route through it, when the last one
+stops; so there `up` adds the missing routes again once the VMs run, with route(8) as
+root, as the tutorial's setuproutes.sh did.
+"""
+
+from __future__ import annotations
+
+from ipaddress import IPv4Network
+from typing import Callable
+
+from .cluster import Cluster
+
+
+def pod_routes(cluster: Cluster) -> list[tuple[str, str]]:
+    """(network, via) for every VM but the first."""
+    return [(f"10.{vm.id}.0.0/16", str(vm.ip)) for vm in cluster.vms if vm.id > 0]
+
+
+def darwin_destination(text: str) -> str | None:
+    """A destination as macOS's `netstat -rn` abbreviates it ("10.1/16") in full ("10.1.0.0/16")."""
+    address, _, prefix = text.partition("/")
+    octets = address.split(".")
+    if not prefix or not 1 <= len(octets) <= 4 or not all(octet.isdigit() for octet in octets):
+        return None
+    try:
+        return str(IPv4Network(f"{'.'.join(octets + ['0'] * (4 - len(octets)))}/{prefix}"))
+    except ValueError:
+        return None
+
+
+def darwin_routes(netstat: str) -> set[tuple[str, str]]:
+    """(network, gateway) of each route in `netstat -rn -f inet`'s table."""
+    routes = set()
+    for line in netstat.splitlines():
+        words = line.split()
+        destination = darwin_destination(words[0]) if len(words) >= 2 else None
+        if destination is not None:
+            routes.add((destination, words[1]))
+    return routes
+
+
+def missing_routes(cluster: Cluster, present: set[tuple[str, str]]) -> list[tuple[str, str]]:
+    return [route for route in pod_routes(cluster) if route not in present]
+
+
+def darwin_route_argv(network: str, via: str) -> list[str]:
+    return ["sudo", "--", "/sbin/route", "-n", "add", "-net", network, via]
+
+
+def keep_darwin_routes(cluster: Cluster, say: Callable[[str], None]) -> None:
+    """Add the pod routes macOS dropped with its last VM (sudo asks here, in the foreground)."""
+    from .process import run, run_attached
+
+    missing = missing_routes(cluster, darwin_routes(run(["netstat", "-rn", "-f", "inet"]).stdout))
+    failed = [network for network, via in missing if run_attached(darwin_route_argv(network, via)) != 0]
+    if missing:
+        added = len(missing) - len(failed)
+        say(f"kubenet: pod routes: added {added} of {len(missing)}" + (f"; not added: {' '.join(failed)}" if failed else ""))

@@ -1,0 +1,36 @@
+"""The pod routes of ch. 6 as data, and what macOS's routing table says of them (pure)."""
+
+from pathlib import Path
+
+from kubenet.config import build_cluster
+from kubenet.podroutes import darwin_destination, darwin_route_argv, darwin_routes, missing_routes, pod_routes
+
+# `netstat -rn -f inet` on macOS with one VM's pod route in place
+NETSTAT = """\
+Routing tables
+
+Internet:
+Destination        Gateway            Flags               Netif Expire
+default            192.168.0.1        UGScg                 en0
+10.1/16            192.168.1.11       UGSc            bridge100
+127                127.0.0.1          UCS                   lo0
+127.0.0.1          127.0.0.1          UH                    lo0
+192.168.1          link#22            UC              bridge100      !
+192.168.1.11       52:52:52:0:0:1     UHLWIi          bridge100   1172
+"""
+
+
+def test_every_vm_but_the_gateway_has_its_pods_network_routed_to_it():
+    cluster = build_cluster({}, Path("/tmp/c.yaml"))  # the tutorial's seven VMs
+    assert pod_routes(cluster) == [(f"10.{n}.0.0/16", f"192.168.1.{10 + n}") for n in range(1, 7)]
+
+
+def test_macos_abbreviated_destinations_are_read_in_full_and_only_missing_routes_are_added():
+    assert darwin_destination("10.1/16") == "10.1.0.0/16"
+    assert darwin_destination("192.168.1.11") is None and darwin_destination("default") is None
+    assert darwin_destination("10.300/16") is None and darwin_destination("Destination") is None
+    present = darwin_routes(NETSTAT)
+    assert ("10.1.0.0/16", "192.168.1.11") in present
+    cluster = build_cluster({"roles": [{"name": "gateway", "count": 1}, {"name": "worker", "count": 2}]}, Path("/tmp/c.yaml"))
+    assert missing_routes(cluster, present) == [("10.2.0.0/16", "192.168.1.12")]
+    assert darwin_route_argv("10.2.0.0/16", "192.168.1.12") == ["sudo", "--", "/sbin/route", "-n", "add", "-net", "10.2.0.0/16", "192.168.1.12"]
