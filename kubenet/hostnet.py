@@ -26,7 +26,7 @@ from .cluster import Cluster, NetworkMode
 from .fsutil import write_atomic
 from .network import hosts_lines
 from .podroutes import pod_routes
-from .nfsexport import NFS_PORT, darwin_exports_line, folder_owner, ganesha_conf, make_folder, wait_serving
+from .nfsexport import NFS_PORT, answers, darwin_exports_line, folder_owner, ganesha_conf, make_folder, wait_serving
 from .probe import bridge_helpers, bridge_link, ipv4_addresses, setuid_root
 from .process import kill, own_pid, run, wait_for_exit
 
@@ -432,7 +432,12 @@ class NfsServer(Piece):
         return self.folder.is_dir() and self.pid() is not None and conf.is_file() and conf.read_text() == self.conf_text()
 
     def add(self) -> None:
+        if shutil.which("ganesha.nfsd") is None:  # before anything is made
+            raise errors.HostError("nfs: needs an NFS server, and nfs-ganesha is not installed", "install it: `scripts/install-deps --nfs`")
         self._stop()
+        if answers(str(self.network.host_address)):  # the host's own nfsd, say, on every address
+            raise errors.HostError(f"another program serves {self.network.host_address}:{NFS_PORT} (the host's own NFS server?)",
+                                   "stop it (`systemctl stop nfs-server`), or export the folder with it yourself and leave nfs: out")  # fmt: skip
         self.record["nfs_folder"] = str(self.folder)
         if not self.folder.exists():
             make_folder(self.folder)
@@ -440,14 +445,17 @@ class NfsServer(Piece):
         self.recovery.mkdir(mode=0o700, exist_ok=True)
         write_atomic(self.file("conf"), self.conf_text().encode(), 0o644)
         conf, pid, log = (str(self.file(suffix)) for suffix in ("conf", "pid", "log"))
-        run(["ganesha.nfsd", "-f", conf, "-p", pid, "-L", log],
-            missing_hint="install nfs-ganesha: `scripts/install-deps --nfs`")  # fmt: skip
+        run(["ganesha.nfsd", "-f", conf, "-p", pid, "-L", log])
         if not wait_serving(str(self.network.host_address), lambda: self.pid() is not None):
+            self._clear(keep_log=True)  # nothing half-made stays, but what the server said
             raise errors.HostError(f"nfs-ganesha did not start serving on {self.network.host_address}:{NFS_PORT}", f"see {log}")
 
     def remove(self) -> None:
+        self._clear(keep_log=False)
+
+    def _clear(self, keep_log: bool) -> None:
         self._stop()
-        for suffix in ("conf", "pid", "log"):
+        for suffix in ("conf", "pid") if keep_log else ("conf", "pid", "log"):
             self.file(suffix).unlink(missing_ok=True)
         shutil.rmtree(self.recovery, ignore_errors=True)
         created = Path(self.record.get("nfs_created", "/nonexistent"))

@@ -92,13 +92,20 @@ def make_folder(folder: Path) -> None:
     os.chown(folder, uid, gid)
 
 
+def answers(address: str) -> bool:
+    """Whether something accepts connections on the NFS port of `address`."""
+    try:
+        with socket.create_connection((address, NFS_PORT), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
 def wait_serving(address: str, alive, timeout: float = 15) -> bool:
     """Whether the server accepts connections on `address` before `timeout`, while `alive()`."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and alive():
-        try:
-            with socket.create_connection((address, NFS_PORT), timeout=1):
-                return True
-        except OSError:
-            time.sleep(0.1)
+        if answers(address):
+            return True
+        time.sleep(0.1)
     return False

@@ -85,6 +85,12 @@ def check(facts: dict, state: Path) -> None:
     assert facts["dry_run"]["code"] == 0 and "would add bridge kubr0" in facts["dry_run"]["stderr"]
     assert facts["after_dry_run"] == before  # a dry run changes nothing
 
+    taken = facts["port_taken"]
+    assert taken["code"] == 1 and taken["stderr"].strip().splitlines()[-1] == (
+        "kubenet: error: another program serves 192.168.1.1:2049 (the host's own NFS server?) "
+        "(hint: stop it (`systemctl stop nfs-server`), or export the folder with it yourself and leave nfs: out)"
+    ), taken["stderr"]
+    assert facts["port_taken_left"] == {"state": [], "folder": {"is_dir": False}}
     assert facts["first"]["code"] == 0, facts["first"]["stderr"]
     up = facts["set_up"]
     assert up["addresses"] == ["192.168.1.1/24"] and up["up"] and up["forwarding"] == "1"

@@ -5,6 +5,7 @@ argv: invoke search-root config
 """
 
 import json
+import os
 import random
 import socket
 import struct
@@ -19,6 +20,12 @@ from kubenet.probe import bridge_side_gaps
 
 INVOKE, ROOT, CONFIG = sys.argv[1:4]
 NFS_FOLDER = Path(CONFIG).parent / "nfs-pvs"
+STATE = Path(os.environ["KUBENET_HOSTNET_DIR"])
+# it lets the prober close first, so no TIME_WAIT keeps the port from the server that follows
+TAKE_NFS_PORT = (
+    "import socket; s = socket.socket(); s.bind(('0.0.0.0', 2049)); s.listen(); print('listening', flush=True)\n"
+    "while True: s.accept()[0].recv(1)"
+)
 
 
 def folder(path: Path) -> dict:
@@ -60,6 +67,15 @@ facts = {"before": state()}
 try:
     facts["dry_run"] = invoke("--dry-run")
     facts["after_dry_run"] = state()
+    # a server of the host's own on the NFS port, on every address: refused in one line, nothing of the export made
+    taken = subprocess.Popen([sys.executable, "-c", TAKE_NFS_PORT], stdout=subprocess.PIPE)
+    try:
+        taken.stdout.readline()  # it listens
+        facts["port_taken"] = invoke()
+        facts["port_taken_left"] = {"state": sorted(path.name for path in STATE.glob("ganesha-*")), "folder": folder(NFS_FOLDER)}
+    finally:
+        taken.kill()
+        taken.wait()
     facts["first"] = invoke()
     facts["set_up"] = state()
     facts["nfs_folder"] = folder(NFS_FOLDER)
