@@ -25,7 +25,7 @@ from . import errors
 from .cluster import Cluster, NetworkMode
 from .fsutil import write_atomic
 from .network import hosts_lines
-from .podroutes import pod_routes
+from .podroutes import linux_routes, missing_routes, pod_routes
 from .nfsexport import NFS_PORT, answers, darwin_exports_line, folder_owner, ganesha_conf, make_folder, wait_serving
 from .probe import bridge_helpers, bridge_link, ipv4_addresses, setuid_root
 from .process import kill, own_pid, run, wait_for_exit
@@ -217,9 +217,7 @@ class PodRoutes(Piece):
         return f"routes to the pods' networks, {routes[0][0]} via {routes[0][1]} to {routes[-1][0]} via {routes[-1][1]}" if routes else "no pod routes"
 
     def present(self) -> bool:
-        shown = json.loads(run(["ip", "-j", "route", "show"]).stdout or "[]")
-        have = {(route.get("dst"), route.get("gateway")) for route in shown}
-        return all((net, via) in have for net, via in pod_routes(self.cluster))
+        return not missing_routes(self.cluster, linux_routes())
 
     def add(self) -> None:
         for net, via in pod_routes(self.cluster):

@@ -322,10 +322,13 @@ def up_and_wait(
         from .provision import REPROVISION_NOTE
 
         say(f"kubenet: {' '.join(result.reprovisioning)} re-provision{'s' if len(result.reprovisioning) == 1 else ''} at this boot: {REPROVISION_NOTE}")
-    if cluster.pod_routes and target.host.system == "darwin" and (result.started or result.already_running):
-        from .podroutes import keep_darwin_routes
+    if cluster.pod_routes and (result.started or result.already_running):
+        from .podroutes import keep_darwin_routes, linux_routes, missing_routes
 
-        keep_darwin_routes(cluster, say)  # macOS took them away with the last VM
+        if target.host.system == "darwin":
+            keep_darwin_routes(cluster, say)  # macOS took them away with the last VM
+        elif target.mode == NetworkMode.BRIDGE and missing_routes(cluster, linux_routes()):
+            say("kubenet: warning: the routes to the pods' networks are missing (pod_routes: true); run `make hostnet` to add them")
     for name, words in result.failed.items():
         say(f"kubenet: {name}: qemu exited as it started: {words}")
         say_disk_damage(cluster, name, say)

@@ -43,6 +43,16 @@ def darwin_routes(netstat: str) -> set[tuple[str, str]]:
     return routes
 
 
+def linux_routes() -> set[tuple[str, str]]:
+    """(network, gateway) of each route in the main table (`ip -j route`, readable by anyone)."""
+    import json
+
+    from .process import run
+
+    shown = json.loads(run(["ip", "-j", "route", "show"]).stdout or "[]")
+    return {(route.get("dst"), route.get("gateway")) for route in shown}
+
+
 def missing_routes(cluster: Cluster, present: set[tuple[str, str]]) -> list[tuple[str, str]]:
     return [route for route in pod_routes(cluster) if route not in present]
 

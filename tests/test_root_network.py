@@ -104,6 +104,9 @@ def test_the_host_reaches_a_vms_pod_network_through_the_route_hostnet_added(fact
     assert facts["pod_address"]["code"] == 0, facts["pod_address"]["stderr"]
     assert facts["pod_ping"]["code"] == 0 and "1 received" in facts["pod_ping"]["stdout"], facts["pod_ping"]
     assert "10.1.0.0/16 via 192.168.1.11" in facts["set_up_routes"]
+    # once the route is gone, `make up` says so and how to make it again
+    said = "kubenet: warning: the routes to the pods' networks are missing (pod_routes: true); run `make hostnet` to add them"
+    assert said in facts["up_again"]["stderr"].splitlines(), facts["up_again"]["stderr"]
 
 
 def test_a_worker_mounts_the_nfs_export_and_the_host_sees_what_it_wrote_as_the_folders_owner(facts):
