@@ -16,7 +16,8 @@ The cluster and the machine
   statedir      state_dir is the user's alone and kubenet's own; the cluster lock
   hostnet       the host side of bridge mode (`invoke hostnet`): bridge, forwarding, NAT,
                 DNS and DHCP, /etc/hosts, pod routes, NFS; made from cluster.yaml, undone exactly
-  nfsexport     the NFS export of a host folder to the VMs (`nfs:`): its server's configuration *
+  hostpiece     what hostnet's pieces share: the host's files, the piece, blocks between markers
+  nfsexport     the NFS export of a host folder to the VMs (`nfs:`): nfs-ganesha on Linux, nfsd on macOS
   podroutes     the host's routes to the pods' networks (`pod_routes:`); macOS's, kept by `up`
 
 Preparing VMs (`make setup`, `invoke vmsetup`)

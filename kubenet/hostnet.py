@@ -5,7 +5,7 @@ The pieces: the bridge with the host's address, routes to the pods' networks
 (`pod_routes: true`), IPv4 forwarding, NAT for the subnet out of every other
 interface (nftables, else iptables), `allow <bridge>` in qemu's bridge.conf,
 dnsmasq on the bridge address (DHCP by MAC, every cluster name, the rest
-forwarded to the host's own resolvers), an NFS export (`nfs:`, see nfsexport),
+forwarded to the host's own resolvers), an NFS export (`nfs:`, in nfsexport),
 and a block of names in /etc/hosts between markers. Each is checked first and added only if
 missing; what was added (and the forwarding setting found) is recorded, and
 `--remove` takes out exactly that. The record, dnsmasq's configuration and its
@@ -17,41 +17,20 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Callable
 
 from . import errors
 from .cluster import Cluster, NetworkMode
 from .fsutil import write_atomic
+from .hostpiece import Piece, Places, with_block, without_block, write_in_place
 from .network import hosts_lines
-from .podroutes import linux_routes, missing_routes, pod_routes
-from .nfsexport import NFS_PORT, answers, darwin_exports_line, folder_owner, ganesha_conf, make_folder, wait_serving
+from .nfsexport import NfsExports, NfsServer
+from .podroutes import PodRoutes
 from .probe import bridge_helpers, bridge_link, ipv4_addresses, setuid_root
-from .process import kill, own_pid, run, wait_for_exit
-
-STATE_ENV = "KUBENET_HOSTNET_DIR"
-
-
-@dataclass(frozen=True)
-class Places:
-    root: Path = Path("/")  # where qemu's bridge helper is looked for
-    hosts: Path = Path("/etc/hosts")
-    bridge_conf: Path = Path("/etc/qemu/bridge.conf")
-    forwarding: Path = Path("/proc/sys/net/ipv4/ip_forward")
-    exports: Path = Path("/etc/exports")  # macOS's nfsd
-    state: Path = Path("/var/lib/kubenet")
-
-
-def places(environ: Mapping[str, str] = os.environ) -> Places:
-    return Places(state=Path(environ[STATE_ENV])) if environ.get(STATE_ENV) else Places()
-
+from .process import kill, own_pid, run
 
 # ---- what the pieces contain: pure ------------------------------------------------
-
-
-def markers(cluster: Cluster) -> tuple[str, str]:
-    return f"# BEGIN kubenet {cluster.name}", f"# END kubenet {cluster.name}"
 
 
 def with_hosts_block(text: str, cluster: Cluster) -> str:
@@ -59,29 +38,8 @@ def with_hosts_block(text: str, cluster: Cluster) -> str:
     return with_block(text, cluster, hosts_lines(cluster, NetworkMode.BRIDGE))
 
 
-def with_block(text: str, cluster: Cluster, lines: list[str]) -> str:
-    """`text` (a system file) with `lines` between the cluster's markers, in place of an older block."""
-    begin, end = markers(cluster)
-    block = "\n".join([begin, *lines, end]) + "\n"
-    rest = without_block(text, cluster)
-    return rest + ("" if not rest or rest.endswith("\n") else "\n") + block
-
-
 def without_hosts_block(text: str, cluster: Cluster) -> str:
     return without_block(text, cluster)
-
-
-def without_block(text: str, cluster: Cluster) -> str:
-    begin, end = markers(cluster)
-    lines, kept, inside = text.splitlines(keepends=True), [], False
-    for line in lines:
-        if line.rstrip("\n") == begin:
-            inside = True
-        elif line.rstrip("\n") == end and inside:
-            inside = False
-        elif not inside:
-            kept.append(line)
-    return "".join(kept)
 
 
 def dnsmasq_conf(cluster: Cluster, names_file: Path, leases: Path) -> str:
@@ -130,31 +88,7 @@ def iptables_rule(cluster: Cluster) -> list[str]:
     ]  # fmt: skip
 
 
-# ---- the pieces: one change to the host each, its check, add and remove side by side ----
-
-
-class Piece:
-    """One change to the host: whether it is in place, how to make it, how to unmake it.
-
-    `record` is what hostnet remembers of this cluster between runs (what it added,
-    what it found); a piece may note there what its removal needs to know."""
-
-    key = ""
-
-    def __init__(self, cluster: Cluster, where: Places, record: dict):
-        self.cluster, self.network, self.where, self.record = cluster, cluster.network, where, record
-
-    def describe(self) -> str:
-        raise NotImplementedError
-
-    def present(self) -> bool:
-        raise NotImplementedError
-
-    def add(self) -> None:
-        raise NotImplementedError
-
-    def remove(self) -> None:
-        raise NotImplementedError
+# ---- the pieces of the bridge side: one change to the host each (see hostpiece) ----
 
 
 class Bridge(Piece):
@@ -207,25 +141,6 @@ class LinkUp(Piece):
 
     def remove(self) -> None:
         pass  # the bridge goes, or stays as the user had it
-
-
-class PodRoutes(Piece):
-    key = "pod-routes"
-
-    def describe(self) -> str:
-        routes = pod_routes(self.cluster)
-        return f"routes to the pods' networks, {routes[0][0]} via {routes[0][1]} to {routes[-1][0]} via {routes[-1][1]}" if routes else "no pod routes"
-
-    def present(self) -> bool:
-        return not missing_routes(self.cluster, linux_routes())
-
-    def add(self) -> None:
-        for net, via in pod_routes(self.cluster):
-            run(["ip", "route", "replace", net, "via", via])
-
-    def remove(self) -> None:
-        for net, via in pod_routes(self.cluster):
-            run(["ip", "route", "del", net, "via", via], check=False)
 
 
 class Forwarding(Piece):
@@ -399,123 +314,12 @@ class HostsBlock(Piece):
         write_in_place(self.where.hosts, without_hosts_block(self.where.hosts.read_text(), self.cluster))
 
 
-class NfsServer(Piece):
-    """nfs-ganesha serving the cluster's NFS folder on the bridge address (see nfsexport)."""
-
-    key = "nfs"
-
-    def file(self, suffix: str) -> Path:
-        return self.where.state / f"ganesha-{self.cluster.name}.{suffix}"
-
-    @property
-    def folder(self) -> Path:
-        # the one exported when cluster.yaml no longer names one: `--remove` still says what it stops
-        return self.cluster.nfs or Path(self.record.get("nfs_folder", "(none)"))
-
-    @property
-    def recovery(self) -> Path:
-        return self.where.state / f"ganesha-{self.cluster.name}-recovery"
-
-    def conf_text(self) -> str:
-        return ganesha_conf(self.cluster, self.folder, folder_owner(self.folder), self.recovery)
-
-    def describe(self) -> str:
-        return f"an NFS export of {self.folder} to {self.network.subnet}, mounted as {self.network.host_address}:{self.folder} (nfs-ganesha)"
-
-    def pid(self) -> int | None:
-        return own_pid(self.file("pid"), str(self.file("conf")))
-
-    def present(self) -> bool:
-        conf = self.file("conf")
-        return self.folder.is_dir() and self.pid() is not None and conf.is_file() and conf.read_text() == self.conf_text()
-
-    def add(self) -> None:
-        if shutil.which("ganesha.nfsd") is None:  # before anything is made
-            raise errors.HostError("nfs: needs an NFS server, and nfs-ganesha is not installed", "install it: `scripts/install-deps --nfs`")
-        self._stop()
-        if answers(str(self.network.host_address)):  # the host's own nfsd, say, on every address
-            raise errors.HostError(f"another program serves {self.network.host_address}:{NFS_PORT} (the host's own NFS server?)",
-                                   "stop it (`systemctl stop nfs-server`), or export the folder with it yourself and leave nfs: out")  # fmt: skip
-        self.record["nfs_folder"] = str(self.folder)
-        if not self.folder.exists():
-            make_folder(self.folder)
-            self.record["nfs_created"] = str(self.folder)
-        self.recovery.mkdir(mode=0o700, exist_ok=True)
-        write_atomic(self.file("conf"), self.conf_text().encode(), 0o644)
-        conf, pid, log = (str(self.file(suffix)) for suffix in ("conf", "pid", "log"))
-        run(["ganesha.nfsd", "-f", conf, "-p", pid, "-L", log])
-        if not wait_serving(str(self.network.host_address), lambda: self.pid() is not None):
-            self._clear(keep_log=True)  # nothing half-made stays, but what the server said
-            raise errors.HostError(f"nfs-ganesha did not start serving on {self.network.host_address}:{NFS_PORT}", f"see {log}")
-
-    def remove(self) -> None:
-        self._clear(keep_log=False)
-
-    def _clear(self, keep_log: bool) -> None:
-        self._stop()
-        for suffix in ("conf", "pid") if keep_log else ("conf", "pid", "log"):
-            self.file(suffix).unlink(missing_ok=True)
-        shutil.rmtree(self.recovery, ignore_errors=True)
-        created = Path(self.record.get("nfs_created", "/nonexistent"))
-        if created.is_dir() and not any(created.iterdir()):
-            created.rmdir()  # made by hostnet and still empty; anything written there stays
-
-    def _stop(self) -> None:
-        running = self.pid()
-        if running is not None:
-            kill(running, 15)
-            wait_for_exit(running, 10)  # the port is free again before a new server takes it
-
-
-class NfsExports(Piece):
-    """macOS: the folder in /etc/exports between markers, served by the system's nfsd."""
-
-    key = "nfs-exports"
-
-    def lines(self) -> list[str]:
-        return [darwin_exports_line(self.cluster, self.cluster.nfs, folder_owner(self.cluster.nfs))]
-
-    def describe(self) -> str:
-        return f"an NFS export of {self.cluster.nfs or 'a folder'} to {self.network.subnet} in {self.where.exports} (nfsd)"
-
-    def present(self) -> bool:
-        exports = self.where.exports
-        text = exports.read_text() if exports.is_file() else ""
-        return self.cluster.nfs.is_dir() and with_block(text, self.cluster, self.lines()) == text
-
-    def add(self) -> None:
-        if not self.cluster.nfs.exists():
-            make_folder(self.cluster.nfs)
-            self.record["nfs_created"] = str(self.cluster.nfs)
-        exports = self.where.exports
-        before = exports.read_text() if exports.is_file() else ""
-        write_in_place(exports, with_block(before, self.cluster, self.lines()))
-        if run(["nfsd", "checkexports"], check=False).code != 0:
-            write_in_place(exports, before)
-            raise errors.HostError(f"nfsd refuses the export of {self.cluster.nfs}", "see `nfsd checkexports`")
-        run(["nfsd", "enable"], check=False)  # already enabled: it says so, and that is fine
-        run(["nfsd", "update"])
-
-    def remove(self) -> None:
-        exports = self.where.exports
-        if exports.is_file():
-            write_in_place(exports, without_block(exports.read_text(), self.cluster))
-            run(["nfsd", "update"], check=False)
-
-
 # In the order they are added (and removed in reverse).
 PIECES = (Bridge, Address, LinkUp, PodRoutes, Forwarding, Nat, BridgeConf, BridgeHelper, Dns, NfsServer, HostsBlock, NfsExports)
 
 
 def pieces(cluster: Cluster, where: Places, record: dict) -> list[Piece]:
     return [piece(cluster, where, record) for piece in PIECES]
-
-
-def write_in_place(path: Path, text: str) -> None:
-    """Rewrite a system file keeping its inode (it may be bind-mounted, like /etc/hosts in a container)."""
-    with open(path, "r+" if path.exists() else "w") as stream:
-        stream.write(text)
-        stream.truncate()
 
 
 # ---- the command -------------------------------------------------------------------

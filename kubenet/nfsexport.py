@@ -17,12 +17,16 @@ every other user writes as itself.
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import time
 from pathlib import Path
 
 from . import errors
 from .cluster import Cluster
+from .fsutil import write_atomic
+from .hostpiece import Piece, with_block, without_block, write_in_place
+from .process import kill, own_pid, run, wait_for_exit
 
 NFS_PORT = 2049
 
@@ -109,3 +113,110 @@ def wait_serving(address: str, alive, timeout: float = 15) -> bool:
             return True
         time.sleep(0.1)
     return False
+
+
+# ---- the pieces `hostnet` adds and removes ----------------------------------------
+
+
+class NfsServer(Piece):
+    """Linux: nfs-ganesha serving the cluster's NFS folder on the bridge address."""
+
+    key = "nfs"
+
+    def file(self, suffix: str) -> Path:
+        return self.where.state / f"ganesha-{self.cluster.name}.{suffix}"
+
+    @property
+    def folder(self) -> Path:
+        # the one exported when cluster.yaml no longer names one: `--remove` still says what it stops
+        return self.cluster.nfs or Path(self.record.get("nfs_folder", "(none)"))
+
+    @property
+    def recovery(self) -> Path:
+        return self.where.state / f"ganesha-{self.cluster.name}-recovery"
+
+    def conf_text(self) -> str:
+        return ganesha_conf(self.cluster, self.folder, folder_owner(self.folder), self.recovery)
+
+    def describe(self) -> str:
+        return f"an NFS export of {self.folder} to {self.network.subnet}, mounted as {self.network.host_address}:{self.folder} (nfs-ganesha)"
+
+    def pid(self) -> int | None:
+        return own_pid(self.file("pid"), str(self.file("conf")))
+
+    def present(self) -> bool:
+        conf = self.file("conf")
+        return self.folder.is_dir() and self.pid() is not None and conf.is_file() and conf.read_text() == self.conf_text()
+
+    def add(self) -> None:
+        if shutil.which("ganesha.nfsd") is None:  # before anything is made
+            raise errors.HostError("nfs: needs an NFS server, and nfs-ganesha is not installed", "install it: `scripts/install-deps --nfs`")
+        self._stop()
+        if answers(str(self.network.host_address)):  # the host's own nfsd, say, on every address
+            raise errors.HostError(f"another program serves {self.network.host_address}:{NFS_PORT} (the host's own NFS server?)",
+                                   "stop it (`systemctl stop nfs-server`), or export the folder with it yourself and leave nfs: out")  # fmt: skip
+        self.record["nfs_folder"] = str(self.folder)
+        if not self.folder.exists():
+            make_folder(self.folder)
+            self.record["nfs_created"] = str(self.folder)
+        self.recovery.mkdir(mode=0o700, exist_ok=True)
+        write_atomic(self.file("conf"), self.conf_text().encode(), 0o644)
+        conf, pid, log = (str(self.file(suffix)) for suffix in ("conf", "pid", "log"))
+        run(["ganesha.nfsd", "-f", conf, "-p", pid, "-L", log])
+        if not wait_serving(str(self.network.host_address), lambda: self.pid() is not None):
+            self._clear(keep_log=True)  # nothing half-made stays, but what the server said
+            raise errors.HostError(f"nfs-ganesha did not start serving on {self.network.host_address}:{NFS_PORT}", f"see {log}")
+
+    def remove(self) -> None:
+        self._clear(keep_log=False)
+
+    def _clear(self, keep_log: bool) -> None:
+        self._stop()
+        for suffix in ("conf", "pid") if keep_log else ("conf", "pid", "log"):
+            self.file(suffix).unlink(missing_ok=True)
+        shutil.rmtree(self.recovery, ignore_errors=True)
+        created = Path(self.record.get("nfs_created", "/nonexistent"))
+        if created.is_dir() and not any(created.iterdir()):
+            created.rmdir()  # made by hostnet and still empty; anything written there stays
+
+    def _stop(self) -> None:
+        running = self.pid()
+        if running is not None:
+            kill(running, 15)
+            wait_for_exit(running, 10)  # the port is free again before a new server takes it
+
+
+class NfsExports(Piece):
+    """macOS: the folder in /etc/exports between markers, served by the system's nfsd."""
+
+    key = "nfs-exports"
+
+    def lines(self) -> list[str]:
+        return [darwin_exports_line(self.cluster, self.cluster.nfs, folder_owner(self.cluster.nfs))]
+
+    def describe(self) -> str:
+        return f"an NFS export of {self.cluster.nfs or 'a folder'} to {self.network.subnet} in {self.where.exports} (nfsd)"
+
+    def present(self) -> bool:
+        exports = self.where.exports
+        text = exports.read_text() if exports.is_file() else ""
+        return self.cluster.nfs.is_dir() and with_block(text, self.cluster, self.lines()) == text
+
+    def add(self) -> None:
+        if not self.cluster.nfs.exists():
+            make_folder(self.cluster.nfs)
+            self.record["nfs_created"] = str(self.cluster.nfs)
+        exports = self.where.exports
+        before = exports.read_text() if exports.is_file() else ""
+        write_in_place(exports, with_block(before, self.cluster, self.lines()))
+        if run(["nfsd", "checkexports"], check=False).code != 0:
+            write_in_place(exports, before)
+            raise errors.HostError(f"nfsd refuses the export of {self.cluster.nfs}", "see `nfsd checkexports`")
+        run(["nfsd", "enable"], check=False)  # already enabled: it says so, and that is fine
+        run(["nfsd", "update"])
+
+    def remove(self) -> None:
+        exports = self.where.exports
+        if exports.is_file():
+            write_in_place(exports, without_block(exports.read_text(), self.cluster))
+            run(["nfsd", "update"], check=False)

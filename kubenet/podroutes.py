@@ -9,10 +9,13 @@ root, as the tutorial's setuproutes.sh did.
 
 from __future__ import annotations
 
+import json
 from ipaddress import IPv4Network
 from typing import Callable
 
 from .cluster import Cluster
+from .hostpiece import Piece
+from .process import run, run_attached
 
 
 def pod_routes(cluster: Cluster) -> list[tuple[str, str]]:
@@ -45,10 +48,6 @@ def darwin_routes(netstat: str) -> set[tuple[str, str]]:
 
 def linux_routes() -> set[tuple[str, str]]:
     """(network, gateway) of each route in the main table (`ip -j route`, readable by anyone)."""
-    import json
-
-    from .process import run
-
     shown = json.loads(run(["ip", "-j", "route", "show"]).stdout or "[]")
     return {(route.get("dst"), route.get("gateway")) for route in shown}
 
@@ -63,10 +62,27 @@ def darwin_route_argv(network: str, via: str) -> list[str]:
 
 def keep_darwin_routes(cluster: Cluster, say: Callable[[str], None]) -> None:
     """Add the pod routes macOS dropped with its last VM (sudo asks here, in the foreground)."""
-    from .process import run, run_attached
-
     missing = missing_routes(cluster, darwin_routes(run(["netstat", "-rn", "-f", "inet"]).stdout))
     failed = [network for network, via in missing if run_attached(darwin_route_argv(network, via)) != 0]
     if missing:
         added = len(missing) - len(failed)
         say(f"kubenet: pod routes: added {added} of {len(missing)}" + (f"; not added: {' '.join(failed)}" if failed else ""))
+
+
+class PodRoutes(Piece):
+    key = "pod-routes"
+
+    def describe(self) -> str:
+        routes = pod_routes(self.cluster)
+        return f"routes to the pods' networks, {routes[0][0]} via {routes[0][1]} to {routes[-1][0]} via {routes[-1][1]}" if routes else "no pod routes"
+
+    def present(self) -> bool:
+        return not missing_routes(self.cluster, linux_routes())
+
+    def add(self) -> None:
+        for net, via in pod_routes(self.cluster):
+            run(["ip", "route", "replace", net, "via", via])
+
+    def remove(self) -> None:
+        for net, via in pod_routes(self.cluster):
+            run(["ip", "route", "del", net, "via", via], check=False)

@@ -356,7 +356,8 @@ def copy(c, source, destination, role=None, all=False, force=False, config=None)
 @user_errors
 def hostnet(c, config=None, dry_run=False, remove=False):
     """Linux, bridge mode: the host side (bridge, forwarding, NAT, bridge.conf, DNS and DHCP, /etc/hosts). Needs root."""
-    from kubenet.hostnet import places, set_up, take_down
+    from kubenet.hostnet import set_up, take_down
+    from kubenet.hostpiece import places
 
     cluster = cli.open_cluster(config, state=False)  # root's command: it never touches state_dir
     (take_down if remove else set_up)(cluster, places(), dry_run, cli.say)

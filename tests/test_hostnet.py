@@ -132,7 +132,7 @@ def test_on_macos_hostnet_writes_the_names_only():
 
 
 def test_the_nfs_export_is_for_the_subnet_only_with_root_mapped_to_the_folders_owner(tmp_path):
-    from kubenet.hostnet import with_block, without_block
+    from kubenet.hostpiece import with_block, without_block
     from kubenet.nfsexport import darwin_exports_line, ganesha_conf
 
     cluster = build_cluster({"name": "kh", "nfs": {"path": "nfs pvs"}}, tmp_path / "c.yaml")
