@@ -355,7 +355,7 @@ def copy(c, source, destination, role=None, all=False, force=False, config=None)
 )
 @user_errors
 def hostnet(c, config=None, dry_run=False, remove=False):
-    """Linux, bridge mode: the host side (bridge, forwarding, NAT, bridge.conf, DNS and DHCP, /etc/hosts). Needs root."""
+    """Linux, bridge mode: the host side (bridge, forwarding, NAT, bridge.conf, DNS and DHCP, /etc/hosts, pod routes, NFS). Needs root."""
     from kubenet.hostnet import set_up, take_down
     from kubenet.hostpiece import places
 
