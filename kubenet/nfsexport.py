@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 from . import errors
-from .cluster import Cluster
+from .cluster import Cluster, NetworkMode
 from .fsutil import write_atomic
 from .hostpiece import Piece, with_block, without_block, write_in_place
 from .process import kill, own_pid, run, wait_for_exit
@@ -113,6 +113,25 @@ def wait_serving(address: str, alive, timeout: float = 15) -> bool:
             return True
         time.sleep(0.1)
     return False
+
+
+def note(cluster: Cluster, system: str, mode: NetworkMode) -> str | None:
+    """What `ls` says of the export, when cluster.yaml asks for one. Only an address of this
+    host's own bridge is asked: never a machine elsewhere that happens to have it."""
+    if cluster.nfs is None:
+        return None
+    mount = f"vmhost:{cluster.nfs}"
+    if mode == NetworkMode.VMNET_SHARED:
+        return f"kubenet: NFS export: {cluster.nfs}, mounted as {mount} (macOS's nfsd)"
+    if mode != NetworkMode.BRIDGE or system != "linux":
+        return f"kubenet: NFS export: {cluster.nfs} is for bridge mode or vmnet-shared; in {mode} mode the VMs cannot reach it"
+    from .probe import bridge_link, ipv4_addresses
+
+    address = cluster.network.host_address
+    on_bridge = f"{address}/{cluster.network.subnet.prefixlen}" in ipv4_addresses(bridge_link(cluster.network.bridge))
+    if on_bridge and answers(str(address)):
+        return f"kubenet: NFS export: {cluster.nfs}, mounted as {mount}"
+    return f"kubenet: NFS export: {cluster.nfs} is not served (`make hostnet` starts its server)"
 
 
 # ---- the pieces `hostnet` adds and removes ----------------------------------------

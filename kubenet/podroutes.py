@@ -13,7 +13,7 @@ import json
 from ipaddress import IPv4Network
 from typing import Callable
 
-from .cluster import Cluster
+from .cluster import Cluster, NetworkMode
 from .hostpiece import Piece
 from .process import run, run_attached
 
@@ -54,6 +54,20 @@ def linux_routes() -> set[tuple[str, str]]:
 
 def missing_routes(cluster: Cluster, present: set[tuple[str, str]]) -> list[tuple[str, str]]:
     return [route for route in pod_routes(cluster) if route not in present]
+
+
+def note(cluster: Cluster, system: str, mode: NetworkMode) -> str | None:
+    """What `ls` says of the pod routes, when cluster.yaml asks for them."""
+    if not cluster.pod_routes:
+        return None
+    if mode not in (NetworkMode.BRIDGE, NetworkMode.VMNET_SHARED):
+        return f"kubenet: pod routes: the host is not on the cluster's segment in {mode} mode, so no route leads there"
+    wanted = pod_routes(cluster)
+    present = linux_routes() if system == "linux" else darwin_routes(run(["netstat", "-rn", "-f", "inet"]).stdout)
+    missing = missing_routes(cluster, present)
+    if not missing:
+        return f"kubenet: pod routes: all {len(wanted)} in place"
+    return f"kubenet: pod routes: {len(wanted) - len(missing)} of {len(wanted)} in place ({'`make hostnet`' if system == 'linux' else '`make up`'} adds them)"
 
 
 def darwin_route_argv(network: str, via: str) -> list[str]:

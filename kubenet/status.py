@@ -74,6 +74,7 @@ def listing_notes(cluster: Cluster, rows: list[dict]) -> list[str]:
     from .tunnel import note as tunnel_note
 
     notes += [note] if (note := tunnel_note(cluster)) else []
+    notes += host_side_notes(cluster)
     running = sum(row["state"] != "stopped" for row in rows)
     tmux = Tmux.from_environment()
     sessions = [
@@ -83,6 +84,19 @@ def listing_notes(cluster: Cluster, rows: list[dict]) -> list[str]:
     ]  # only sessions that exist and are this cluster's
     where = f"; tmux sessions: {', '.join(sessions)}" if sessions else ""
     return [*notes, f"kubenet: {running} of {len(rows)} VMs running{where}"]
+
+
+def host_side_notes(cluster: Cluster) -> list[str]:
+    """The pod routes and the NFS export, for a cluster file that asks for them (only then is the host probed)."""
+    if not cluster.pod_routes and cluster.nfs is None:
+        return []
+    from . import nfsexport, podroutes
+    from .network import resolve_mode
+    from .probe import probe_host
+
+    host = probe_host(firmware_needed=False)
+    mode = resolve_mode(cluster.network, host)
+    return [note for module in (podroutes, nfsexport) if (note := module.note(cluster, host.system, mode))]
 
 
 def vm_rows(cluster: Cluster, mode: NetworkMode, exits: dict[str, Exit] | None = None) -> list[dict]:

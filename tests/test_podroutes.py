@@ -34,3 +34,21 @@ def test_macos_abbreviated_destinations_are_read_in_full_and_only_missing_routes
     cluster = build_cluster({"roles": [{"name": "gateway", "count": 1}, {"name": "worker", "count": 2}]}, Path("/tmp/c.yaml"))
     assert missing_routes(cluster, present) == [("10.2.0.0/16", "192.168.1.12")]
     assert darwin_route_argv("10.2.0.0/16", "192.168.1.12") == ["sudo", "--", "/sbin/route", "-n", "add", "-net", "10.2.0.0/16", "192.168.1.12"]
+
+
+def test_ls_says_in_user_mode_that_neither_routes_nor_the_export_can_serve(tmp_path):
+    from kubenet import nfsexport, podroutes
+    from kubenet.cluster import NetworkMode
+
+    cluster = build_cluster({"pod_routes": True, "nfs": {"path": "pvs"}}, tmp_path / "c.yaml")
+    assert podroutes.note(cluster, "linux", NetworkMode.USER) == (
+        "kubenet: pod routes: the host is not on the cluster's segment in user mode, so no route leads there"
+    )
+    assert nfsexport.note(cluster, "linux", NetworkMode.USER) == (
+        f"kubenet: NFS export: {tmp_path / 'pvs'} is for bridge mode or vmnet-shared; in user mode the VMs cannot reach it"
+    )
+    assert nfsexport.note(cluster, "darwin", NetworkMode.VMNET_SHARED) == (
+        f"kubenet: NFS export: {tmp_path / 'pvs'}, mounted as vmhost:{tmp_path / 'pvs'} (macOS's nfsd)"
+    )
+    bare = build_cluster({}, tmp_path / "c.yaml")
+    assert podroutes.note(bare, "linux", NetworkMode.BRIDGE) is None and nfsexport.note(bare, "linux", NetworkMode.BRIDGE) is None

@@ -114,6 +114,9 @@ def test_a_worker_mounts_the_nfs_export_and_the_host_sees_what_it_wrote_as_the_f
     uid = facts["user_uid"]
     assert facts["nfs_file"] == {"uid": uid, "text": "written-by-worker0\n"}  # root in the VM wrote as the learner
     assert f" {uid} " in facts["nfs_mount"]["stdout"]  # and the guest sees that owner too
+    folder = facts["nfs_folder"]
+    assert f"kubenet: NFS export: {folder}, mounted as vmhost:{folder}" in facts["ls_notes"], facts["ls_notes"]
+    assert "kubenet: pod routes: all 1 in place" in facts["ls_notes"]  # `ls` says both are there
     assert facts["nfs_server_after_remove"] == ""  # `--remove` stopped the server
     assert facts["nfs_file_after_remove"] == facts["nfs_file"]  # and left what the cluster wrote
 

@@ -202,7 +202,7 @@ def main() -> None:
     pids: set[int] = set()
     try:
         user = make_user()
-        facts["user_uid"] = user.pw_uid
+        facts["user_uid"], facts["nfs_folder"] = user.pw_uid, str(NFS_FOLDER)
         helpers = make_outside()
         facts["before"] = host_side("kubenet-kr")
         hostnet_env = {**os.environ, "KUBENET_HOSTNET_DIR": str(WORK_DIR / "hostnet")}
@@ -237,6 +237,7 @@ def main() -> None:
                                      f"mkdir -p /mnt/pvs && mount -t nfs4 -o vers=4.1,addr=192.168.1.1 'vmhost:{NFS_FOLDER}' /mnt/pvs"
                                      " && echo written-by-worker0 > /mnt/pvs/claim && ls -ln /mnt/pvs && umount /mnt/pvs")  # fmt: skip
         facts["nfs_file"] = owned_text(NFS_FOLDER / "claim")
+        facts["ls_notes"] = invoke("ls-notes", "ls")["stderr"].splitlines()
         facts["ssh_all"] = invoke("ssh-all", "ssh-all", "--no-attach")
         facts["stop"] = invoke("stop", "stop", "--name", "worker0", "--timeout", "30")
         facts["after_stop"] = listing("ls")
