@@ -27,7 +27,7 @@ from .hostpiece import Piece, Places, with_block, without_block, write_in_place
 from .network import hosts_lines
 from .nfsexport import NfsExports, NfsServer
 from .podroutes import PodRoutes
-from .probe import bridge_helpers, bridge_link, ipv4_addresses, setuid_root
+from .probe import bridge_helpers, bridge_link, has_host_address, host_address_with_prefix, setuid_root
 from .process import kill, own_pid, run
 
 # ---- what the pieces contain: pure ------------------------------------------------
@@ -36,10 +36,6 @@ from .process import kill, own_pid, run
 def with_hosts_block(text: str, cluster: Cluster) -> str:
     """`text` (an /etc/hosts) with the cluster's block, in place of an older one."""
     return with_block(text, cluster, hosts_lines(cluster, NetworkMode.BRIDGE))
-
-
-def without_hosts_block(text: str, cluster: Cluster) -> str:
-    return without_block(text, cluster)
 
 
 def dnsmasq_conf(cluster: Cluster, names_file: Path, leases: Path) -> str:
@@ -112,13 +108,13 @@ class Address(Piece):
 
     @property
     def address(self) -> str:
-        return f"{self.network.host_address}/{self.network.subnet.prefixlen}"
+        return host_address_with_prefix(self.network)
 
     def describe(self) -> str:
         return f"address {self.address} on {self.network.bridge}"
 
     def present(self) -> bool:
-        return self.address in ipv4_addresses(bridge_link(self.network.bridge))
+        return has_host_address(self.network)
 
     def add(self) -> None:
         run(["ip", "addr", "add", self.address, "dev", self.network.bridge])
@@ -311,7 +307,7 @@ class HostsBlock(Piece):
         write_in_place(self.where.hosts, with_hosts_block(self.where.hosts.read_text(), self.cluster))
 
     def remove(self) -> None:
-        write_in_place(self.where.hosts, without_hosts_block(self.where.hosts.read_text(), self.cluster))
+        write_in_place(self.where.hosts, without_block(self.where.hosts.read_text(), self.cluster))
 
 
 # In the order they are added (and removed in reverse).

@@ -86,14 +86,24 @@ def darwin_exports_line(cluster: Cluster, folder: Path, owner: tuple[int, int]) 
     return f'"{folder}" -alldirs -maproot={owner[0]} -network {network.network_address} -mask {network.netmask}'
 
 
-def make_folder(folder: Path) -> None:
-    """Create the exported folder as its parent's owner has it (hostnet runs as root;
-    the folder is the learner's)."""
+def make_folder(folder: Path, record: dict) -> None:
+    """Create the exported folder, if missing, as its parent's owner has it (hostnet runs as
+    root; the folder is the learner's), and note in `record` that hostnet made it."""
+    if folder.exists():
+        return
     if not folder.parent.is_dir():
         raise errors.HostError(f"nfs.path: {folder.parent} does not exist", "create it, or point nfs.path elsewhere")
     uid, gid = folder_owner(folder.parent)
     folder.mkdir(mode=0o755)
     os.chown(folder, uid, gid)
+    record["nfs_created"] = str(folder)
+
+
+def remove_made_folder(record: dict) -> None:
+    """Take away the folder hostnet made, if it is still empty; anything written there stays."""
+    created = Path(record.get("nfs_created", "/nonexistent"))
+    if created.is_dir() and not any(created.iterdir()):
+        created.rmdir()
 
 
 def answers(address: str) -> bool:
@@ -125,11 +135,9 @@ def note(cluster: Cluster, system: str, mode: NetworkMode) -> str | None:
         return f"kubenet: NFS export: {cluster.nfs}, mounted as {mount} (macOS's nfsd)"
     if mode != NetworkMode.BRIDGE or system != "linux":
         return f"kubenet: NFS export: {cluster.nfs} is for bridge mode or vmnet-shared; in {mode} mode the VMs cannot reach it"
-    from .probe import bridge_link, ipv4_addresses
+    from .probe import has_host_address
 
-    address = cluster.network.host_address
-    on_bridge = f"{address}/{cluster.network.subnet.prefixlen}" in ipv4_addresses(bridge_link(cluster.network.bridge))
-    if on_bridge and answers(str(address)):
+    if has_host_address(cluster.network) and answers(str(cluster.network.host_address)):
         return f"kubenet: NFS export: {cluster.nfs}, mounted as {mount}"
     return f"kubenet: NFS export: {cluster.nfs} is not served (`make hostnet` starts its server)"
 
@@ -175,9 +183,7 @@ class NfsServer(Piece):
             raise errors.HostError(f"another program serves {self.network.host_address}:{NFS_PORT} (the host's own NFS server?)",
                                    "stop it (`systemctl stop nfs-server`), or export the folder with it yourself and leave nfs: out")  # fmt: skip
         self.record["nfs_folder"] = str(self.folder)
-        if not self.folder.exists():
-            make_folder(self.folder)
-            self.record["nfs_created"] = str(self.folder)
+        make_folder(self.folder, self.record)
         self.recovery.mkdir(mode=0o700, exist_ok=True)
         write_atomic(self.file("conf"), self.conf_text().encode(), 0o644)
         conf, pid, log = (str(self.file(suffix)) for suffix in ("conf", "pid", "log"))
@@ -194,9 +200,7 @@ class NfsServer(Piece):
         for suffix in ("conf", "pid") if keep_log else ("conf", "pid", "log"):
             self.file(suffix).unlink(missing_ok=True)
         shutil.rmtree(self.recovery, ignore_errors=True)
-        created = Path(self.record.get("nfs_created", "/nonexistent"))
-        if created.is_dir() and not any(created.iterdir()):
-            created.rmdir()  # made by hostnet and still empty; anything written there stays
+        remove_made_folder(self.record)
 
     def _stop(self) -> None:
         running = self.pid()
@@ -222,9 +226,7 @@ class NfsExports(Piece):
         return self.cluster.nfs.is_dir() and with_block(text, self.cluster, self.lines()) == text
 
     def add(self) -> None:
-        if not self.cluster.nfs.exists():
-            make_folder(self.cluster.nfs)
-            self.record["nfs_created"] = str(self.cluster.nfs)
+        make_folder(self.cluster.nfs, self.record)
         exports = self.where.exports
         before = exports.read_text() if exports.is_file() else ""
         write_in_place(exports, with_block(before, self.cluster, self.lines()))
@@ -239,3 +241,4 @@ class NfsExports(Piece):
         if exports.is_file():
             write_in_place(exports, without_block(exports.read_text(), self.cluster))
             run(["nfsd", "update"], check=False)
+        remove_made_folder(self.record)

@@ -46,6 +46,11 @@ def darwin_routes(netstat: str) -> set[tuple[str, str]]:
     return routes
 
 
+def present_routes(system: str) -> set[tuple[str, str]]:
+    """The routes this host has now: Linux's main table, or macOS's `netstat -rn`."""
+    return linux_routes() if system == "linux" else darwin_routes(run(["netstat", "-rn", "-f", "inet"]).stdout)
+
+
 def linux_routes() -> set[tuple[str, str]]:
     """(network, gateway) of each route in the main table (`ip -j route`, readable by anyone)."""
     shown = json.loads(run(["ip", "-j", "route", "show"]).stdout or "[]")
@@ -63,8 +68,7 @@ def note(cluster: Cluster, system: str, mode: NetworkMode) -> str | None:
     if mode not in (NetworkMode.BRIDGE, NetworkMode.VMNET_SHARED):
         return f"kubenet: pod routes: the host is not on the cluster's segment in {mode} mode, so no route leads there"
     wanted = pod_routes(cluster)
-    present = linux_routes() if system == "linux" else darwin_routes(run(["netstat", "-rn", "-f", "inet"]).stdout)
-    missing = missing_routes(cluster, present)
+    missing = missing_routes(cluster, present_routes(system))
     if not missing:
         return f"kubenet: pod routes: all {len(wanted)} in place"
     return f"kubenet: pod routes: {len(wanted) - len(missing)} of {len(wanted)} in place ({'`make hostnet`' if system == 'linux' else '`make up`'} adds them)"
@@ -76,7 +80,7 @@ def darwin_route_argv(network: str, via: str) -> list[str]:
 
 def keep_darwin_routes(cluster: Cluster, say: Callable[[str], None]) -> None:
     """Add the pod routes macOS dropped with its last VM (sudo asks here, in the foreground)."""
-    missing = missing_routes(cluster, darwin_routes(run(["netstat", "-rn", "-f", "inet"]).stdout))
+    missing = missing_routes(cluster, present_routes("darwin"))
     failed = [network for network, via in missing if run_attached(darwin_route_argv(network, via)) != 0]
     if missing:
         added = len(missing) - len(failed)

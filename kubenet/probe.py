@@ -243,11 +243,19 @@ def answers_dns(address: str, timeout: float = 0.3) -> bool:
         return False
 
 
+def host_address_with_prefix(network: Network) -> str:
+    return f"{network.host_address}/{network.subnet.prefixlen}"
+
+
+def has_host_address(network: Network) -> bool:
+    """Whether the bridge exists here and carries the host's address on the cluster's subnet."""
+    return host_address_with_prefix(network) in ipv4_addresses(bridge_link(network.bridge))
+
+
 def bridge_side_gaps(network: Network, forwarding: Path = FORWARDING) -> list[str]:
     """What bridge mode needs of the host and does not find, as far as a user can see it
     (NAT needs root to inspect). Made by `invoke hostnet` or by hand, either will do."""
-    address = f"{network.host_address}/{network.subnet.prefixlen}"
-    gaps = [] if address in ipv4_addresses(bridge_link(network.bridge)) else [f"address {address} on {network.bridge}"]
+    gaps = [] if has_host_address(network) else [f"address {host_address_with_prefix(network)} on {network.bridge}"]
     if forwarding_on(forwarding) is False:
         gaps.append("IPv4 forwarding")
     if not gaps and not answers_dns(str(network.host_address)):

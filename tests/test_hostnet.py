@@ -12,7 +12,8 @@ import pytest
 
 from conftest import INVOKE, ROOT
 from kubenet.config import build_cluster
-from kubenet.hostnet import dnsmasq_conf, nat_ruleset, with_hosts_block, without_hosts_block
+from kubenet.hostnet import dnsmasq_conf, nat_ruleset, with_hosts_block
+from kubenet.hostpiece import without_block
 
 needs_namespaces = pytest.mark.skipif(
     os.geteuid() != 0
@@ -38,7 +39,7 @@ def test_the_hosts_block_is_added_once_and_taken_out_exactly(tmp_path):
     added = with_hosts_block(mine, cluster)
     assert added == mine + "\n".join(HOSTS_BLOCK) + "\n"
     assert with_hosts_block(added, cluster) == added
-    assert without_hosts_block(added, cluster) == mine
+    assert without_block(added, cluster) == mine
     assert "ip saddr 192.168.1.0/24 oifname != \"kubr0\" masquerade" in nat_ruleset(cluster)
     conf = dnsmasq_conf(cluster, tmp_path / "names", tmp_path / "leases")
     assert "dhcp-host=52:52:52:00:00:01,192.168.1.11" in conf and "interface=kubr0" in conf and "bind-interfaces" in conf
