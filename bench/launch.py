@@ -25,6 +25,9 @@ from pathlib import Path
 os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # kubenet itself, for its disk maker
+
+from kubenet.disk import create_disk  # noqa: E402
 INVOKE = str(Path(sys.executable).parent / "invoke")
 STUB = ROOT / "tests" / "stubs" / "qemu-sleep"
 RUNS = 11
@@ -42,7 +45,7 @@ def make_cluster(directory: Path, count: int) -> Path:
     for index in range(count):
         vm = directory / ".kubenet" / f"node{index}"
         vm.mkdir(parents=True, exist_ok=True)
-        (vm / "disk.img").touch()
+        create_disk(vm / "disk.img", "64M", None)  # a real, empty qcow2: `up` checks each disk before launching
         (vm / "cidata.iso").touch()
     return config
 

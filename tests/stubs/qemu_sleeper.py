@@ -3,6 +3,7 @@
 plugs into the VDE switch named by a `-nic vde,sock=...` argument as qemu does, then sleeps
 until killed. Its arguments stay visible in its command line, as qemu's do."""
 
+import json
 import os
 import socket
 import sys
@@ -24,9 +25,18 @@ def main():
         server.listen(8)
 
         def greet():
+            # the greeting and the capabilities handshake, as a started qemu answers them (all
+            # `up` asks before it counts a qemu as started); any other command ends the connection
             while True:
                 client, _ = server.accept()
-                client.sendall(b'{"QMP": {"capabilities": []}}\r\n')
+                client.sendall(b'{"QMP": {"version": {"qemu": {"micro": 0, "minor": 2, "major": 7}, "package": ""}, "capabilities": []}}\r\n')
+                try:
+                    command = json.loads(client.recv(4096) or b"{}")
+                except ValueError:
+                    command = {}
+                if command.get("execute") == "qmp_capabilities":
+                    client.sendall((json.dumps({"return": {}, "id": command.get("id")}) + "\r\n").encode())
+                    client.recv(4096)  # the next command, or the client leaving
                 client.close()
 
         threading.Thread(target=greet, daemon=True).start()
