@@ -151,6 +151,8 @@ $(KUBENET_STATE)/ssh_config: $(KUBENET_STATE)/known_hosts
 
 setup: $(DISKS) $(EFIVARS) $(SEEDS) $(KUBENET_STATE)/known_hosts $(KUBENET_STATE)/ssh_config ## prepare every VM: base image, disks, cloud-init seeds, host keys, ssh_config
 	@if [ -s $(SETUP_TODO) ]; then $(INVOKE) vmsetup --config $(CONFIG) --files-from $(SETUP_TODO) && rm -f $(SETUP_TODO); fi
+	@# VMs on other hosts (hosts: in cluster.yaml): each host decides and makes its own files
+	$(if $(KUBENET_HOSTS),@$(INVOKE) setup-hosts --config $(CONFIG))
 
 # Never delete a disk, UEFI store, base image or seed because a recipe was
 # interrupted: each is written whole (or not at all).

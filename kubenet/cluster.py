@@ -51,6 +51,9 @@ SLIRP_SUBNET = IPv4Network("10.0.2.0/24")
 # MACs end in one octet per VM: ids 0-255.
 MAX_MAC_IDS = 256
 
+# The machine kubenet runs on, as `host:` names it; it needs no entry in `hosts:`.
+LOCAL = "local"
+
 
 @dataclass(frozen=True)
 class Role:
@@ -59,6 +62,7 @@ class Role:
     vcpus: int = 2
     memory: str = "2G"  # as qemu's -m takes it
     qemu_args: tuple[str, ...] = ()  # appended to its VMs' qemu command lines, after the cluster's
+    host: tuple[str, ...] = (LOCAL,)  # where its VMs run: one host, or a list its VMs take in turn
 
     def vm_names(self) -> list[str]:
         if self.count is None:
@@ -102,6 +106,23 @@ class VM:
     memory: str
     mac: str
     ip: IPv4Address
+    host: str = LOCAL  # the host it runs on: where it is placed, never what it is
+
+
+@dataclass(frozen=True)
+class RemoteHost:
+    """Another machine that runs some of the cluster's VMs (`hosts:`), reached over SSH."""
+
+    name: str
+    destination: str  # as ssh takes it: user@address, or address
+    port: int = 22
+    identity: Path | None = None  # the key to log in with; None: ssh's own choice
+    known_hosts: Path | None = None  # where its host key is pinned; None: ~/.ssh/known_hosts
+    kubenet: str = "kubenet"  # the kubenet program there (a path is relative to the home there)
+    dir: str = ""  # where the cluster's files go there, relative to the home; "": kubenet-<cluster>
+
+    def directory(self, cluster_name: str) -> str:
+        return self.dir or f"kubenet-{cluster_name}"
 
 
 @dataclass(frozen=True)
@@ -144,6 +165,8 @@ class Cluster:
     forward: tuple[Forward, ...] = ()  # host ports tunnelled into the cluster through its first VM
     pod_routes: bool = False  # `hostnet` routes 10.N.0.0/16 via VM N (the tutorial's pod CIDRs, ch. 6)
     nfs: Path | None = None  # a host folder `hostnet` exports over NFS to the subnet (ch. 7); nfs: {path: …}
+    hosts: tuple[RemoteHost, ...] = ()  # other machines running some of the VMs
+    here: str = LOCAL  # which host reads this file: set in the copy sent to another host
     # Not keys of cluster.yaml: where it was read from, and its VMs.
     source: Path = Path("cluster.yaml")
     vms: tuple[VM, ...] = ()
@@ -156,6 +179,22 @@ class Cluster:
 
     def vms_of_role(self, role: str) -> list[VM]:
         return [vm for vm in self.vms if vm.role == role]
+
+    @property
+    def local_vms(self) -> tuple[VM, ...]:
+        """The VMs this host runs (every VM, unless `hosts:` places some elsewhere)."""
+        return tuple(vm for vm in self.vms if vm.host == self.here)
+
+    def remote_host(self, name: str) -> RemoteHost | None:
+        return next((host for host in self.hosts if host.name == name), None)
+
+    def placed_hosts(self) -> list[RemoteHost]:
+        """The other hosts that run VMs of this cluster, in `hosts:` order (none on a host
+        that is not the controlling one: it drives only its own VMs)."""
+        if self.here != LOCAL:
+            return []
+        used = {vm.host for vm in self.vms}
+        return [host for host in self.hosts if host.name in used]
 
 
 # The keys cluster.yaml may have: every field of Cluster but where it came from and its VMs.
@@ -177,9 +216,11 @@ def ip_address(network: Network, vm_id: int) -> IPv4Address:
 
 
 def expand_vms(roles: tuple[Role, ...], network: Network) -> tuple[VM, ...]:
-    """Ids are given in role order, starting at 0 with the first role's first VM."""
+    """Ids are given in role order, starting at 0 with the first role's first VM; a role's
+    VMs take its hosts in turn."""
     vms = []
     for role in roles:
+        first = len(vms)
         for name in role.vm_names():
             vm_id = len(vms)
             vms.append(
@@ -191,6 +232,7 @@ def expand_vms(roles: tuple[Role, ...], network: Network) -> tuple[VM, ...]:
                     memory=role.memory,
                     mac=mac_address(network.mac_prefix, vm_id),
                     ip=ip_address(network, vm_id),
+                    host=role.host[(vm_id - first) % len(role.host)],
                 )
             )
     return tuple(vms)

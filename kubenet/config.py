@@ -27,11 +27,13 @@ from .cluster import (
     Choice,
     Cluster,
     Forward,
+    LOCAL,
     Image,
     ImageKind,
     Network,
     NetworkMode,
     ReadyWhen,
+    RemoteHost,
     Role,
     expand_vms,
 )
@@ -46,6 +48,11 @@ MAC_PREFIX_PATTERN = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){4}")
 SHA256_PATTERN = re.compile(r"[0-9a-f]{64}")
 MAX_NAME_LENGTH = 63  # a DNS label, so a VM name is a valid host name
 ROLE_KEYS = tuple(f.name for f in fields(Role))
+HOST_KEYS = ("ssh", *(f.name for f in fields(RemoteHost) if f.name not in ("name", "destination")))
+# An SSH destination, [user@]address: never one that ssh would read as an option.
+DESTINATION_PATTERN = re.compile(r"([a-z_][a-z0-9_.-]*@)?[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?")
+# A path on another host, sent there quoted: plain characters, never an option.
+REMOTE_PATH_PATTERN = re.compile(r"[A-Za-z0-9_./+,@~][A-Za-z0-9_./+,@~-]*")
 
 
 def config_path(option: str | None, environ=os.environ) -> Path:
@@ -270,6 +277,8 @@ def _build(check: _Checker, data: Any, source: Path) -> Cluster:
         "forward": lambda v, k: _forwards(check, v, k),
         "pod_routes": lambda v, k: check.boolean(v, k),
         "nfs": lambda v, k: _nfs(check, v, k, base),
+        "hosts": lambda v, k: _hosts(check, v, base),
+        "here": lambda v, k: check.matching(v, k, NAME_PATTERN, "a name from hosts:"),
     }
     before = len(check.problems)
     values = check.each(top, parsers, lambda key: key)
@@ -283,7 +292,82 @@ def _build(check: _Checker, data: Any, source: Path) -> Cluster:
     _check_names(check, cluster)
     _check_capacity(check, cluster)
     _check_nfs_folder(check, cluster)
+    _check_placement(check, cluster)
+    if cluster.network.mode == NetworkMode.AUTO and {vm.host for vm in cluster.vms} != {LOCAL}:
+        cluster = replace(cluster, network=replace(cluster.network, mode=NetworkMode.USER))  # the one mode that spans hosts
     return cluster
+
+
+def _hosts(check: _Checker, value: Any, base: Path) -> tuple[RemoteHost, ...]:
+    """`hosts:` maps a name to an SSH destination, or to a mapping with `ssh:` and options."""
+    if not isinstance(value, dict):
+        check.fail(errors.WrongTypeError, "hosts", f"expected a mapping of host names to SSH destinations, got {_describe(value)}",
+                   "e.g. hosts: {desk: me@192.168.0.20}")  # fmt: skip
+    before = len(check.problems)
+    hosts = []
+    for name, entry in value.items():
+        key = _join("hosts", name)
+        try:
+            hosts.append(_host(check, name, entry, key, base))
+        except _Bad:
+            pass
+    if not check.good(before):
+        raise _Bad()
+    return tuple(hosts)
+
+
+def _host(check: _Checker, name: Any, entry: Any, key: str, base: Path) -> RemoteHost:
+    name = check.matching(name, key, NAME_PATTERN, "lower-case letters, digits and '-', starting with a letter")
+    if name == LOCAL:
+        check.fail(errors.BadValueError, key, f"{LOCAL!r} is the machine kubenet runs on and needs no entry", "give the other host another name")
+    entry = {"ssh": entry} if isinstance(entry, str) else check.mapping(entry, key, HOST_KEYS)
+    if "ssh" not in entry:
+        check.fail(errors.BadValueError, key, "missing 'ssh'", "e.g. desk: {ssh: me@192.168.0.20, port: 22}")
+    before = len(check.problems)
+    destination = check.matching(entry["ssh"], f"{key}.ssh", DESTINATION_PATTERN, "user@address, e.g. me@192.168.0.20")
+    remote_path = "a path there of letters, digits and / . _ - + , @ ~ (relative to the home there)"
+    parsers = {
+        "port": lambda v, k: check.integer(v, k, 1, 65535),
+        "identity": lambda v, k: _path(check, v, k, base),
+        "known_hosts": lambda v, k: _path(check, v, k, base),
+        "kubenet": lambda v, k: _home_relative(check.matching(v, k, REMOTE_PATH_PATTERN, remote_path)),
+        "dir": lambda v, k: _home_relative(check.matching(v, k, REMOTE_PATH_PATTERN, remote_path)),
+    }
+    options = check.each({k: v for k, v in entry.items() if k != "ssh"}, parsers, lambda field: f"{key}.{field}")
+    if not check.good(before):
+        raise _Bad()
+    return RemoteHost(name=name, destination=destination, **options)
+
+
+def _home_relative(text: str) -> str:
+    """A path on another host given as ~/x: the command runs in the home there, and a
+    quoted ~ would not be expanded."""
+    return text[2:] or "." if text.startswith("~/") else "." if text == "~" else text
+
+
+def _role_hosts(check: _Checker, value: Any, key: str) -> tuple[str, ...]:
+    names = value if isinstance(value, list) else [value]
+    if not names:
+        check.fail(errors.BadValueError, key, "an empty list", f"name a host from hosts:, or {LOCAL}")
+    return tuple(check.matching(name, key, NAME_PATTERN, f"a name from hosts:, or {LOCAL}") for name in names)
+
+
+def _check_placement(check: _Checker, cluster: Cluster) -> None:
+    """Every host a role names is known; VMs on several hosts share one segment only in user mode."""
+    known = {LOCAL, *(host.name for host in cluster.hosts)}
+    for index, role in enumerate(cluster.roles):
+        for name in sorted(set(role.host) - known):
+            import difflib
+
+            close = difflib.get_close_matches(name, sorted(known), n=1)
+            check.note(errors.BadValueError, f"roles[{index}].host", f"{shown(name)} is not a host of hosts:; known: {', '.join(sorted(known))}",
+                       f"did you mean '{close[0]}'?" if close else "add it to hosts: with its SSH destination")  # fmt: skip
+    if cluster.here not in known:
+        check.note(errors.BadValueError, "here", f"{shown(cluster.here)} is not a host of hosts:", "leave `here` out: kubenet writes it in the copy it sends to a host")
+    spread = {vm.host for vm in cluster.vms} != {LOCAL}
+    if spread and cluster.network.mode not in (NetworkMode.USER, NetworkMode.AUTO):
+        check.note(errors.BadValueError, "network.mode", f"{cluster.network.mode} does not reach across hosts; VMs on several hosts need user mode",
+                   "set network.mode: user (each host's switch is joined to this one's by a VDE cable over SSH)")  # fmt: skip
 
 
 def _check_nfs_folder(check: _Checker, cluster: Cluster) -> None:
@@ -325,6 +409,7 @@ def _role(check: _Checker, item: Any, key: str) -> Role:
         "vcpus": lambda v, k: check.integer(v, k, 1, 512),
         "memory": check.size,
         "qemu_args": lambda v, k: _qemu_args(check, v, k),
+        "host": lambda v, k: _role_hosts(check, v, k),
     }
     fields_ = check.each(entry, parsers, lambda field: f"{key}.{field}")
     if not check.good(before):

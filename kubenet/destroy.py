@@ -41,7 +41,7 @@ def destroy_cluster(cluster: Cluster, target: Target, confirm: Callable[[str], b
             f"cluster {cluster.name} has {len(saved)} snapshot{'s' if len(saved) > 1 else ''} ({', '.join(saved)}), which live in its disks; nothing was destroyed",
             "`invoke destroy --snapshots` to delete them with the cluster, or `invoke snapshot rm NAME` each first",
         )
-    vms = [*cluster.vms, *orphans(cluster, recorded(cluster))]
+    vms = [*cluster.local_vms, *orphans(cluster, recorded(cluster))]
     losing = f" and its snapshots {', '.join(saved)}" if saved else ""
     if not confirm(f"destroy cluster {cluster.name}: power off its VMs and delete {state}, every VM's disk and data{losing} with it?"):
         raise errors.KubenetError("destroy cancelled; nothing was deleted")

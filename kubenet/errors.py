@@ -82,3 +82,9 @@ class DownloadError(KubenetError):
 
 class LaunchError(KubenetError):
     """A VM or a helper process could not be started or controlled."""
+
+
+class RemoteError(KubenetError):
+    """Another host of the cluster (`hosts:`) could not be reached, or kubenet there refused."""
+
+    default_hint = "look with `ssh -F <state_dir>/ssh_config kubenet-host.<name>`, as kubenet reaches it"

@@ -167,12 +167,12 @@ def memory_warning(cluster: Cluster, target: Target) -> str | None:
     the machine has: each guest's memory and, under TCG, each translation cache."""
     from .hostmemory import likely_held, translation_cache
 
-    likely = likely_held(cluster, cluster.vms, target.accel)
+    likely = likely_held(cluster, cluster.local_vms, target.accel)
     if target.host.memory is None or likely <= target.host.memory:
         return None
-    configured = sum(memory_bytes(vm.memory) for vm in cluster.vms)
+    configured = sum(memory_bytes(vm.memory) for vm in cluster.local_vms)
     cache = translation_cache(cluster, target.accel)
-    what = f"their {configured / 2**30:.1f}G of memory" + (f" and {len(cluster.vms)} TCG translation caches of {cache >> 20}M" if cache else "")
+    what = f"their {configured / 2**30:.1f}G of memory" + (f" and {len(cluster.local_vms)} TCG translation caches of {cache >> 20}M" if cache else "")
     return f"the cluster's VMs are likely to hold {likely / 2**30:.1f}G of this machine's memory ({what}); it has {target.host.memory / 2**30:.1f}G"
 
 

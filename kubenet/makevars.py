@@ -35,10 +35,11 @@ def make_variables(cluster: Cluster, target: Target) -> str:
             check_make_path(key, path)
     values = {
         "KUBENET_STATE": str(cluster.state_dir),
-        "KUBENET_VMS": " ".join(vm.name for vm in cluster.vms),
+        "KUBENET_VMS": " ".join(vm.name for vm in cluster.local_vms),
         "KUBENET_BASE_IMAGE": str(base or ""),
         "KUBENET_SEED_INPUTS": " ".join(str(p) for key in ("templates", "ssh_key", "the kubenet checkout") for p in paths[key]),
         "KUBENET_EFIVARS": "yes" if needs_efivars(cluster, target.host) else "",
+        "KUBENET_HOSTS": " ".join(host.name for host in cluster.placed_hosts()),  # names are [a-z0-9-]
     }
     return "".join(f"{name} := {value}\n" for name, value in values.items())
 

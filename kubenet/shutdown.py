@@ -118,7 +118,7 @@ def _shut_down(cluster: Cluster, vms: list[VM], target: Target, timeout: float, 
         raise errors.LaunchError(f"still running: {' '.join(still)}", "if they were started with sudo, stop them with sudo too")
     from .identity import orphans, recorded
 
-    if cleanup and all(qemu_pid(cluster, vm) is None for vm in [*cluster.vms, *orphans(cluster, recorded(cluster))]):
+    if cleanup and all(qemu_pid(cluster, vm) is None for vm in [*cluster.local_vms, *orphans(cluster, recorded(cluster))]):
         remove_sessions(cluster, target, say)
 
 

@@ -45,6 +45,11 @@ OWN_VM_FILES = frozenset({
 })  # fmt: skip
 
 
+# A VDE cable's supervisor to another host (cable.py): its pid, state, log and lock.
+# and the shared SSH connection to another host (remote.py).
+HOSTS_FILE = re.compile(r"(cable-[a-z]([a-z0-9-]*[a-z0-9])?\.(pid|json|log|lock))|(host-[a-z]([a-z0-9-]*[a-z0-9])?\.sock(\.[A-Za-z0-9]+)?)")
+
+
 class StateDirError(errors.SetupError):
     """state_dir is not safe to use, or not kubenet's."""
 
@@ -99,7 +104,7 @@ def foreign_entries(path: Path) -> list[str]:
     paths relative to it; a VM directory counts as kubenet's when all it holds is."""
     foreign = []
     for entry in os.scandir(path):
-        if entry.name in OWN_FILES or _own_temporary(entry.name):
+        if entry.name in OWN_FILES or _own_temporary(entry.name) or HOSTS_FILE.fullmatch(entry.name):
             continue
         if entry.name == SNAPSHOTS and entry.is_dir(follow_symlinks=False):
             foreign += [f"{SNAPSHOTS}/{name}" for name in sorted(os.listdir(entry.path)) if not _snapshot_record(name)]

@@ -110,8 +110,8 @@ def vm_rows(cluster: Cluster, mode: NetworkMode, exits: dict[str, Exit] | None =
 
     records = recorded(cluster)
     # a VM is shown as it was made (cluster.yaml may have renumbered it since), then the orphans
-    vms = [records.get(vm.name, vm) for vm in cluster.vms] + orphans(cluster, records)
-    orphaned = {vm.name for vm in vms[len(cluster.vms):]}
+    vms = [records.get(vm.name, vm) for vm in cluster.local_vms] + orphans(cluster, records)
+    orphaned = {vm.name for vm in vms[len(cluster.local_vms):]}
     states = {vm.name: vm_state(cluster, vm) for vm in vms}
     from .vde import connected_pids, plug_state
 

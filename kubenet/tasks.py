@@ -35,12 +35,14 @@ def ls(c, config=None, json=False, names=False):
     if names:
         print("\n".join(vm.name for vm in cluster.vms))
         return
-    rows = status.listing(cluster)
+    from kubenet.multihost import listing, spread
+
+    rows, host_notes = listing(cluster, lambda: status.listing(cluster)) if spread(cluster) else (status.listing(cluster), [])
     if json:
         print(cli.format_json(rows))
         return
     print(cli.format_table(status.table_rows(rows)))
-    for line in status.listing_notes(cluster, rows):
+    for line in [*host_notes, *status.listing_notes(cluster, rows)]:
         cli.say(line)
 
 
@@ -127,6 +129,11 @@ def reset(c, id=None, name=None, config=None, yes=False):
 
     cluster = cli.open_cluster(config)
     chosen = (name and id is None and orphan_named(cluster, name)) or cli.pick_vm(cluster, id, name)
+    if chosen.host != cluster.here:
+        from kubenet.multihost import reset_there
+
+        reset_there(cluster, chosen, lambda question: cli.confirm(question, yes), cli.say)
+        return
     snapshots = holding(cluster, chosen.name)
     deleted = reset_vm(cluster, chosen, lambda question: cli.confirm(question, yes), snapshots)
     for path in deleted:
@@ -157,6 +164,10 @@ def destroy(c, config=None, yes=False, snapshots=False):
     from kubenet.target import resolve_target
 
     cluster = cli.open_cluster(config)
+    from kubenet.multihost import destroy_there, spread
+
+    if spread(cluster):
+        yes = destroy_there(cluster, lambda question: cli.confirm(question, yes), cli.say, snapshots)
     if destroy_cluster(cluster, resolve_target(cluster), lambda question: cli.confirm(question, yes), cli.say, snapshots):
         cli.say(f"kubenet: destroyed cluster {cluster.name}: removed {cluster.state_dir}")
     else:
@@ -182,17 +193,30 @@ def makevars(c, config=None, output=None):
 
 
 def start_vms(config, pick, timeout, wait, ready, accel) -> None:
-    """What `up` and `start` share: launch the chosen VMs, then wait until they are ready."""
+    """What `up` and `start` share: launch the chosen VMs, then wait until they are ready
+    (those of other hosts by kubenet there, at the same time)."""
+    from kubenet import multihost
     from kubenet.launch import up_and_wait
     from kubenet.snapshot import recover
     from kubenet.target import resolve_target
 
     cluster = cli.open_cluster(config)
     seconds = cli.parse_timeout(timeout, WAIT_SECONDS)
+    until = cli.parse_ready(ready)
     target = resolve_target(cluster, accel_option=accel)
     recover(cluster, target, cli.say)  # VMs a cut-short snapshot save left paused run again
-    vms = pick(cluster)
-    up_and_wait(cluster, vms, target, seconds if wait else None, cli.say, cli.parse_ready(ready))
+    vms, elsewhere = multihost.by_host(cluster, pick(cluster))
+    if multihost.spread(cluster):
+        multihost.start_cables(cluster, cli.say)
+    options = ["--timeout", f"{seconds:g}", *([] if wait else ["--no-wait"]), *(["--ready", str(until)] if until else []), *(["--accel", accel] if accel else [])]
+    jobs = [None, *elsewhere]
+
+    def start(job):
+        if job is None:
+            return up_and_wait(cluster, vms, target, seconds if wait else None, cli.say, until) if vms else None
+        return multihost.up_hosts(cluster, {job: elsewhere[job]}, options, seconds if wait else None, cli.say)
+
+    multihost.here_and_there(jobs, start, "up", cli.say)
     if cluster.forward:
         from kubenet import tunnel
 
@@ -225,14 +249,33 @@ def start(c, id=None, name=None, config=None, timeout=None, wait=True, ready=Non
     start_vms(config, lambda cluster: [cli.pick_vm(cluster, id, name)], timeout, wait, ready, accel)
 
 
-def stop_vms(config, pick, timeout, cleanup: bool) -> None:
-    """What `down` and `stop` share: power the chosen VMs off within the timeout."""
+def stop_vms(config, pick, timeout, cleanup: bool, whole: bool = False) -> None:
+    """What `down` and `stop` share: power the chosen VMs off within the timeout, those of
+    other hosts by kubenet there; `whole`: the cluster's cables and every host's VMs too."""
     from kubenet.shutdown import shut_down
     from kubenet.target import resolve_target
 
+    from kubenet import multihost
+
     cluster = cli.open_cluster(config)
     seconds = cli.parse_timeout(timeout, STOP_SECONDS)
-    shut_down(cluster, pick(cluster), resolve_target(cluster), seconds, cleanup=cleanup, say=cli.say)
+    vms, elsewhere = multihost.by_host(cluster, pick(cluster))
+    whole = whole and multihost.spread(cluster)
+    if whole:
+        multihost.stop_cables(cluster, cli.say)  # first: a cable would plug into a host's switch again
+        elsewhere = {host.name: [vm for vm in cluster.vms if vm.host == host.name] for host in cluster.placed_hosts()}
+    jobs = [None, *elsewhere]
+
+    def stop(job):
+        if job is None:
+            return shut_down(cluster, vms, resolve_target(cluster), seconds, cleanup=cleanup, say=cli.say) if vms else None
+        return multihost.down_hosts(cluster, {job: elsewhere[job]}, whole, seconds, cli.say)
+
+    try:
+        multihost.here_and_there(jobs, stop, "down", cli.say)
+    finally:
+        if whole:
+            multihost.end_connections(cluster)
 
 
 @task(iterable=["id"], help={"config": CONFIG_HELP, "id": "stop only this VM (repeatable)", "timeout": STOP_HELP})
@@ -242,7 +285,7 @@ def down(c, config=None, id=None, timeout=None):
     with every VM down, remove the tmux sessions."""
     from kubenet.identity import orphans, recorded
 
-    stop_vms(config, lambda cluster: cli.pick_vms(cluster, id) + ([] if id else orphans(cluster, recorded(cluster))), timeout, cleanup=True)
+    stop_vms(config, lambda cluster: cli.pick_vms(cluster, id) + ([] if id else orphans(cluster, recorded(cluster))), timeout, cleanup=True, whole=not id)
 
 
 @task(help={"id": ID_HELP, "name": NAME_HELP, "config": CONFIG_HELP, "timeout": STOP_HELP})
@@ -383,6 +426,9 @@ def snapshot(c, verb, name, config=None):
     if verb not in SNAPSHOT_VERBS:
         raise errors.KubenetError(f"unknown snapshot verb {verb!r}; allowed: {', '.join(SNAPSHOT_VERBS)}", "e.g. invoke snapshot save stage-5")
     cluster = cli.open_cluster(config)
+    from kubenet.multihost import refuse_spread
+
+    refuse_spread(cluster, "snapshots")
     action = {"save": snapshots_of.save, "restore": snapshots_of.restore, "rm": snapshots_of.remove}[verb]
     action(cluster, resolve_target(cluster), name, cli.say)
 
@@ -402,3 +448,48 @@ def snapshots(c, config=None, json=False):
         print(cli.format_table([{key: value for key, value in row.items() if key not in ("vm_names", "bytes")} for row in rows]))
     else:
         cli.say(f"kubenet: cluster {cluster.name} has no snapshots; `invoke snapshot save NAME` takes one")
+
+
+# ---- several hosts: what the controlling checkout runs, and what it runs on the others ----
+
+
+@task(help={"config": CONFIG_HELP})
+@user_errors
+def setup_hosts(c, config=None):
+    """Several hosts (hosts: in cluster.yaml): send each host its files, set its VMs up there, pin their host keys (`make setup` runs it)."""
+    from kubenet.multihost import setup_hosts as set_up
+
+    cluster = cli.open_cluster(config)
+    if not cluster.placed_hosts():
+        cli.say("kubenet: no VMs are placed on other hosts; nothing to send")
+        return
+    set_up(cluster, cli.say)
+
+
+@task(help={"config": "this host's copy of the cluster file (in the directory the bundle fills)"})
+@user_errors
+def host_setup(c, config=None):
+    """Run by the controlling host over SSH: take its bundle on stdin, set this host's VMs up, print their public host keys as JSON."""
+    import json
+    import sys
+
+    from kubenet.config import config_path
+    from kubenet.multihost import host_setup as set_up
+
+    print(json.dumps(set_up(str(config_path(config)), sys.stdin.buffer, cli.say)))
+
+
+@task(help={"config": CONFIG_HELP})
+@user_errors
+def plug(c, config=None):
+    """Run by a VDE cable from the controlling host: plug stdin and stdout into this host's switch (started if needed)."""
+    from kubenet.paths import vde_socket_path
+    from kubenet.process import replace_process
+    from kubenet.vde import ensure_switch
+
+    cluster = cli.open_cluster(config)
+    ensure_switch(cluster)
+    from kubenet.cable import PLUGGED
+
+    cli.say(f"{PLUGGED} at {cluster.here}")
+    replace_process(["vde_plug", str(vde_socket_path(cluster))], "install vde2 (`apt install vde2`, `brew install vde`)")

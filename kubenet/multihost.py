@@ -1,0 +1,291 @@
+"""The cluster over several hosts: what the controlling checkout's commands do on the
+other hosts that run some of its VMs (`hosts:`, and `host:` per role).
+
+Each host runs its own VMs as one host does: kubenet there, given its copy of the
+cluster file (bundle), sets them up, starts them in its own `<cluster>-qemu` session,
+waits until they are ready, stops them, lists them. The controlling kubenet asks every
+host at once, over each host's shared SSH connection (remote), shows what each said
+under its name, and joins the hosts' switches into one segment with VDE cables (cable).
+A host that does not answer in time is `unreachable`: its VMs are listed as such, and a
+command that needed it says so and fails, after doing what it could elsewhere.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Callable
+
+from . import errors
+from .cluster import LOCAL, VM, Cluster, NetworkMode, RemoteHost
+from .parallel import for_each
+from .remote import Answer, run_on
+
+SETUP_SECONDS = 3600.0  # a host may download and verify the base image itself
+LS_SECONDS = 5.0  # how long `ls` waits for a host before it calls it unreachable
+MARGIN_SECONDS = 60.0  # beyond a host's own bound (its --timeout), for SSH and kubenet's start there
+UNREACHABLE = "unreachable"
+
+
+def spread(cluster: Cluster) -> bool:
+    """Whether this is the controlling host of a cluster some of whose VMs run elsewhere."""
+    return bool(cluster.placed_hosts())
+
+
+def by_host(cluster: Cluster, vms: list[VM]) -> tuple[list[VM], dict[str, list[VM]]]:
+    """The VMs this host runs, and those of every other host (in `hosts:` order)."""
+    local = [vm for vm in vms if vm.host == cluster.here]
+    others = {host.name: [vm for vm in vms if vm.host == host.name] for host in cluster.placed_hosts()}
+    return local, {name: chosen for name, chosen in others.items() if chosen}
+
+
+def relay(host: RemoteHost, say: Callable[[str], None]) -> Callable[[str], None]:
+    """A host's progress lines, each under its name."""
+    return lambda line: say(f"kubenet: on {host.name}: {line.removeprefix('kubenet: ')}")
+
+
+def refuse_failures(answers: list[Answer], what: str) -> None:
+    failed = [answer for answer in answers if not answer.ok]
+    if failed:
+        said = "; ".join(f"{answer.host}: {'unreachable: ' if not answer.reachable else ''}{answer.reason()}" for answer in failed)
+        raise errors.RemoteError(f"{what} failed on {len(failed)} host{'s' if len(failed) > 1 else ''}: {said}")
+
+
+def here_and_there(jobs: list, work: Callable, what: str, say: Callable[[str], None]) -> None:
+    """`work(None)` for this host and `work(name)` (a list of answers) for each other host, all
+    at once; then this host's error if it had one (the others' failures said first), else
+    the others' failures."""
+
+    def guarded(job):
+        try:
+            return work(job)
+        except errors.KubenetError as error:
+            return error
+
+    results = for_each(jobs, guarded)
+    answers = [answer for result in results[1:] if isinstance(result, list) for answer in result]
+    failures = [result for result in results[1:] if isinstance(result, errors.KubenetError)]
+    if isinstance(results[0], errors.KubenetError):
+        try:
+            refuse_failures(answers, what)
+        except errors.RemoteError as remote:
+            say(f"kubenet: error: {remote.message}")
+        raise results[0]
+    if failures:
+        raise failures[0]
+    refuse_failures(answers, what)
+
+
+def id_options(vms: list[VM]) -> list[str]:
+    return [word for vm in vms for word in ("--id", str(vm.id))]
+
+
+def on_each(cluster: Cluster, hosts: list[RemoteHost], ask: Callable[[RemoteHost], Answer]) -> list[Answer]:
+    return for_each(hosts, ask) if hosts else []
+
+
+# ---- make setup ----------------------------------------------------------------------------
+
+
+def setup_hosts(cluster: Cluster, say: Callable[[str], None]) -> None:
+    """Send each host its files, have it set its VMs up, and pin the host keys it made."""
+    from .bundle import members, pack
+
+    hosts = cluster.placed_hosts()
+
+    def setup(host: RemoteHost) -> Answer:
+        return run_on(cluster, host, "host-setup", timeout=SETUP_SECONDS, input=pack(members(cluster, host)), relay=relay(host, say))
+
+    answers = on_each(cluster, hosts, setup)
+    for host, answer in zip(hosts, answers):
+        if answer.ok:
+            pin_host_keys(cluster, host, answer.stdout)
+    from .sshkeys import write_ssh_files
+
+    for path in write_ssh_files(cluster, NetworkMode.USER):
+        say(f"kubenet: wrote {path}")
+    refuse_failures(answers, "setup")
+
+
+def pin_host_keys(cluster: Cluster, host: RemoteHost, said: str) -> None:
+    """Keep the public host keys a host says its VMs have (only its own VMs', well-formed)."""
+    from .fsutil import write_atomic
+    from .paths import vm_paths
+    from .statedir import ensure_state, vm_dir
+
+    try:
+        keys = json.loads(said)
+    except ValueError:
+        raise errors.RemoteError(f"{host.name}: its setup did not answer with its VMs' host keys", "run the same kubenet on both hosts") from None
+    ensure_state(cluster)
+    for vm in cluster.vms:
+        key = keys.get(vm.name) if isinstance(keys, dict) else None
+        if vm.host == host.name and isinstance(key, str) and key.startswith("ssh-ed25519 ") and "\n" not in key:
+            vm_dir(cluster, vm)
+            public = vm_paths(cluster, vm).host_key
+            write_atomic(public.with_name(public.name + ".pub"), (key.strip() + "\n").encode(), 0o644)
+
+
+def host_setup(config: str, stream, say: Callable[[str], None]) -> dict[str, str]:
+    """On a host: take in what the controlling host sent, set this host's VMs up (base
+    image, disks, seeds, host keys), and give back their public host keys."""
+    from pathlib import Path
+
+    from .bundle import unpack
+    from .config import load_cluster
+    from .prepare import prepare_cluster, setup_plan
+    from .sshkeys import read_host_key_public
+    from .statedir import check_state
+    from .target import resolve_target
+
+    unpack(stream, Path(config).absolute().parent)
+    cluster = load_cluster(Path(config))
+    check_state(cluster)
+    if cluster.here == LOCAL:
+        raise errors.SetupError(f"{config} is not a copy sent to a host (it has no `here:`)")
+    target = resolve_target(cluster)
+    if cluster.image.url:
+        from .image import fetch_image
+
+        fetch_image(cluster, target.host, say=say)
+    plan, ssh_files = setup_plan(cluster, list(cluster.local_vms), (False, False, False), None)
+    prepare_cluster(cluster, target, plan, ssh_files, say)
+    return {vm.name: key for vm in cluster.local_vms if (key := read_host_key_public(cluster, vm.name))}
+
+
+# ---- up, start -----------------------------------------------------------------------------
+
+
+def start_cables(cluster: Cluster, say: Callable[[str], None]) -> None:
+    from . import cable
+
+    for host in cluster.placed_hosts():
+        cable.start(cluster, host, say)
+
+
+def up_hosts(cluster: Cluster, chosen: dict[str, list[VM]], options: list[str], timeout: float | None, say: Callable[[str], None]) -> list[Answer]:
+    """`up` of the chosen VMs on each host, every host at once; `options` as the user gave them."""
+    bound = (timeout if timeout is not None else SETUP_SECONDS) + MARGIN_SECONDS
+    hosts = [cluster.remote_host(name) for name in chosen]
+    return on_each(cluster, hosts, lambda host: run_on(cluster, host, "up", *id_options(chosen[host.name]), *options, timeout=bound, relay=relay(host, say)))
+
+
+# ---- down, stop ----------------------------------------------------------------------------
+
+
+def stop_cables(cluster: Cluster, say: Callable[[str], None]) -> None:
+    from . import cable
+
+    for host in cluster.hosts:
+        cable.stop(cluster, host, say)
+
+
+def down_hosts(cluster: Cluster, chosen: dict[str, list[VM]], whole: bool, timeout: float, say: Callable[[str], None]) -> list[Answer]:
+    """`down` on each host: of the chosen VMs, or (`whole`) of all it runs, orphans too."""
+    hosts = [cluster.remote_host(name) for name in chosen]
+
+    def down(host: RemoteHost) -> Answer:
+        ids = [] if whole else id_options(chosen[host.name])
+        return run_on(cluster, host, "down", *ids, "--timeout", f"{timeout:g}", timeout=timeout + MARGIN_SECONDS, relay=relay(host, say))
+
+    return on_each(cluster, hosts, down)
+
+
+def end_connections(cluster: Cluster) -> None:
+    from .remote import stop_shared
+
+    for host in cluster.placed_hosts():
+        stop_shared(cluster, host)
+
+
+# ---- ls ------------------------------------------------------------------------------------
+
+
+def listing(cluster: Cluster, local_rows: Callable[[], list[dict]]) -> tuple[list[dict], list[str]]:
+    """Every VM's row, each with the host it runs on, in id order (orphans last), and a note
+    per host that did not answer; every host is asked at once, within LS_SECONDS."""
+    hosts = cluster.placed_hosts()
+    jobs: list = [None, *hosts]
+    results = for_each(jobs, lambda host: local_rows() if host is None else run_on(cluster, host, "ls", "--json", timeout=LS_SECONDS))
+    rows = [with_host(row, cluster.here) for row in results[0]]
+    notes = []
+    for host, answer in zip(hosts, results[1:]):
+        told = host_rows(answer)
+        if told is None:
+            state = UNREACHABLE if not answer.reachable else "unknown"
+            notes.append(f"kubenet: host {host.name} ({host.destination}): {state}: {answer.reason()}")
+            told = [absent_row(cluster, vm, state) for vm in cluster.vms if vm.host == host.name]
+        rows += [with_host(row, host.name) for row in told]
+    known = {vm.name: vm.id for vm in cluster.vms}
+    rows.sort(key=lambda row: (row["name"] not in known, known.get(row["name"], 0)))
+    from . import cable
+
+    notes += [f"kubenet: cable to {host.name}: {cable.describe(cluster, host)}" for host in hosts]
+    return rows, notes
+
+
+def host_rows(answer: Answer) -> list[dict] | None:
+    """The rows a host listed, None if it did not (or not as a list of rows)."""
+    if not answer.ok:
+        return None
+    try:
+        rows = json.loads(answer.stdout)
+    except ValueError:
+        return None
+    return rows if isinstance(rows, list) and all(isinstance(row, dict) and "name" in row for row in rows) else None
+
+
+def with_host(row: dict, host: str) -> dict:
+    """The row with `host` after `role` (a new key of `ls --json`, so older readers keep theirs)."""
+    out = {}
+    for key, value in row.items():
+        if key != "host":
+            out[key] = value
+        if key == "role":
+            out["host"] = host
+    return out
+
+
+def absent_row(cluster: Cluster, vm: VM, state: str) -> dict:
+    """A VM whose host did not answer: what cluster.yaml says of it, and that state."""
+    from .network import ssh_endpoint
+
+    return {
+        "id": vm.id, "name": vm.name, "role": vm.role, "vcpus": vm.vcpus, "memory": vm.memory, "rss": None,
+        "mac": vm.mac, "ip": str(vm.ip), "ssh": str(ssh_endpoint(cluster.network, NetworkMode.USER, vm)),
+        "state": state, "pid": None, "ready": False, "exited": None, "cluster_net": None, "orphaned": False,
+    }  # fmt: skip
+
+
+def reset_there(cluster: Cluster, vm: VM, confirm: Callable[[str], bool], say: Callable[[str], None]) -> None:
+    """`reset` of a VM another host runs: asked here, done there."""
+    host = cluster.remote_host(vm.host)
+    if not confirm(f"delete {vm.name}'s disk and UEFI variables on {host.name}, so that the next setup makes it afresh?"):
+        raise errors.KubenetError("reset cancelled; nothing was deleted")
+    refuse_failures([run_on(cluster, host, "reset", "--id", str(vm.id), "--yes", timeout=MARGIN_SECONDS, relay=relay(host, say))], "reset")
+
+
+def destroy_there(cluster: Cluster, confirm: Callable[[str], bool], say: Callable[[str], None], snapshots: bool) -> bool:
+    """`destroy` on every other host first: only once each has destroyed its part does this
+    host's state_dir go (with it the ssh_config that reaches them). True: confirmed."""
+    hosts = cluster.placed_hosts()
+    names = ", ".join(host.name for host in hosts)
+    if not confirm(f"destroy cluster {cluster.name} on {names} and here: power off its VMs and delete every VM's disk and data?"):
+        raise errors.KubenetError("destroy cancelled; nothing was deleted")
+    stop_cables(cluster, say)
+    options = ["--yes", *(["--snapshots"] if snapshots else [])]
+    answers = on_each(cluster, hosts, lambda host: run_on(cluster, host, "destroy", *options, timeout=SETUP_SECONDS, relay=relay(host, say)))
+    try:
+        refuse_failures(answers, "destroy")
+    except errors.RemoteError as failed:
+        raise errors.RemoteError(f"{failed.message}; nothing was destroyed here", "run `invoke destroy` again once every host answers") from None
+    end_connections(cluster)
+    return True
+
+
+def refuse_spread(cluster: Cluster, what: str) -> None:
+    """Commands that act on every VM at once from one host (snapshots) do not yet span hosts."""
+    if any(vm.host != cluster.here for vm in cluster.vms):
+        raise errors.KubenetError(
+            f"{what} of a cluster on several hosts are not supported: its VMs on {', '.join(sorted({vm.host for vm in cluster.vms} - {cluster.here}))} are out of reach of one save",
+            "place every VM on one host (leave host: out of cluster.yaml) to take snapshots",
+        )
