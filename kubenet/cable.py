@@ -177,8 +177,9 @@ class Supervisor:
         from .vde import ensure_switch
 
         ensure_switch(self.cluster)
+        # POSIXLY_CORRECT: vde_plug's getopt would otherwise read ssh's options after `=` as its own
         self.cable = subprocess.Popen(cable_argv(self.cluster, self.host), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                      stderr=subprocess.PIPE, process_group=0)  # fmt: skip
+                                      stderr=subprocess.PIPE, process_group=0, env={**os.environ, "POSIXLY_CORRECT": "1"})  # fmt: skip
         self.write(state="connecting", attempt=attempt, pid=self.cable.pid)
         last = ""
         for raw in self.cable.stderr:

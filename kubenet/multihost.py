@@ -142,6 +142,9 @@ def host_setup(config: str, stream, say: Callable[[str], None]) -> dict[str, str
     check_state(cluster)
     if cluster.here == LOCAL:
         raise errors.SetupError(f"{config} is not a copy sent to a host (it has no `here:`)")
+    from .sshkeys import ensure_host_login_key
+
+    ensure_host_login_key(cluster)
     target = resolve_target(cluster)
     if cluster.image.url:
         from .image import fetch_image
@@ -179,13 +182,16 @@ def stop_cables(cluster: Cluster, say: Callable[[str], None]) -> None:
         cable.stop(cluster, host, say)
 
 
-def down_hosts(cluster: Cluster, chosen: dict[str, list[VM]], whole: bool, timeout: float, say: Callable[[str], None]) -> list[Answer]:
-    """`down` on each host: of the chosen VMs, or (`whole`) of all it runs, orphans too."""
+def down_hosts(
+    cluster: Cluster, chosen: dict[str, list[VM]], whole: bool, timeout: float, say: Callable[[str], None], task: str = "down"
+) -> list[Answer]:
+    """`down` on each host: of the chosen VMs, or (`whole`) of all it runs, orphans too;
+    or `stop` of the one VM chosen (its pane stays)."""
     hosts = [cluster.remote_host(name) for name in chosen]
 
     def down(host: RemoteHost) -> Answer:
         ids = [] if whole else id_options(chosen[host.name])
-        return run_on(cluster, host, "down", *ids, "--timeout", f"{timeout:g}", timeout=timeout + MARGIN_SECONDS, relay=relay(host, say))
+        return run_on(cluster, host, task, *ids, "--timeout", f"{timeout:g}", timeout=timeout + MARGIN_SECONDS, relay=relay(host, say))
 
     return on_each(cluster, hosts, down)
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Callable
 
 from . import errors
-from .cluster import VM, Cluster
+from .cluster import LOCAL, VM, Cluster
 from .disk import convert_raw_efivars, create_disk, create_efivars
 from .fsutil import locked, write_atomic
 from .host import needs_efivars
@@ -43,7 +43,14 @@ class SeedInputs:
 
 
 def read_seed_inputs(cluster: Cluster) -> SeedInputs:
-    return SeedInputs(read_templates(cluster), read_login_key(login_key_path(cluster)), read_network_templates(cluster))
+    """On another host than the controlling one, its kubenet's own key is let in as well: it
+    logs in to see its VMs ready, and is never given the user's private key."""
+    keys = [read_login_key(login_key_path(cluster))]
+    if cluster.here != LOCAL:
+        from .sshkeys import host_login_key
+
+        keys.append(read_login_key(host_login_key(cluster).with_suffix(".pub")))
+    return SeedInputs(read_templates(cluster), "\n".join(keys), read_network_templates(cluster))
 
 
 def check_user_data(cluster: Cluster, target: Target, inputs: SeedInputs) -> None:

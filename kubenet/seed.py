@@ -116,7 +116,7 @@ def hosts_entries(cluster: Cluster, mode: NetworkMode) -> str:
 def user_data(cluster: Cluster, vm: VM, mode: NetworkMode, templates: dict[str, dict], login_key: str, host_key: HostKey) -> str:
     own = {
         "user": {"name": cluster.user},
-        "ssh_authorized_keys": [login_key.strip()],
+        "ssh_authorized_keys": login_key.strip().splitlines(),  # the user's; on another host, its kubenet's too
         # The host key is ours: no other is generated, so none is trusted on first use.
         "ssh_keys": {"ed25519_private": host_key.private, "ed25519_public": host_key.public.strip()},
         "ssh_deletekeys": True,

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import errors
-from .cluster import Cluster, NetworkMode
+from .cluster import LOCAL, Cluster, NetworkMode
 from .fsutil import atomic_output, locked, private_dir, write_atomic
 from .network import ssh_endpoint
 from .paths import known_hosts_path, ssh_config_path, vm_paths
@@ -100,6 +100,23 @@ def check_own_file(path: Path) -> None:
         )
 
 
+def host_login_key(cluster: Cluster) -> Path:
+    """On a host driven by another (`here:` in its copy of the cluster file): the private key
+    its kubenet logs in to its own VMs with, beside that copy."""
+    return cluster.source.absolute().parent / "host_login"
+
+
+def ensure_host_login_key(cluster: Cluster) -> Path:
+    from .process import run
+
+    key = host_login_key(cluster)
+    if not key.is_file():
+        key.with_suffix(".pub").unlink(missing_ok=True)
+        run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"kubenet on {cluster.here}", "-f", str(key)],
+            missing_hint="install OpenSSH (`apt install openssh-client`)")  # fmt: skip
+    return key
+
+
 def read_host_key_public(cluster: Cluster, name: str) -> str | None:
     key = vm_paths(cluster, cluster.vm_by_name(name)).host_key
     public = key.with_name(key.name + ".pub")
@@ -158,8 +175,11 @@ def ssh_config(cluster: Cluster, mode: NetworkMode, identity: Path) -> str:
 def write_ssh_files(cluster: Cluster, mode: NetworkMode) -> list[Path]:
     """Write known_hosts and ssh_config for every VM whose host key exists."""
     entries = {vm.name: key for vm in cluster.vms if (key := read_host_key_public(cluster, vm.name))}
-    identity = login_key_path(cluster)
-    private = identity.with_suffix("") if identity.suffix == ".pub" else identity
+    if cluster.here != LOCAL:
+        private = host_login_key(cluster)  # another host logs in to its VMs with its own key
+    else:
+        identity = login_key_path(cluster)
+        private = identity.with_suffix("") if identity.suffix == ".pub" else identity
     from .statedir import clean_temporaries, ensure_state
 
     ensure_state(cluster)

@@ -40,6 +40,8 @@ def ls(c, config=None, json=False, names=False):
     rows, host_notes = listing(cluster, lambda: status.listing(cluster)) if spread(cluster) else (status.listing(cluster), [])
     if json:
         print(cli.format_json(rows))
+        for line in host_notes:  # a host that did not answer is said on stderr here too
+            cli.say(line)
         return
     print(cli.format_table(status.table_rows(rows)))
     for line in [*host_notes, *status.listing_notes(cluster, rows)]:
@@ -269,7 +271,7 @@ def stop_vms(config, pick, timeout, cleanup: bool, whole: bool = False) -> None:
     def stop(job):
         if job is None:
             return shut_down(cluster, vms, resolve_target(cluster), seconds, cleanup=cleanup, say=cli.say) if vms else None
-        return multihost.down_hosts(cluster, {job: elsewhere[job]}, whole, seconds, cli.say)
+        return multihost.down_hosts(cluster, {job: elsewhere[job]}, whole, seconds, cli.say, "down" if cleanup else "stop")
 
     try:
         multihost.here_and_there(jobs, stop, "down", cli.say)
