@@ -59,6 +59,15 @@ Running VMs
   snapshot      whole-cluster snapshots, live or stopped, all VMs or none: `invoke snapshot`
   destroy       the whole cluster gone: VMs off, state_dir removed (`invoke destroy`)
 
+Several hosts (`hosts:`, and `host:` per role)
+  remote        the other hosts over SSH: their ssh_config blocks, one shared connection each,
+                kubenet's own command run there, quoted, each answer bounded in time
+  bundle        what a host is sent (its copy of cluster.yaml, templates, the login key) and
+                how it takes it in: kubenet's own files only, into a directory it marked
+  cable         the VDE cables that join the hosts' switches into one segment, each kept
+                plugged in by a supervisor of its own (`up` starts it, `down` stops it)
+  multihost     what setup, up, down, stop, start, ls, reset and destroy do on the other hosts
+
 Plumbing
   process       the one place that runs, watches and signals programs; the one pid-file reader
   parallel      one thing done for many VMs at once, Ctrl-C heard

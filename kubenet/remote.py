@@ -46,7 +46,7 @@ def control_path(cluster: Cluster, host: RemoteHost) -> Path:
 def host_block(cluster: Cluster, host: RemoteHost) -> str:
     """The host's ssh_config block; its host key is checked as the user's ssh checks it
     (their known_hosts, or the one `known_hosts:` names), never accepted unseen."""
-    from .sshkeys import config_path_value
+    from .ssh import config_path_value
 
     user, _, address = host.destination.rpartition("@")
     lines = [f"Host {host_alias(host)}", f"  HostName {address}", f"  Port {host.port}"]

@@ -26,6 +26,14 @@ def ssh_argv(config: Path, vm: str, command: str | None = None, batch: bool = Fa
     return ["ssh", "-F", str(config), *options, vm, *([command] if command is not None else [])]
 
 
+def config_path_value(path: Path) -> str:
+    """A path as ssh_config(5) reads it literally: in double quotes (a space or `#` would
+    split it or start a comment), `"` and `\\` escaped, `%` doubled (IdentityFile and
+    UserKnownHostsFile expand %-tokens)."""
+    text = str(path).replace("\\", "\\\\").replace('"', '\\"').replace("%", "%%")
+    return f'"{text}"'
+
+
 def existing_config(cluster: Cluster) -> Path:
     config = ssh_config_path(cluster).absolute()
     if not config.exists():

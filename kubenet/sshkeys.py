@@ -12,6 +12,7 @@ from .cluster import LOCAL, Cluster, NetworkMode
 from .fsutil import atomic_output, locked, private_dir, write_atomic
 from .network import ssh_endpoint
 from .paths import known_hosts_path, ssh_config_path, vm_paths
+from .ssh import config_path_value
 
 DEFAULT_LOGIN_KEYS = ("~/.ssh/id_ed25519.pub", "~/.ssh/id_rsa.pub")
 
@@ -130,14 +131,6 @@ def known_hosts(entries: dict[str, str]) -> str:
         kind, blob = public.split()[:2]
         lines.append(f"{name} {kind} {blob}")
     return "".join(f"{line}\n" for line in lines)
-
-
-def config_path_value(path: Path) -> str:
-    """A path as ssh_config(5) reads it literally: in double quotes (a space or `#` would
-    split it or start a comment), `"` and `\\` escaped, `%` doubled (IdentityFile and
-    UserKnownHostsFile expand %-tokens)."""
-    text = str(path).replace("\\", "\\\\").replace('"', '\\"').replace("%", "%%")
-    return f'"{text}"'
 
 
 def ssh_config(cluster: Cluster, mode: NetworkMode, identity: Path) -> str:

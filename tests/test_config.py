@@ -35,12 +35,12 @@ def test_an_empty_file_gives_the_defaults(cluster_file):
         (
             "roles:\n  - {name: worker, count: 3, memory: 4G, vcpu: 4}\n",
             errors.UnknownKeyError,
-            "cluster.yaml: roles[0].vcpu: unknown key; allowed: name, count, vcpus, memory, qemu_args (hint: did you mean 'vcpus'?)",
+            "cluster.yaml: roles[0].vcpu: unknown key; allowed: name, count, vcpus, memory, qemu_args, host (hint: did you mean 'vcpus'?)",
         ),
         (
             "colour: blue\n",
             errors.UnknownKeyError,
-            "cluster.yaml: colour: unknown key; allowed: name, roles, network, image, disk_size, user, ssh_key, templates, accel, tcg_tb_size, state_dir, ready, qemu_args, forward, pod_routes, nfs",
+            "cluster.yaml: colour: unknown key; allowed: name, roles, network, image, disk_size, user, ssh_key, templates, accel, tcg_tb_size, state_dir, ready, qemu_args, forward, pod_routes, nfs, hosts, here",
         ),
         (
             "roles:\n  - {name: worker, count: three}\n",
@@ -174,7 +174,7 @@ def test_every_mistake_in_a_file_is_reported_at_once_a_line_each(cluster_file, t
     with pytest.raises(errors.ConfigProblems) as excinfo:
         load(cluster_file, text)
     assert [line.replace(str(tmp_path / "cluster.yaml"), "cluster.yaml") for line in excinfo.value.lines()] == [
-        "cluster.yaml: colour: unknown key; allowed: name, roles, network, image, disk_size, user, ssh_key, templates, accel, tcg_tb_size, state_dir, ready, qemu_args, forward, pod_routes, nfs",
+        "cluster.yaml: colour: unknown key; allowed: name, roles, network, image, disk_size, user, ssh_key, templates, accel, tcg_tb_size, state_dir, ready, qemu_args, forward, pod_routes, nfs, hosts, here",
         "cluster.yaml: roles[0].count: expected a whole number, got a string ('three')",
         "cluster.yaml: roles[0].memory: '4X' is not allowed; allowed: a whole number with a unit K, M, G or T, e.g. 4G",
         "cluster.yaml: network.mode: 'nat' is not allowed; allowed: auto, vmnet-shared, bridge, user",
