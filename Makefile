@@ -34,7 +34,7 @@ CLUSTER_MK := $(dir $(CONFIG)).$(basename $(notdir $(CONFIG))).mk
 CLUSTER_GOALS := setup up
 
 .DEFAULT_GOAL := help
-.PHONY: help deps test-deps venv test bench bench-boot bench-setup bench-snapshot bench-memory down destroy hostnet clean-venv $(CLUSTER_GOALS)
+.PHONY: help deps test-deps venv test bench bench-boot bench-setup bench-snapshot bench-memory bench-hosts down destroy hostnet clean-venv $(CLUSTER_GOALS)
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -80,6 +80,9 @@ bench-snapshot: test-deps venv ## time live and stopped snapshots of 7 real tiny
 
 bench-memory: test-deps venv ## qemu's memory and boot time per TCG translation cache size; page cache given back by the balloon
 	$(BIN)/python bench/memory.py
+
+bench-hosts: test-deps venv ## as root: VMs on two hosts (a namespace with its own sshd) against one: ping RTT, TCP throughput, make up
+	$(BIN)/python bench/hosts.py
 
 down: venv ## power every VM off (ACPI, then quit, then kill) and remove the cluster's tmux sessions
 	@$(INVOKE) down --config $(CONFIG)

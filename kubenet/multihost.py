@@ -132,7 +132,7 @@ def host_setup(config: str, stream, say: Callable[[str], None]) -> dict[str, str
 
     from .bundle import unpack
     from .config import load_cluster
-    from .prepare import prepare_cluster, setup_plan
+    from .prepare import prepare_cluster
     from .sshkeys import read_host_key_public
     from .statedir import check_state
     from .target import resolve_target
@@ -150,9 +150,37 @@ def host_setup(config: str, stream, say: Callable[[str], None]) -> dict[str, str
         from .image import fetch_image
 
         fetch_image(cluster, target.host, say=say)
-    plan, ssh_files = setup_plan(cluster, list(cluster.local_vms), (False, False, False), None)
-    prepare_cluster(cluster, target, plan, ssh_files, say)
+    from .paths import ssh_config_path
+
+    plan = host_plan(cluster, target)
+    prepare_cluster(cluster, target, plan, any(plan.values()) or not ssh_config_path(cluster).is_file(), say)
     return {vm.name: key for vm in cluster.local_vms if (key := read_host_key_public(cluster, vm.name))}
+
+
+def host_plan(cluster: Cluster, target) -> dict[VM, list[str]]:
+    """What this host's VMs lack, as make decides it on the controlling host: a disk that is
+    missing, a seed that is missing or would now be made differently (so a second `make up`
+    rewrites nothing)."""
+    from .host import needs_efivars
+    from .paths import vm_paths
+    from .prepare import read_seed_inputs
+    from .seed import seed_files
+    from .sshkeys import ensure_host_key
+
+    inputs = read_seed_inputs(cluster)
+    efivars = needs_efivars(cluster, target.host)
+    plan = {}
+    for vm in cluster.local_vms:
+        paths = vm_paths(cluster, vm)
+        parts = [] if paths.disk.exists() and (paths.efivars.exists() or not efivars) else ["disk"]
+        if paths.seed.exists() and paths.dir.is_dir():
+            files = seed_files(cluster, vm, target.mode, inputs.templates, inputs.login_key, ensure_host_key(cluster, vm.name), inputs.network)
+            if any(not (paths.dir / name).is_file() or (paths.dir / name).read_bytes() != data for name, data in files.items()):
+                parts.append("seed")
+        else:
+            parts.append("seed")
+        plan[vm] = parts
+    return plan
 
 
 # ---- up, start -----------------------------------------------------------------------------
@@ -211,7 +239,15 @@ def listing(cluster: Cluster, local_rows: Callable[[], list[dict]]) -> tuple[lis
     per host that did not answer; every host is asked at once, within LS_SECONDS."""
     hosts = cluster.placed_hosts()
     jobs: list = [None, *hosts]
-    results = for_each(jobs, lambda host: local_rows() if host is None else run_on(cluster, host, "ls", "--json", timeout=LS_SECONDS))
+    def ask(host: RemoteHost | None):
+        if host is None:
+            return local_rows()
+        try:
+            return run_on(cluster, host, "ls", "--json", timeout=LS_SECONDS)
+        except errors.KubenetError as error:  # no ssh_config yet, say
+            return Answer(host.name, 1, stderr=f"kubenet: error: {error}")
+
+    results = for_each(jobs, ask)
     rows = [with_host(row, cluster.here) for row in results[0]]
     notes = []
     for host, answer in zip(hosts, results[1:]):
@@ -286,6 +322,17 @@ def destroy_there(cluster: Cluster, confirm: Callable[[str], bool], say: Callabl
         raise errors.RemoteError(f"{failed.message}; nothing was destroyed here", "run `invoke destroy` again once every host answers") from None
     end_connections(cluster)
     return True
+
+
+def refuse_elsewhere(cluster: Cluster, vm: VM, task: str) -> VM:
+    """`vm` and `logs` act on this host's files and terminal: a VM another host runs is there."""
+    if vm.host != cluster.here:
+        host = cluster.remote_host(vm.host)
+        raise errors.KubenetError(
+            f"{vm.name} runs on {vm.host}, not here",
+            f"run `kubenet {task} --config {host.directory(cluster.name) if host else '…'}/cluster.yaml --name {vm.name}` there (`ssh {host.destination if host else vm.host}`)",
+        )
+    return vm
 
 
 def refuse_spread(cluster: Cluster, what: str) -> None:

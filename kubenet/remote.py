@@ -125,6 +125,10 @@ def run_on(
     from .fsutil import private_dir
     from .process import start
 
+    from . import errors
+
+    if not ssh_config_path(cluster).is_file():
+        raise errors.SetupError(f"{ssh_config_path(cluster)} does not exist, which reaches the other hosts", "run `make setup` first")
     private_dir(control_path(cluster, host).parent)  # ssh makes its control socket there, and needs the directory
     out: list[str] = []
     err: list[str] = []

@@ -79,8 +79,11 @@ def vm(c, id=None, name=None, config=None, accel=None, managed=False):
     from kubenet.launch import exec_vm
     from kubenet.target import resolve_target
 
+    from kubenet.multihost import refuse_elsewhere
+
     cluster = cli.open_cluster(config)
-    exec_vm(cluster, cli.pick_vm(cluster, id, name), resolve_target(cluster, accel_option=accel), managed, cli.say)
+    chosen = refuse_elsewhere(cluster, cli.pick_vm(cluster, id, name), "vm")
+    exec_vm(cluster, chosen, resolve_target(cluster, accel_option=accel), managed, cli.say)
 
 
 @task(help={"config": CONFIG_HELP})
@@ -154,8 +157,10 @@ def logs(c, id=None, name=None, config=None, follow=False, since_boot=False):
     from kubenet.consolelog import show_log
     from kubenet.paths import vm_paths
 
+    from kubenet.multihost import refuse_elsewhere
+
     cluster = cli.open_cluster(config)
-    show_log(vm_paths(cluster, cli.pick_vm(cluster, id, name)).serial_log, since_boot, follow)
+    show_log(vm_paths(cluster, refuse_elsewhere(cluster, cli.pick_vm(cluster, id, name), "logs")).serial_log, since_boot, follow)
 
 
 @task(help={"config": CONFIG_HELP, "yes": "do not ask for confirmation", "snapshots": "delete the cluster's snapshots too (refused without)"})
@@ -207,7 +212,8 @@ def start_vms(config, pick, timeout, wait, ready, accel) -> None:
     until = cli.parse_ready(ready)
     target = resolve_target(cluster, accel_option=accel)
     recover(cluster, target, cli.say)  # VMs a cut-short snapshot save left paused run again
-    vms, elsewhere = multihost.by_host(cluster, pick(cluster))
+    picked = pick(cluster)
+    vms, elsewhere = multihost.by_host(cluster, picked)
     if multihost.spread(cluster):
         multihost.start_cables(cluster, cli.say)
     options = ["--timeout", f"{seconds:g}", *([] if wait else ["--no-wait"]), *(["--ready", str(until)] if until else []), *(["--accel", accel] if accel else [])]
@@ -222,7 +228,7 @@ def start_vms(config, pick, timeout, wait, ready, accel) -> None:
     if cluster.forward:
         from kubenet import tunnel
 
-        if wait and tunnel.via(cluster) in vms:
+        if wait and tunnel.via(cluster) in picked:
             tunnel.start(cluster, cli.say)
         elif not tunnel.running(cluster):
             cli.say(f"kubenet: tunnel through {tunnel.via(cluster).name}: not started (`invoke tunnel` starts it once it is ready)")
@@ -261,7 +267,8 @@ def stop_vms(config, pick, timeout, cleanup: bool, whole: bool = False) -> None:
 
     cluster = cli.open_cluster(config)
     seconds = cli.parse_timeout(timeout, STOP_SECONDS)
-    vms, elsewhere = multihost.by_host(cluster, pick(cluster))
+    picked = pick(cluster)
+    vms, elsewhere = multihost.by_host(cluster, picked)
     whole = whole and multihost.spread(cluster)
     if whole:
         multihost.stop_cables(cluster, cli.say)  # first: a cable would plug into a host's switch again

@@ -236,6 +236,18 @@ def test_vms_on_two_hosts_share_one_segment_and_names(facts):
 
 @real
 @pytest.mark.e2e
+def test_up_again_changes_nothing_and_a_remote_vm_stops_and_starts_from_here(facts):
+    assert facts["up_again"]["code"] == 0, facts["up_again"]["stderr"]
+    assert "wrote" not in "".join(line for line in facts["up_again"]["stderr"].splitlines(True) if "on desk" in line)
+    assert facts["ls_again"]["vms"]["node0"]["pid"] == facts["ls"]["vms"]["node0"]["pid"]  # the same qemu
+    assert facts["stop_remote"]["code"] == 0, facts["stop_remote"]["stderr"]
+    assert {name: row["state"] for name, row in facts["ls_stopped"]["vms"].items()} == {"gateway": "running", "node0": "stopped", "node1": "running"}
+    assert facts["start_remote"]["code"] == 0, facts["start_remote"]["stderr"]
+    assert facts["ls_started"]["vms"]["node0"]["state"] == "running" and facts["ls_started"]["vms"]["node0"]["ready"]
+
+
+@real
+@pytest.mark.e2e
 def test_a_cut_cable_is_plugged_in_again_by_its_supervisor(facts):
     assert facts["cable_before"]["state"] == "connected"
     assert facts["cable_back_seconds"] is not None, facts["cable_after"]

@@ -6,7 +6,8 @@ that host's disk (its kubenet directory, state_dir and KUBENET_CACHE). A three-V
 (gateway and node1 here, node0 on desk) is set up and started from here with `make up`;
 what each step showed is printed as JSON for the test to judge.
 
-argv: invoke search-root work-dir kernel initrd [bench]
+argv: invoke search-root work-dir kernel initrd [bench | bench-one-host]
+(`make bench-hosts`: the same cluster measured, then stopped; bench-one-host puts node0 here too)
 """
 
 import json
@@ -21,7 +22,9 @@ from pathlib import Path
 
 INVOKE, ROOT, WORK = sys.argv[1:4]
 KERNEL, INITRD = sys.argv[4:6]
-BENCH = sys.argv[6:7] == ["bench"]
+MODE = (sys.argv[6:7] or [""])[0]
+BENCH = MODE.startswith("bench")
+NODE_HOSTS = "local" if MODE == "bench-one-host" else "[desk, local]"
 WORK_DIR = Path(WORK)
 USER = "knhost"
 HERE, THERE = "10.99.0.1", "10.99.0.2"
@@ -116,7 +119,7 @@ def write_cluster() -> None:
         f"  desk: {{ssh: {USER}@{THERE}, identity: desk_login, known_hosts: desk_known_hosts, kubenet: {KUBENET}}}\n"
         "roles:\n"
         "  - {name: gateway, vcpus: 1, memory: 256M}\n"
-        "  - {name: node, count: 2, vcpus: 1, memory: 256M, host: [desk, local]}\n"
+        f"  - {{name: node, count: 2, vcpus: 1, memory: 256M, host: {NODE_HOSTS}}}\n"
         f"network: {{mode: user, ssh_port_base: 2300}}\n"
         f"image: {{kind: kernel, kernel: {KERNEL}, initrd: {INITRD}}}\n"
         f"ssh_key: {CONTROL / 'id_ed25519.pub'}\n"
@@ -222,7 +225,16 @@ def main() -> None:
         facts["back_ping"] = on_vm("node0", "ping -c 2 -W 5 gateway && ping -c 2 -W 5 node1")
         if BENCH:
             bench(facts)
+            facts["down"] = invoke("down", "--timeout", "30")
             return
+
+        # up again changes nothing anywhere; one VM of desk stopped and started from here
+        facts["up_again"] = said(run("make", "-C", ROOT, "up", f"CONFIG={CONFIG}", check=False, env=ENV, timeout=300))
+        facts["ls_again"] = listing()
+        facts["stop_remote"] = invoke("stop", "--name", "node0", "--timeout", "30")
+        facts["ls_stopped"] = listing()
+        facts["start_remote"] = invoke("start", "--name", "node0")
+        facts["ls_started"] = listing()
 
         # the cable is cut (its plug here killed): its supervisor plugs it in again
         before = cable_state()
