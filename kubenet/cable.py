@@ -79,10 +79,8 @@ def start(cluster: Cluster, host: RemoteHost, say: Callable[[str], None]) -> int
             return pid
         state_file(cluster, host).unlink(missing_ok=True)
         with open(log_file(cluster, host), "ab") as log:
-            process = subprocess.Popen(
-                supervisor_argv(cluster, host), stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True, cwd="/",
-                env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)},
-            )  # fmt: skip
+            process = subprocess.Popen(supervisor_argv(cluster, host), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                       start_new_session=True, cwd="/")  # fmt: skip
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline and supervisor_pid(cluster, host) != process.pid:
             if process.poll() is not None:

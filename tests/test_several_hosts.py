@@ -24,6 +24,7 @@ from kubenet.bundle import host_copy, pack, unpack
 from kubenet.cable import backoff, cable_argv
 from kubenet.cluster import NetworkMode
 from kubenet.config import build_cluster
+from kubenet.multihost import absent_row, host_rows, with_host
 from kubenet.remote import Answer, host_alias, remote_command
 from kubenet.sshkeys import ssh_config
 
@@ -123,6 +124,17 @@ def test_a_hosts_answer_gives_one_line_why():
     said = "kubenet: worker0: starting\nkubenet: error: worker0 is not set up (hint: run make setup)\n"
     assert Answer("desk", 1, stderr=said).reason() == "worker0 is not set up (hint: run make setup)"
     assert not Answer("desk", 255).reachable and Answer("desk", 1).reachable
+
+
+def test_a_hosts_rows_gain_its_name_and_one_that_did_not_answer_is_listed_from_cluster_yaml(tmp_path):
+    cluster = two_hosts(tmp_path)
+    told = [{"id": 1, "name": "worker0", "role": "worker", "vcpus": 2, "state": "running"}]
+    assert host_rows(Answer("desk", 0, stdout=json.dumps(told))) == told
+    assert host_rows(Answer("desk", 0, stdout="not json")) is None and host_rows(Answer("desk", 0, stdout='{"a": 1}')) is None
+    assert host_rows(Answer("desk", None)) is None
+    assert list(with_host(told[0], "desk")) == ["id", "name", "role", "host", "vcpus", "state"]
+    row = absent_row(cluster, cluster.vm_by_name("worker2"), "unreachable")
+    assert (row["state"], row["pid"], row["ready"], row["ssh"], row["ip"]) == ("unreachable", None, False, "127.0.0.1:2203", "192.168.1.13")
 
 
 # ---- what a host is sent ---------------------------------------------------------------------
