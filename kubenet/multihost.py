@@ -47,7 +47,10 @@ def refuse_failures(answers: list[Answer], what: str) -> None:
     failed = [answer for answer in answers if not answer.ok]
     if failed:
         said = "; ".join(f"{answer.host}: {'unreachable: ' if not answer.reachable else ''}{answer.reason()}" for answer in failed)
-        raise errors.RemoteError(f"{what} failed on {len(failed)} host{'s' if len(failed) > 1 else ''}: {said}")
+        unseen = next((answer.host for answer in failed if "Host key verification failed" in answer.stderr), None)
+        hint = (f"kubenet never accepts a host key it has not seen: ssh to {unseen} once by hand to check and keep its key, "
+                "or point its known_hosts: at a file that holds it") if unseen else None  # fmt: skip
+        raise errors.RemoteError(f"{what} failed on {len(failed)} host{'s' if len(failed) > 1 else ''}: {said}", hint)
 
 
 def here_and_there(jobs: list, work: Callable, what: str, say: Callable[[str], None]) -> None:

@@ -137,6 +137,16 @@ def test_a_hosts_rows_gain_its_name_and_one_that_did_not_answer_is_listed_from_c
     assert (row["state"], row["pid"], row["ready"], row["ssh"], row["ip"]) == ("unreachable", None, False, "127.0.0.1:2203", "192.168.1.13")
 
 
+def test_a_host_that_failed_is_named_with_why_and_an_unseen_host_key_says_what_to_do():
+    from kubenet.multihost import refuse_failures
+
+    refuse_failures([Answer("desk", 0)], "up")
+    with pytest.raises(errors.RemoteError) as raised:
+        refuse_failures([Answer("desk", 0), Answer("srv", 255, stderr="Host key verification failed.\n"), Answer("pi", None)], "up")
+    assert raised.value.message == "up failed on 2 hosts: srv: unreachable: Host key verification failed.; pi: unreachable: no answer in time"
+    assert raised.value.hint.startswith("kubenet never accepts a host key it has not seen: ssh to srv once by hand")
+
+
 # ---- what a host is sent ---------------------------------------------------------------------
 
 
