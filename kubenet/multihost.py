@@ -54,25 +54,36 @@ def refuse_failures(answers: list[Answer], what: str) -> None:
 
 
 def here_and_there(jobs: list, work: Callable, what: str, say: Callable[[str], None]) -> None:
-    """`work(None)` for this host and `work(name)` (a list of answers) for each other host, all
-    at once; then this host's error if it had one (the others' failures said first), else
+    """`work(None)` for this host, in this thread (so its own Ctrl-C handling is as on one
+    host), while `work(name)` (a list of answers) runs for each other host in a thread of
+    its own; then this host's error if it had one (the others' failures said first), else
     the others' failures."""
+    import threading
+
+    results: dict = {}
 
     def guarded(job):
         try:
-            return work(job)
+            results[job] = work(job)
         except errors.KubenetError as error:
-            return error
+            results[job] = error
 
-    results = for_each(jobs, guarded)
-    answers = [answer for result in results[1:] if isinstance(result, list) for answer in result]
-    failures = [result for result in results[1:] if isinstance(result, errors.KubenetError)]
-    if isinstance(results[0], errors.KubenetError):
+    threads = [threading.Thread(target=guarded, args=(job,), daemon=True) for job in jobs if job is not None]
+    for thread in threads:
+        thread.start()
+    guarded(None)
+    for thread in threads:
+        while thread.is_alive():
+            thread.join(0.1)  # short joins: a Ctrl-C is heard at once
+    others = [results.get(job) for job in jobs if job is not None]
+    answers = [answer for result in others if isinstance(result, list) for answer in result]
+    failures = [result for result in others if isinstance(result, errors.KubenetError)]
+    if isinstance(results[None], errors.KubenetError):
         try:
             refuse_failures(answers, what)
         except errors.RemoteError as remote:
             say(f"kubenet: error: {remote.message}")
-        raise results[0]
+        raise results[None]
     if failures:
         raise failures[0]
     refuse_failures(answers, what)
