@@ -186,12 +186,21 @@ def rtt(text: str) -> float | None:
     return float(match.group(1)) if match else None
 
 
-def throughput(sender: str, receiver: str, address: str, megabytes: int = 64) -> float | None:
-    """MB/s of a TCP stream from `sender` to `receiver` (busybox nc and dd in the guests)."""
-    on_vm(receiver, "killall nc 2>/dev/null; (busybox nc -l -p 5001 > /dev/null &) ; sleep 0.3")
-    done = on_vm(sender, f"time -p sh -c 'busybox dd if=/dev/zero bs=65536 count={megabytes * 16} 2>/dev/null | busybox nc {address} 5001'", timeout=300)
-    match = re.search(r"real ([\d.]+)", done["stderr"])
-    return megabytes / float(match.group(1)) if match and float(match.group(1)) > 0 else None
+def throughput(sender: str, receiver: str, address: str, megabytes: int = 64) -> dict:
+    """A TCP stream of `megabytes` from `sender` to `receiver` (busybox dd into nc): the bytes
+    that arrived and the seconds it took, on the sender's clock (/proc/uptime)."""
+    # the listener outlives the ssh session that starts it (a session of its own), and its input
+    # never ends (busybox nc hangs up when it does)
+    on_vm(receiver, "rm -f got; busybox setsid sh -c 'busybox sleep 600 | busybox nc -l -p 5001 | busybox wc -c > got' </dev/null >/dev/null 2>&1 & sleep 0.5")
+    send = (f"a=$(busybox cut -d' ' -f1 /proc/uptime); busybox dd if=/dev/zero bs=65536 count={megabytes * 16} 2>/dev/null"
+            f" | busybox nc {address} 5001; b=$(busybox cut -d' ' -f1 /proc/uptime); echo $a $b")  # fmt: skip
+    done = on_vm(sender, send, timeout=300)
+    got = on_vm(receiver, "sleep 1; cat got")
+    times = done["stdout"].split()
+    seconds = float(times[1]) - float(times[0]) if len(times) == 2 else None
+    first = (got["stdout"].split() or [""])[0]
+    received = int(first) if first.isdigit() else None
+    return {"bytes": received, "seconds": seconds, "sent": megabytes << 20, "said": done["stderr"][-300:] + got["stdout"][-300:]}
 
 
 def bench(facts: dict) -> None:
@@ -199,7 +208,7 @@ def bench(facts: dict) -> None:
     same, cross = ping("node1", "192.168.1.10", 20), ping("node1", "192.168.1.11", 20)
     facts["bench"] = {
         "rtt_same_ms": rtt(same["stdout"]), "rtt_cross_ms": rtt(cross["stdout"]),
-        "mbytes_same": throughput("node1", "gateway", "192.168.1.10"), "mbytes_cross": throughput("node1", "node0", "192.168.1.11"),
+        "stream_same": throughput("node1", "gateway", "192.168.1.10"), "stream_cross": throughput("node1", "node0", "192.168.1.11"),
     }  # fmt: skip
 
 
