@@ -203,6 +203,58 @@ def throughput(sender: str, receiver: str, address: str, megabytes: int = 64) ->
     return {"bytes": received, "seconds": seconds, "sent": megabytes << 20, "said": done["stderr"][-300:] + got["stdout"][-300:]}
 
 
+def vde_frame(destination: bytes, source: bytes, size: int) -> bytes:
+    """An Ethernet frame of `size` bytes (an experimental ethertype) as vde_plug's byte stream
+    carries it: its length in two bytes first."""
+    body = destination + source + b"\x88\xb5" + bytes(size - 14)
+    return len(body).to_bytes(2, "big") + body
+
+
+def cable_capacity(rates: tuple[int, ...] = (100, 200, 400, 800), seconds: float = 2.0, size: int = 1514) -> list[dict]:
+    """The cable alone, no guest: frames offered at each rate (Mbit/s) for `seconds` by a plug
+    in this host's switch, counted by a plug in desk's (root reaches desk's switch socket on
+    the shared file system), through the cable's SSH: what arrives, at what rate."""
+    import threading
+
+    reader_mac, writer_mac = bytes.fromhex("02000000aa01"), bytes.fromhex("02000000aa02")
+    remote = DESK_HOME / "kubenet-kh" / "state" / "vde.ctl"
+    reader = subprocess.Popen(["vde_plug", str(remote)], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    writer = subprocess.Popen(["vde_plug", str(STATE / "vde.ctl")], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
+    seen = {"frames": 0, "last": 0.0}
+
+    def count() -> None:
+        while len(head := reader.stdout.read(2)) == 2:
+            body = reader.stdout.read(int.from_bytes(head, "big"))
+            if body[6:12] == writer_mac:
+                seen["frames"] += 1
+                seen["last"] = time.monotonic()
+
+    threading.Thread(target=count, daemon=True).start()
+    results = []
+    try:
+        reader.stdin.write(vde_frame(b"\xff" * 6, reader_mac, 60))  # both switches learn where the reader is
+        reader.stdin.flush()
+        time.sleep(1)
+        burst = vde_frame(reader_mac, writer_mac, size) * 50
+        for rate in rates:
+            before, frames = seen["frames"], int(rate * 1e6 * seconds / (size * 8)) // 50 * 50
+            began = time.monotonic()
+            for index in range(frames // 50):
+                pause = began + index * 50 * size * 8 / (rate * 1e6) - time.monotonic()
+                if pause > 0:
+                    time.sleep(pause)
+                writer.stdin.write(burst)
+                writer.stdin.flush()
+            wait_until(lambda: seen["frames"] - before >= frames or time.monotonic() - seen["last"] > 2, 30)
+            got = seen["frames"] - before
+            results.append({"offered": rate, "sent": frames, "received": got, "mbits": got * size * 8 / seconds / 1e6})
+    finally:
+        for plug in (writer, reader):
+            plug.kill()
+            plug.wait()
+    return results
+
+
 def bench(facts: dict) -> None:
     """make bench-hosts: same host (node1 -> gateway) and across hosts (node1 -> node0)."""
     same, cross = ping("node1", "192.168.1.10", 20), ping("node1", "192.168.1.11", 20)
@@ -210,6 +262,8 @@ def bench(facts: dict) -> None:
         "rtt_same_ms": rtt(same["stdout"]), "rtt_cross_ms": rtt(cross["stdout"]),
         "stream_same": throughput("node1", "gateway", "192.168.1.10"), "stream_cross": throughput("node1", "node0", "192.168.1.11"),
     }  # fmt: skip
+    if NODE_HOSTS != "local":
+        facts["bench"]["cable"] = cable_capacity()
 
 
 def main() -> None:
