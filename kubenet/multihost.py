@@ -48,8 +48,10 @@ def refuse_failures(answers: list[Answer], what: str) -> None:
     if failed:
         said = "; ".join(f"{answer.host}: {'unreachable: ' if not answer.reachable else ''}{answer.reason()}" for answer in failed)
         unseen = next((answer.host for answer in failed if "Host key verification failed" in answer.stderr), None)
+        missing = next((answer.host for answer in failed if answer.code == 127), None)  # the remote shell found no such program
         hint = (f"kubenet never accepts a host key it has not seen: ssh to {unseen} once by hand to check and keep its key, "
-                "or point its known_hosts: at a file that holds it") if unseen else None  # fmt: skip
+                "or point its known_hosts: at a file that holds it") if unseen else (
+                f"install kubenet on {missing} (README: Several hosts), or give its path there as hosts.{missing}.kubenet") if missing else None  # fmt: skip
         raise errors.RemoteError(f"{what} failed on {len(failed)} host{'s' if len(failed) > 1 else ''}: {said}", hint)
 
 
