@@ -281,7 +281,7 @@ def stop_vms(config, pick, timeout, cleanup: bool, whole: bool = False) -> None:
         return multihost.down_hosts(cluster, {job: elsewhere[job]}, whole, seconds, cli.say, "down" if cleanup else "stop")
 
     try:
-        multihost.here_and_there(jobs, stop, "down", cli.say)
+        multihost.here_and_there(jobs, stop, "down" if cleanup else "stop", cli.say)
     finally:
         if whole:
             multihost.end_connections(cluster)
@@ -482,8 +482,12 @@ def host_setup(c, config=None):
     import json
     import sys
 
+    from kubenet import errors
     from kubenet.config import config_path
     from kubenet.multihost import host_setup as set_up
+
+    if sys.stdin.isatty():
+        raise errors.KubenetError("host-setup reads what the controlling host sends on its input", "it is run by `make setup` on the controlling host, over SSH")
 
     print(json.dumps(set_up(str(config_path(config)), sys.stdin.buffer, cli.say)))
 
