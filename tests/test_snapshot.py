@@ -205,8 +205,9 @@ def test_a_vm_lost_during_a_save_leaves_it_nowhere_and_a_killed_save_is_undone_b
     try:
         make_up(config, env)
         # 1. big's qemu dies while it saves: no VM keeps the snapshot, the others run on
-        saving = save_in_background("lost")
+        # its pid first: `ls` while the VMs are paused waits for their QMP, and the save may end meanwhile
         big_pid = next(row["pid"] for row in ls_rows(config, env) if row["name"] == "big")
+        saving = save_in_background("lost")
         os.kill(big_pid, signal.SIGKILL)
         _, stderr = saving.communicate(timeout=300)
         assert saving.returncode == 1, stderr
