@@ -265,19 +265,22 @@ def listing(cluster: Cluster, local_rows: Callable[[], list[dict]]) -> tuple[lis
 
     results = for_each(jobs, ask)
     rows = [with_host(row, cluster.here) for row in results[0]]
-    notes = []
+    notes, silent = [], set()
     for host, answer in zip(hosts, results[1:]):
         told = host_rows(answer)
         if told is None:
             state = UNREACHABLE if not answer.reachable else "unknown"
             notes.append(f"kubenet: host {host.name} ({host.destination}): {state}: {answer.reason()}")
             told = [absent_row(cluster, vm, state) for vm in cluster.vms if vm.host == host.name]
+            silent |= {host.name} if state == UNREACHABLE else set()
         rows += [with_host(row, host.name) for row in told]
     known = {vm.name: vm.id for vm in cluster.vms}
     rows.sort(key=lambda row: (row["name"] not in known, known.get(row["name"], 0)))
     from . import cable
 
-    notes += [f"kubenet: cable to {host.name}: {cable.describe(cluster, host)}" for host in hosts]
+    # a cable to a host gone silent looks connected until ssh's keepalive gives up
+    notes += [f"kubenet: cable to {host.name}: {cable.describe(cluster, host)}" + (" (its host does not answer now)" if host.name in silent else "")
+              for host in hosts]  # fmt: skip
     return rows, notes
 
 

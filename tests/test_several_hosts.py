@@ -287,6 +287,8 @@ def test_an_unreachable_host_is_said_so_and_down_stops_the_rest(facts):
     assert gone["code"] == 0 and gone["seconds"] < 10, gone
     assert {name: row["state"] for name, row in gone["vms"].items()} == {"gateway": "running", "node0": "unreachable", "node1": "running"}
     assert "kubenet: host desk (knhost@10.99.0.2): unreachable" in gone["stderr"]
+    cable = next(line for line in gone["stderr"].splitlines() if line.startswith("kubenet: cable to desk: "))
+    assert cable.endswith("(its host does not answer now)") or "reconnecting" in cable, cable
     down = facts["down_unreachable"]
     assert down["code"] == 1 and "down failed on 1 host: desk: unreachable" in down["stderr"], down
     assert {name: row["state"] for name, row in facts["ls_after_partial_down"]["vms"].items()} == {"gateway": "stopped", "node0": "unreachable", "node1": "stopped"}
