@@ -111,6 +111,29 @@ def make_desk() -> tuple[subprocess.Popen, subprocess.Popen]:
     return world, sshd
 
 
+def children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+        except (OSError, IndexError, ValueError):
+            continue
+    return found
+
+
+def end_sessions(listener: int) -> None:
+    """sshd's sessions end before sshd itself, the deepest first, each reaped by its parent
+    (this machine's init reaps no orphan: a session left behind would stay a zombie)."""
+    for session in children(listener):
+        for process in [*children(session), session]:
+            try:
+                os.kill(process, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            wait_until(lambda: not Path(f"/proc/{process}").exists(), 5)
+
+
 def write_cluster() -> None:
     run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(CONTROL / "id_ed25519"))
     CONFIG.write_text(
@@ -336,6 +359,8 @@ def main() -> None:
         except (KeyError, ProcessLookupError):
             pass
         for process in helpers:
+            if process is helpers[0]:
+                end_sessions(process.pid)
             process.kill()
             process.wait()
         uid = pwd.getpwnam(USER).pw_uid
