@@ -18,7 +18,7 @@ from typing import Callable
 from . import errors
 from .cluster import LOCAL, VM, Cluster, NetworkMode, RemoteHost
 from .parallel import for_each
-from .remote import Answer, run_on
+from .remote import ALIAS_PREFIX, Answer, run_on
 
 SETUP_SECONDS = 3600.0  # a host may download and verify the base image itself
 LS_SECONDS = 5.0  # how long `ls` waits for a host before it calls it unreachable
@@ -51,7 +51,8 @@ def refuse_failures(answers: list[Answer], what: str) -> None:
         missing = next((answer.host for answer in failed if answer.code == 127), None)  # the remote shell found no such program
         hint = (f"kubenet never accepts a host key it has not seen: ssh to {unseen} once by hand to check and keep its key, "
                 "or point its known_hosts: at a file that holds it") if unseen else (
-                f"install kubenet on {missing} (README: Several hosts), or give its path there as hosts.{missing}.kubenet") if missing else None  # fmt: skip
+                f"install kubenet on {missing} (README: Several hosts), or give its path there as hosts.{missing}.kubenet") if missing else (
+                f"look with `ssh -F <state_dir>/ssh_config {ALIAS_PREFIX}{failed[0].host}`, as kubenet reaches it")  # fmt: skip
         raise errors.RemoteError(f"{what} failed on {len(failed)} host{'s' if len(failed) > 1 else ''}: {said}", hint)
 
 

@@ -146,6 +146,9 @@ def test_a_host_that_failed_is_named_with_why_and_an_unseen_host_key_says_what_t
     assert raised.value.message == "up failed on 2 hosts: srv: unreachable: Host key verification failed.; pi: unreachable: no answer in time"
     assert raised.value.hint.startswith("kubenet never accepts a host key it has not seen: ssh to srv once by hand")
     with pytest.raises(errors.RemoteError) as raised:
+        refuse_failures([Answer("pi", None)], "down")
+    assert raised.value.hint == "look with `ssh -F <state_dir>/ssh_config kubenet-host.pi`, as kubenet reaches it"
+    with pytest.raises(errors.RemoteError) as raised:
         refuse_failures([Answer("desk", 127, stderr="sh: 1: kubenet: not found\n")], "setup")
     assert str(raised.value) == ("setup failed on 1 host: desk: sh: 1: kubenet: not found "
                                  "(hint: install kubenet on desk (README: Several hosts), or give its path there as hosts.desk.kubenet)")  # fmt: skip
