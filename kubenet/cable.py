@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Callable
 
 from .cluster import Cluster, RemoteHost
+from .process import kill_group
 
 PLUGGED = "kubenet: cable plugged in"  # what the far end says once its plug is in its switch
 FIRST_DELAY, MAX_DELAY = 0.5, 10.0  # seconds between attempts: doubling up to the most
@@ -92,14 +93,14 @@ def start(cluster: Cluster, host: RemoteHost, say: Callable[[str], None]) -> int
 
 def stop(cluster: Cluster, host: RemoteHost, say: Callable[[str], None]) -> bool:
     """Stop the host's cable and its supervisor; whether one ran."""
-    from .process import wait_for_exit
+    from .process import kill, wait_for_exit
 
     pid = supervisor_pid(cluster, host)
     if pid is None:
         return False
-    os.kill(pid, signal.SIGTERM)
+    kill(pid, signal.SIGTERM)
     if not wait_for_exit(pid, 5):
-        os.kill(pid, signal.SIGKILL)  # provably ours: its pid file and its arguments
+        kill(pid, signal.SIGKILL)  # provably ours: its pid file and its arguments
         stop_plug(cluster, read_state(cluster, host).get("pid"))
     pid_file(cluster, host).unlink(missing_ok=True)
     state_file(cluster, host).unlink(missing_ok=True)
@@ -113,7 +114,7 @@ def stop_plug(cluster: Cluster, pid: object) -> None:
     from .process import is_own_process
 
     if isinstance(pid, int) and is_own_process(pid, str(vde_socket_path(cluster)), lambda: False):
-        os.killpg(pid, signal.SIGTERM)
+        kill_group(pid)
 
 
 def read_state(cluster: Cluster, host: RemoteHost) -> dict:
@@ -135,12 +136,6 @@ def describe(cluster: Cluster, host: RemoteHost) -> str:
     if state.get("state") == "reconnecting":
         return f"down, reconnecting (attempt {state.get('attempt')}; last: {state.get('reason')})"
     return "connecting"
-
-
-def cable_pid(cluster: Cluster, host: RemoteHost) -> int | None:
-    """The pid of this end's plug of a connected cable (what the switch lists)."""
-    state = read_state(cluster, host)
-    return state.get("pid") if state.get("state") == "connected" and isinstance(state.get("pid"), int) else None
 
 
 # ---- the supervisor ------------------------------------------------------------------------
@@ -165,10 +160,7 @@ class Supervisor:
     def stop(self, *_) -> None:
         self.stopping.set()
         if self.cable is not None and self.cable.poll() is None:
-            try:
-                os.killpg(self.cable.pid, signal.SIGTERM)  # the plug and its ssh: a group of their own
-            except ProcessLookupError:
-                pass
+            kill_group(self.cable.pid)  # the plug and its ssh: a group of their own
 
     def once(self, attempt: int) -> str:
         """Plug the cable in and keep it until it drops; why it dropped."""

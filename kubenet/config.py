@@ -342,7 +342,9 @@ def _host(check: _Checker, name: Any, entry: Any, key: str, base: Path) -> Remot
 def _home_relative(text: str) -> str:
     """A path on another host given as ~/x: the command runs in the home there, and a
     quoted ~ would not be expanded."""
-    return text[2:] or "." if text.startswith("~/") else "." if text == "~" else text
+    if text == "~":
+        return "."
+    return (text[2:] or ".") if text.startswith("~/") else text
 
 
 def _role_hosts(check: _Checker, value: Any, key: str) -> tuple[str, ...]:

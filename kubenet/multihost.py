@@ -96,10 +96,6 @@ def id_options(vms: list[VM]) -> list[str]:
     return [word for vm in vms for word in ("--id", str(vm.id))]
 
 
-def on_each(cluster: Cluster, hosts: list[RemoteHost], ask: Callable[[RemoteHost], Answer]) -> list[Answer]:
-    return for_each(hosts, ask) if hosts else []
-
-
 # ---- make setup ----------------------------------------------------------------------------
 
 
@@ -112,7 +108,7 @@ def setup_hosts(cluster: Cluster, say: Callable[[str], None]) -> None:
     def setup(host: RemoteHost) -> Answer:
         return run_on(cluster, host, "host-setup", timeout=SETUP_SECONDS, input=pack(members(cluster, host)), relay=relay(host, say))
 
-    answers = on_each(cluster, hosts, setup)
+    answers = for_each(hosts, setup)
     for host, answer in zip(hosts, answers):
         if answer.ok:
             pin_host_keys(cluster, host, answer.stdout)
@@ -149,8 +145,9 @@ def host_setup(config: str, stream, say: Callable[[str], None]) -> dict[str, str
 
     from .bundle import unpack
     from .config import load_cluster
+    from .paths import ssh_config_path
     from .prepare import prepare_cluster
-    from .sshkeys import read_host_key_public
+    from .sshkeys import ensure_host_login_key, read_host_key_public
     from .statedir import check_state
     from .target import resolve_target
 
@@ -159,16 +156,12 @@ def host_setup(config: str, stream, say: Callable[[str], None]) -> dict[str, str
     check_state(cluster)
     if cluster.here == LOCAL:
         raise errors.SetupError(f"{config} is not a copy sent to a host (it has no `here:`)")
-    from .sshkeys import ensure_host_login_key
-
     ensure_host_login_key(cluster)
     target = resolve_target(cluster)
     if cluster.image.url:
         from .image import fetch_image
 
         fetch_image(cluster, target.host, say=say)
-    from .paths import ssh_config_path
-
     plan = host_plan(cluster, target)
     prepare_cluster(cluster, target, plan, any(plan.values()) or not ssh_config_path(cluster).is_file(), say)
     return {vm.name: key for vm in cluster.local_vms if (key := read_host_key_public(cluster, vm.name))}
@@ -180,23 +173,15 @@ def host_plan(cluster: Cluster, target) -> dict[VM, list[str]]:
     rewrites nothing)."""
     from .host import needs_efivars
     from .paths import vm_paths
-    from .prepare import read_seed_inputs
-    from .seed import seed_files
-    from .sshkeys import ensure_host_key
+    from .prepare import read_seed_inputs, seed_is_current
 
     inputs = read_seed_inputs(cluster)
     efivars = needs_efivars(cluster, target.host)
     plan = {}
     for vm in cluster.local_vms:
         paths = vm_paths(cluster, vm)
-        parts = [] if paths.disk.exists() and (paths.efivars.exists() or not efivars) else ["disk"]
-        if paths.seed.exists() and paths.dir.is_dir():
-            files = seed_files(cluster, vm, target.mode, inputs.templates, inputs.login_key, ensure_host_key(cluster, vm.name), inputs.network)
-            if any(not (paths.dir / name).is_file() or (paths.dir / name).read_bytes() != data for name, data in files.items()):
-                parts.append("seed")
-        else:
-            parts.append("seed")
-        plan[vm] = parts
+        disk = paths.disk.exists() and (paths.efivars.exists() or not efivars)
+        plan[vm] = ([] if disk else ["disk"]) + ([] if seed_is_current(cluster, target, vm, inputs) else ["seed"])
     return plan
 
 
@@ -214,7 +199,7 @@ def up_hosts(cluster: Cluster, chosen: dict[str, list[VM]], options: list[str], 
     """`up` of the chosen VMs on each host, every host at once; `options` as the user gave them."""
     bound = (timeout if timeout is not None else SETUP_SECONDS) + MARGIN_SECONDS
     hosts = [cluster.remote_host(name) for name in chosen]
-    return on_each(cluster, hosts, lambda host: run_on(cluster, host, "up", *id_options(chosen[host.name]), *options, timeout=bound, relay=relay(host, say)))
+    return for_each(hosts, lambda host: run_on(cluster, host, "up", *id_options(chosen[host.name]), *options, timeout=bound, relay=relay(host, say)))
 
 
 # ---- down, stop ----------------------------------------------------------------------------
@@ -238,7 +223,7 @@ def down_hosts(
         ids = [] if whole else id_options(chosen[host.name])
         return run_on(cluster, host, task, *ids, "--timeout", f"{timeout:g}", timeout=timeout + MARGIN_SECONDS, relay=relay(host, say))
 
-    return on_each(cluster, hosts, down)
+    return for_each(hosts, down)
 
 
 def end_connections(cluster: Cluster) -> None:
@@ -256,6 +241,7 @@ def listing(cluster: Cluster, local_rows: Callable[[], list[dict]]) -> tuple[lis
     per host that did not answer; every host is asked at once, within LS_SECONDS."""
     hosts = cluster.placed_hosts()
     jobs: list = [None, *hosts]
+
     def ask(host: RemoteHost | None):
         if host is None:
             return local_rows()
@@ -273,7 +259,8 @@ def listing(cluster: Cluster, local_rows: Callable[[], list[dict]]) -> tuple[lis
             state = UNREACHABLE if not answer.reachable else "unknown"
             notes.append(f"kubenet: host {host.name} ({host.destination}): {state}: {answer.reason()}")
             told = [absent_row(cluster, vm, state) for vm in cluster.vms if vm.host == host.name]
-            silent |= {host.name} if state == UNREACHABLE else set()
+            if state == UNREACHABLE:
+                silent.add(host.name)
         rows += [with_host(row, host.name) for row in told]
     known = {vm.name: vm.id for vm in cluster.vms}
     rows.sort(key=lambda row: (row["name"] not in known, known.get(row["name"], 0)))
@@ -335,7 +322,7 @@ def destroy_there(cluster: Cluster, confirm: Callable[[str], bool], say: Callabl
         raise errors.KubenetError("destroy cancelled; nothing was deleted")
     stop_cables(cluster, say)
     options = ["--yes", *(["--snapshots"] if snapshots else [])]
-    answers = on_each(cluster, hosts, lambda host: run_on(cluster, host, "destroy", *options, timeout=SETUP_SECONDS, relay=relay(host, say)))
+    answers = for_each(hosts, lambda host: run_on(cluster, host, "destroy", *options, timeout=SETUP_SECONDS, relay=relay(host, say)))
     try:
         refuse_failures(answers, "destroy")
     except errors.RemoteError as failed:

@@ -137,12 +137,26 @@ def check_vm_files(cluster: Cluster, vm: VM) -> None:
             check_own_file(path)
 
 
+def seed_contents(cluster: Cluster, target: Target, vm: VM, inputs: SeedInputs) -> dict[str, bytes]:
+    """The files the VM's seed holds, made now from the inputs (and its host key, made if missing)."""
+    return seed_files(cluster, vm, target.mode, inputs.templates, inputs.login_key, ensure_host_key(cluster, vm.name), inputs.network)
+
+
 def write_seed(cluster: Cluster, target: Target, vm: VM, inputs: SeedInputs) -> None:
     paths = vm_paths(cluster, vm)
-    files = seed_files(cluster, vm, target.mode, inputs.templates, inputs.login_key, ensure_host_key(cluster, vm.name), inputs.network)
+    files = seed_contents(cluster, target, vm, inputs)
     for name, data in files.items():  # plain copies, to read and to feed to cloud-init tooling
         write_atomic(paths.dir / name, data)
     write_seed_iso(files, paths.seed)
+
+
+def seed_is_current(cluster: Cluster, target: Target, vm: VM, inputs: SeedInputs) -> bool:
+    """Whether the VM's seed exists and its plain copies are what write_seed would write now."""
+    paths = vm_paths(cluster, vm)
+    if not paths.seed.exists():
+        return False
+    wanted = seed_contents(cluster, target, vm, inputs)
+    return all((paths.dir / name).is_file() and (paths.dir / name).read_bytes() == data for name, data in wanted.items())
 
 
 def setup_ssh(cluster: Cluster, target: Target) -> list[Path]:

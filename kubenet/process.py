@@ -306,6 +306,14 @@ def kill(pid: int, sig: int = signal.SIGKILL) -> None:
     os.kill(pid, sig)
 
 
+def kill_group(pid: int, sig: int = signal.SIGTERM) -> None:
+    """Signal the process group `pid` leads (a program started with a group of its own, and its children)."""
+    try:
+        os.killpg(pid, sig)
+    except ProcessLookupError:
+        pass  # it ended meanwhile
+
+
 def wait_for_exit(pid: int, timeout: float, stop=None) -> bool:
     """Whether `pid` exits within `timeout` seconds; gives up early once `stop` (an Event) is set."""
     deadline = time.monotonic() + timeout

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from . import errors
 from .cluster import Cluster, RemoteHost
 from .paths import runtime_dir, ssh_config_path
 
@@ -124,8 +125,6 @@ def run_on(
     shows its progress), or are kept in the answer. Killed past `timeout` seconds."""
     from .fsutil import private_dir
     from .process import start
-
-    from . import errors
 
     if not ssh_config_path(cluster).is_file():
         raise errors.SetupError(f"{ssh_config_path(cluster)} does not exist, which reaches the other hosts", "run `make setup` first")
