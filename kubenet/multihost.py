@@ -297,12 +297,9 @@ def with_host(row: dict, host: str) -> dict:
 def absent_row(cluster: Cluster, vm: VM, state: str) -> dict:
     """A VM whose host did not answer: what cluster.yaml says of it, and that state."""
     from .network import ssh_endpoint
+    from .status import vm_row
 
-    return {
-        "id": vm.id, "name": vm.name, "role": vm.role, "vcpus": vm.vcpus, "memory": vm.memory, "rss": None,
-        "mac": vm.mac, "ip": str(vm.ip), "ssh": str(ssh_endpoint(cluster.network, NetworkMode.USER, vm)),
-        "state": state, "pid": None, "ready": False, "exited": None, "cluster_net": None, "orphaned": False,
-    }  # fmt: skip
+    return vm_row(vm, str(ssh_endpoint(cluster.network, NetworkMode.USER, vm)), state)
 
 
 def reset_there(cluster: Cluster, vm: VM, confirm: Callable[[str], bool], say: Callable[[str], None]) -> None:

@@ -125,24 +125,27 @@ def vm_rows(cluster: Cluster, mode: NetworkMode, exits: dict[str, Exit] | None =
     for vm in vms:
         state, (run_state, ready) = states[vm.name], answers[vm.name]
         exited = None if state.running else (exits or {}).get(vm.name)
-        rows.append({
-            "id": vm.id,
-            "name": vm.name,
-            "role": vm.role,
-            "vcpus": vm.vcpus,
-            "memory": vm.memory,
-            "rss": resident_bytes(state.pid) if state.running and state.pid else None,
-            "mac": vm.mac,
-            "ip": str(vm.ip),
-            "ssh": str(ssh_endpoint(cluster.network, mode, vm)),
-            "state": (run_state if run_state not in (None, "running") else "running") if state.running else "stopped",
-            "pid": state.pid,
-            "ready": ready,
-            "exited": None if exited is None else str(exited),
-            "cluster_net": plug_state(cluster, plugged, state.pid),
-            "orphaned": vm.name in orphaned,
-        })  # fmt: skip
+        rows.append(vm_row(
+            vm, str(ssh_endpoint(cluster.network, mode, vm)),
+            (run_state if run_state not in (None, "running") else "running") if state.running else "stopped",
+            rss=resident_bytes(state.pid) if state.running and state.pid else None,
+            pid=state.pid,
+            ready=ready,
+            exited=None if exited is None else str(exited),
+            cluster_net=plug_state(cluster, plugged, state.pid),
+            orphaned=vm.name in orphaned,
+        ))  # fmt: skip
     return rows
+
+
+def vm_row(vm: VM, ssh: str, state: str, rss: int | None = None, pid: int | None = None, ready: bool = False,
+           exited: str | None = None, cluster_net: str | None = None, orphaned: bool = False) -> dict:  # fmt: skip
+    """One row of `ls`, its keys in the order the table shows them."""
+    return {
+        "id": vm.id, "name": vm.name, "role": vm.role, "vcpus": vm.vcpus, "memory": vm.memory, "rss": rss,
+        "mac": vm.mac, "ip": str(vm.ip), "ssh": ssh, "state": state, "pid": pid, "ready": ready,
+        "exited": exited, "cluster_net": cluster_net, "orphaned": orphaned,
+    }  # fmt: skip
 
 
 TABLE_HIDES = ("exited", "cluster_net", "orphaned")  # said in the notes below the table
