@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from .cluster import VM, Cluster, NetworkMode
 
 CUT_OFF = "running but cut off from the cluster network (its VDE switch stopped after it started; qemu does not reconnect):"
+# A row's states that are not a running VM: stopped, or on a host that did not say (multihost).
+NOT_RUNNING = ("stopped", "unreachable", "unknown")
 ASK_SECONDS = 0.5  # how long one VM may take to answer `ls`; the VMs are asked in parallel
 
 
@@ -75,7 +77,7 @@ def listing_notes(cluster: Cluster, rows: list[dict]) -> list[str]:
 
     notes += [note] if (note := tunnel_note(cluster)) else []
     notes += host_side_notes(cluster)
-    running = sum(row["state"] != "stopped" for row in rows)
+    running = sum(row["state"] not in NOT_RUNNING for row in rows)
     tmux = Tmux.from_environment()
     sessions = [
         f"{name} ({what})"

@@ -290,6 +290,7 @@ def test_an_unreachable_host_is_said_so_and_down_stops_the_rest(facts):
     assert gone["code"] == 0 and gone["seconds"] < 10, gone
     assert {name: row["state"] for name, row in gone["vms"].items()} == {"gateway": "running", "node0": "unreachable", "node1": "running"}
     assert "kubenet: host desk (knhost@10.99.0.2): unreachable" in gone["stderr"]
+    assert "kubenet: 2 of 3 VMs running" in facts["ls_unreachable_text"]["stderr"]  # an unreachable VM is not counted as running
     cable = next(line for line in gone["stderr"].splitlines() if line.startswith("kubenet: cable to desk: "))
     assert cable.endswith("(its host does not answer now)") or "reconnecting" in cable, cable
     down = facts["down_unreachable"]

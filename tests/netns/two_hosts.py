@@ -334,6 +334,7 @@ def main() -> None:
         # desk goes away (its link down): ls says so within seconds, down stops the rest
         run("ip", "link", "set", "kn-here", "down")
         facts["ls_unreachable"] = listing()
+        facts["ls_unreachable_text"] = invoke("ls")
         facts["down_unreachable"] = invoke("down", "--timeout", "30")
         facts["ls_after_partial_down"] = listing()
         facts["here_after_partial_down"] = our_processes()
