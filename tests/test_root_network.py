@@ -3,17 +3,12 @@ and NAT from `invoke hostnet`) whose qemu must start as root: for real, in names
 of the test's own (tests/netns/root_bridge.py), never on this machine's network or files.
 """
 
-import json
 import os
 import shutil
-import subprocess
-import sys
-import tempfile
-from pathlib import Path
 
 import pytest
 
-from conftest import INVOKE, ROOT
+from conftest import namespaced_facts
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0
@@ -24,54 +19,9 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def namespace_script(work: Path) -> str:
-    """Mounts that keep every change inside the test's mount namespace: overlays over /etc
-    (the user, sudoers, bridge.conf, /etc/hosts) and qemu's helper directory, and a /run of
-    its own (sudo's timestamps, and a /dev/net/tun open to all); directories above the repository and its Python that the
-    throwaway user could not enter get an overlay that lets it in."""
-    mounts = []
-    python = Path(os.path.realpath(sys.executable))
-    openings = dict(closed_ancestors(ROOT) + closed_ancestors(python.parent))  # the repository, its venv's python
-    for index, (lower, mode) in enumerate([("/etc", None), ("/usr/lib/qemu", None), *sorted(openings.items())]):
-        upper, scratch = work / f"upper{index}", work / f"scratch{index}"
-        upper.mkdir()
-        scratch.mkdir()
-        if mode is not None:
-            upper.chmod(mode)
-        mounts.append(f"mount -t overlay overlay -o lowerdir={lower},upperdir={upper},workdir={scratch} {lower}")
-    # /dev/net/tun as a stock Debian has it (0666; this machine's is 0600), for the setuid helper
-    tun = "mknod -m 666 /run/tun c 10 200 && mount --bind /run/tun /dev/net/tun"
-    return " && ".join([*mounts, "mount -t tmpfs tmpfs /run", tun, "mount -t sysfs sysfs /sys", "ip link set lo up", 'exec "$@"'])
-
-
-def closed_ancestors(path: Path) -> list[tuple[str, int]]:
-    """Directories above `path` that others cannot enter, with the mode that opens them."""
-    closed = []
-    for directory in [*reversed(path.parents), path]:
-        mode = directory.stat().st_mode & 0o777
-        if not mode & 0o001:
-            closed.append((str(directory), mode | 0o055))
-    return closed
-
-
 @pytest.fixture(scope="module")
 def facts():
-    from tinyimage.build import build
-
-    kernel, initrd = build()
-    work = Path(tempfile.mkdtemp(prefix="knr"))
-    work.chmod(0o755)  # the throwaway user lives below it
-    try:
-        done = subprocess.run(
-            ["unshare", "--net", "--mount", "--propagation", "private", "sh", "-c", namespace_script(work), "sh",
-             sys.executable, str(ROOT / "tests" / "netns" / "root_bridge.py"), str(INVOKE), str(ROOT), str(work),
-             str(kernel), str(initrd)],
-            capture_output=True, text=True, timeout=1200,
-        )  # fmt: skip
-        assert done.returncode == 0, done.stderr[-3000:]
-        yield json.loads(done.stdout)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    return namespaced_facts("root_bridge.py", "knr")
 
 
 def test_hostnet_and_make_up_as_a_user_with_qemu_started_as_root(facts):

@@ -9,16 +9,13 @@ import io
 import json
 import os
 import shutil
-import subprocess
-import sys
 import tarfile
-import tempfile
 from pathlib import Path
 
 import pytest
 import yaml
 
-from conftest import INVOKE, ROOT
+from conftest import namespaced_facts
 from kubenet import errors
 from kubenet.bundle import host_copy, pack, unpack
 from kubenet.cable import backoff, cable_argv
@@ -217,22 +214,7 @@ real = pytest.mark.skipif(
 
 def run_two_hosts(*extra: str) -> dict:
     """tests/netns/two_hosts.py in namespaces of its own; what it saw."""
-    from test_root_network import namespace_script
-    from tinyimage.build import build
-
-    kernel, initrd = build()
-    work = Path(tempfile.mkdtemp(prefix="knh"))
-    work.chmod(0o755)  # the throwaway user's home is below it
-    try:
-        done = subprocess.run(
-            ["unshare", "--net", "--mount", "--propagation", "private", "sh", "-c", namespace_script(work), "sh",
-             sys.executable, str(ROOT / "tests" / "netns" / "two_hosts.py"), str(INVOKE), str(ROOT), str(work), str(kernel), str(initrd), *extra],
-            capture_output=True, text=True, timeout=1200,
-        )  # fmt: skip
-        assert done.returncode == 0, done.stderr[-3000:]
-        return json.loads(done.stdout)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    return namespaced_facts("two_hosts.py", "knh", *extra)
 
 
 @pytest.fixture(scope="module")

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from hostside import HELPER, host_side
+from peer import peer_namespace
 
 INVOKE, ROOT, WORK, KERNEL, INITRD = sys.argv[1:6]
 WORK_DIR = Path(WORK)
@@ -116,20 +117,8 @@ def make_user() -> pwd.struct_passwd:
 def make_outside() -> list[subprocess.Popen]:
     """A second namespace beyond a veth: the host's default route leads there, and it knows
     no way back to the cluster's subnet, so only NAT'ed traffic gets answers."""
-    world = subprocess.Popen(["unshare", "--net", "sleep", "3600"])
-    mine = os.readlink("/proc/self/ns/net")
-    for _ in range(100):
-        if os.readlink(f"/proc/{world.pid}/ns/net") != mine:
-            break
-        time.sleep(0.02)
-    inside = ["nsenter", f"--net=/proc/{world.pid}/ns/net", "--"]
-    run("ip", "link", "add", "kn-edge", "type", "veth", "peer", "name", "kn-world", "netns", str(world.pid))
-    run("ip", "addr", "add", f"{EDGE}/24", "dev", "kn-edge")
-    run("ip", "link", "set", "kn-edge", "up")
+    world, inside = peer_namespace("kn-edge", "kn-world", EDGE, OUTSIDE)
     run("ip", "route", "add", "default", "via", OUTSIDE)
-    run(*inside, "ip", "addr", "add", f"{OUTSIDE}/24", "dev", "kn-world")
-    run(*inside, "ip", "link", "set", "kn-world", "up")
-    run(*inside, "ip", "link", "set", "lo", "up")
     listener = subprocess.Popen([*inside, sys.executable, "-c", LISTENER])
     resolver = subprocess.Popen(
         [*inside, "dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv", "--no-hosts",

@@ -20,6 +20,8 @@ import sys
 import time
 from pathlib import Path
 
+from peer import peer_namespace
+
 INVOKE, ROOT, WORK = sys.argv[1:4]
 KERNEL, INITRD = sys.argv[4:6]
 MODE = (sys.argv[6:7] or [""])[0]
@@ -71,19 +73,7 @@ def on_vm(vm: str, command: str, timeout: float = 120) -> dict:
 
 def make_desk() -> tuple[subprocess.Popen, subprocess.Popen]:
     """desk: a network namespace beyond a veth, its sshd letting in the throwaway user only."""
-    world = subprocess.Popen(["unshare", "--net", "sleep", "3600"])
-    mine = os.readlink("/proc/self/ns/net")
-    for _ in range(100):
-        if os.readlink(f"/proc/{world.pid}/ns/net") != mine:
-            break
-        time.sleep(0.02)
-    inside = ["nsenter", f"--net=/proc/{world.pid}/ns/net", "--"]
-    run("ip", "link", "add", "kn-here", "type", "veth", "peer", "name", "kn-desk", "netns", str(world.pid))
-    run("ip", "addr", "add", f"{HERE}/24", "dev", "kn-here")
-    run("ip", "link", "set", "kn-here", "up")
-    run(*inside, "ip", "addr", "add", f"{THERE}/24", "dev", "kn-desk")
-    run(*inside, "ip", "link", "set", "kn-desk", "up")
-    run(*inside, "ip", "link", "set", "lo", "up")
+    world, inside = peer_namespace("kn-here", "kn-desk", HERE, THERE)
 
     DESK_HOME.mkdir()
     # "*": no password, yet not locked (sshd without PAM refuses a locked account even a key)
