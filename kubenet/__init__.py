@@ -39,7 +39,10 @@ Running VMs
   asroot        networks that need root: qemu starts as root, then runs as the user; sudo once
   handover      root's first program in such a pane: the QMP socket, made as the user, for qemu
   launch        start VMs: `invoke vm` (exec) and `invoke up` (tmux), then wait
-  readiness     wait until VMs answer SSH and cloud-init has finished, all at once
+  bootmarks     the marks a guest prints on its console at each boot (sshd listening, cloud-init
+                finished): the watcher the seed gives it *, and reading them back from the log
+  readiness     wait until VMs answer SSH and cloud-init has finished, all at once, reading the
+                marks first and then logging in once, never knocking on a guest that is not ready
   bootprogress  while `up` waits: what each VM waits for, for how long, its console's last line
   provision     which VMs cloud-init provisions again at their next boot (their seed changed)
   identity      each VM as it was made (id, MAC, address): renumbering refused, orphans found
@@ -53,7 +56,8 @@ Running VMs
   status        what `ls` shows: a row per VM and the notes below the table
   hostmemory    the host memory a VM's qemu holds (`ls`) and is likely to hold (the warning)
   consolelog    a VM's console log: `invoke logs`
-  guestagent    the guest agent on each VM's virtio port: a guest's clock set to the host's
+  guestagent    the guest agent on each VM's virtio port: whether one runs; a guest's clock set through it
+  guestclock    a guest's clock set to the host's (its agent, else one SSH login) and read back
   snaprecord    what each whole-cluster snapshot is: its record, names, what changed since
   snapjobs      a snapshot's QMP side: its drives, its jobs, every VM paused together
   snapshot      whole-cluster snapshots, live or stopped, all VMs or none: `invoke snapshot`

@@ -1,5 +1,5 @@
 """The guest agent (qemu-ga inside the guest, on a virtio port whose host end is the VM's
-`qga.sock`): setting a guest's clock to the host's.
+`qga.sock`): whether one runs, and setting a guest's clock to the host's through it.
 
 A guest paused for a snapshot, or returned to one, keeps the time it stopped at: etcd
 leases and kubelet heartbeats would see time stand still, or go back. The agent's
@@ -19,7 +19,6 @@ from pathlib import Path
 
 from . import errors
 
-AGENT_HINT = "install qemu-guest-agent in the guest (kubenet's templates do); until then set its clock with `sudo date -s @$(date +%s)` over ssh"
 SYNC_MARK = b"\xff"  # what the agent writes before its answer to guest-sync-delimited
 
 
@@ -27,8 +26,21 @@ class GuestAgentError(errors.LaunchError):
     """The guest agent did not answer, or refused."""
 
 
-def set_clock(path: Path, name: str, timeout: float = 10.0) -> None:
-    """Set the guest's clock to the host's, within `timeout` seconds."""
+def agent_listening(qmp: Path, timeout: float = 2.0) -> bool:
+    """Whether an agent runs in the guest: QMP's query-chardev says whether the guest has
+    the agent's virtio port open (frontend-open), without waiting on the guest at all."""
+    from .qmp import QMPError, ask
+
+    try:
+        devices = ask(qmp, "query-chardev", timeout=timeout)
+    except QMPError:
+        return False
+    return any(device.get("label") == "guest-agent" and device.get("frontend-open") for device in devices or [])
+
+
+def set_clock(path: Path, name: str, timeout: float = 10.0) -> float:
+    """Set the guest's clock to the host's, within `timeout` seconds, then read it back:
+    how far it is from the host's (guest minus host, in seconds)."""
     deadline = time.monotonic() + timeout
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as connection:
@@ -39,15 +51,21 @@ def set_clock(path: Path, name: str, timeout: float = 10.0) -> None:
             if answer.get("return") != token:
                 raise GuestAgentError(f"{name}: its guest agent answered out of turn")
             answer = _ask(connection, {"execute": "guest-set-time", "arguments": {"time": time.time_ns()}}, deadline)
+            error = answer.get("error")
+            # After setting the time the agent also writes it to the RTC (hwclock -w); a guest
+            # without an RTC tool reports that failure, but its clock is already set.
+            if error and "hwclock" not in str(error.get("desc", "")):
+                raise GuestAgentError(f"{name}: its guest agent did not set the clock: {error.get('desc', error)}")
+            before = time.time()
+            told = _ask(connection, {"execute": "guest-get-time"}, deadline).get("return")
+            after = time.time()
     except socket.timeout:
-        raise GuestAgentError(f"{name}: no guest agent answered within {timeout:g} s", AGENT_HINT) from None
+        raise GuestAgentError(f"{name}: its guest agent did not answer within {timeout:g} s") from None
     except OSError as error:
-        raise GuestAgentError(f"{name}: cannot reach its guest agent at {path}: {error.strerror or error}", AGENT_HINT) from None
-    error = answer.get("error")
-    # After setting the time the agent also writes it to the RTC (hwclock -w); a guest
-    # without an RTC tool reports that failure, but its clock is already set.
-    if error and "hwclock" not in str(error.get("desc", "")):
-        raise GuestAgentError(f"{name}: its guest agent did not set the clock: {error.get('desc', error)}")
+        raise GuestAgentError(f"{name}: cannot reach its guest agent at {path}: {error.strerror or error}") from None
+    if not isinstance(told, int):
+        raise GuestAgentError(f"{name}: its guest agent did not tell the time back")
+    return told / 1e9 - (before + after) / 2
 
 
 def _ask(connection: socket.socket, request: dict, deadline: float, after_mark: bool = False) -> dict:

@@ -6,6 +6,7 @@ until they answer.
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import sys
 import time
@@ -26,7 +27,7 @@ from .qemu import Management, qemu_argv, run_as_options
 from .qmp import greets
 from .statedir import cluster_lock, vm_dir
 from .target import Target, remember_accel
-from .tmux import Tmux, extend_groups, pane_command, session_groups
+from .tmux import Tmux, extend_groups, one_line, pane_command, session_groups
 from .status import CUT_OFF, restart_hint
 from .vmstate import forget_answers, is_running
 
@@ -293,6 +294,26 @@ def _launch_cluster(cluster: Cluster, vms: list[VM], target: Target, tmux: Tmux)
     return LaunchResult(session, started, running, attach_hint(tmux, cluster), failed, [name for name in reprovisioning if name in started])
 
 
+# What qemu prints when its hardware accelerator opens but cannot run the guest: KVM's and
+# HVF's init failures and assertions (seen where /dev/kvm opens inside a VM without nested
+# virtualisation, or on a Mac whose hypervisor refuses).
+ACCELERATOR_FAILURES = re.compile(
+    r"kvm_buf_set_msrs|failed to set MSR|failed to initialize kvm|Could not access KVM kernel module|KVM internal error|"
+    r"kvm run failed|kvm_init_vcpu|KVM_[A-Z_]+ failed|error: kvm|HV_ERROR|HV_UNSUPPORTED|HV_DENIED|hv_vm_create|hvf: |Error: HV_",
+    re.IGNORECASE,
+)
+
+
+def accelerator_failure(words: str, accel: str) -> str | None:
+    """The fix, when what qemu said as it died is its accelerator failing (KVM or HVF); None otherwise."""
+    if accel == "tcg" or not ACCELERATOR_FAILURES.search(words):
+        return None
+    return (
+        f"the accelerator ({accel}) cannot run guests on this host: set `accel: tcg` in cluster.yaml, "
+        f"or run `invoke up --accel tcg` (slower: software emulation)"
+    )
+
+
 def say_disk_damage(cluster: Cluster, name: str, say: Callable[[str], None]) -> None:
     """After qemu failed: what `qemu-img check` finds wrong with the VM's disk, if anything."""
     from .imagecheck import qemu_img_check
@@ -330,9 +351,12 @@ def up_and_wait(
         elif target.mode == NetworkMode.BRIDGE and missing_routes(cluster, linux_routes()):
             say("kubenet: warning: the routes to the pods' networks are missing (pod_routes: true); run `make hostnet` to add them")
     for name, words in result.failed.items():
-        say(f"kubenet: {name}: qemu exited as it started: {words}")
+        say(f"kubenet: {name}: qemu exited as it started; it said:")
+        for line in words.splitlines():
+            say(f"  {line}")
         say_disk_damage(cluster, name, say)
-    failed = errors.LaunchError(f"{len(result.failed)} VMs did not start: {' '.join(result.failed)}", "see what qemu said above")
+    broken = next((accelerator_failure(words, target.accel) for words in result.failed.values() if accelerator_failure(words, target.accel)), None)
+    failed = errors.LaunchError(f"{len(result.failed)} VMs did not start: {' '.join(result.failed)}", broken or "see what qemu said above")
     cut_off = cut_off_vms(cluster, target, [vm for vm in vms if vm.name in result.already_running])
     for name in cut_off:
         say(f"kubenet: {name}: {CUT_OFF} {restart_hint(name)}")
@@ -368,7 +392,7 @@ def up_and_wait(
     say(f"kubenet: waiting up to {timeout:.0f} s for {what} on {len(waiting)} VMs")
     tmux = tmux_for(target)
     with progress:
-        results = wait_ready(cluster, waiting, target.mode, timeout, report, until, lambda name: tmux.last_words(result.session).get(name, ""))
+        results = wait_ready(cluster, waiting, timeout, report, until, lambda name: one_line(tmux.last_words(result.session).get(name, "")))
     for line in summary(cluster, results):
         say(f"kubenet: {line}")
     if result.failed:
@@ -376,4 +400,5 @@ def up_and_wait(
     if cut_off:
         raise isolated
     if not all(r.ready for r in results):
-        raise errors.LaunchError(f"{sum(not r.ready for r in results)} VMs did not become ready", "see the reasons above")
+        broken = next((hint for r in results if not r.ready and (hint := accelerator_failure(r.reason, target.accel))), None)
+        raise errors.LaunchError(f"{sum(not r.ready for r in results)} VMs did not become ready", broken or "see the reasons above")

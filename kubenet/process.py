@@ -40,6 +40,8 @@ class Completed:
     stderr: str
 
 
+STOP_POLL_SECONDS = 0.05  # how soon a program is killed once its command ends
+
 # What every call of a program through sh shares: no pseudo-terminal, any exit code is
 # ours to judge, output that is not UTF-8 decoded with replacement rather than lost, and
 # errors of a background command left to its waiter. (sh's own timeouts, `_timeout` and
@@ -57,18 +59,21 @@ def _command(argv: list[str], missing_hint: str | None):
         raise errors.HostError(f"{argv[0]}: command not found", missing_hint) from None
 
 
-def _stdin(data: bytes):
-    """What sh feeds a program: `data`, or /dev/null (no feeding thread) when there is none."""
-    return data if data else open(os.devnull, "rb")
+def _stdin(data):
+    """What sh feeds a program: `data` (bytes, or a queue.Queue of chunks ended by None, for a
+    conversation), or /dev/null (no feeding thread) when there is none."""
+    return data if data is not None and (not isinstance(data, bytes) or data) else open(os.devnull, "rb")
 
 
 def run(
-    argv: list[str], check: bool = True, timeout: float = 30, missing_hint: str | None = None, input: bytes = b""
+    argv: list[str], check: bool = True, timeout: float = 30, missing_hint: str | None = None, input: bytes = b"",
+    stop: threading.Event | None = None,
 ) -> Completed:
     """Run `argv` to completion, with `input` as its whole stdin (none: /dev/null).
     With `check`, a non-zero exit raises LaunchError. `missing_hint` (how to install the
-    program) is given only when it is missing."""
-    return _finish(argv, check, timeout, missing_hint, _in=_stdin(input))
+    program) is given only when it is missing. `stop` set (a Ctrl-C heard by another
+    thread) kills the program at once and raises Stopped."""
+    return _finish(argv, check, timeout, missing_hint, stop, _in=_stdin(input))
 
 
 def run_leaving_daemon(argv: list[str], log: Path, check: bool = True, timeout: float = 30, missing_hint: str | None = None) -> Completed:
@@ -76,7 +81,7 @@ def run_leaving_daemon(argv: list[str], log: Path, check: bool = True, timeout: 
     to pipes, which the daemon would hold open and a reader would wait on for ever; what
     it said there comes back as its stderr."""
     with open(log, "wb") as output:
-        done = _finish(argv, False, timeout, missing_hint, _in=open(os.devnull, "rb"), _out=output, _err=output)
+        done = _finish(argv, False, timeout, missing_hint, None, _in=open(os.devnull, "rb"), _out=output, _err=output)
     said = log.read_text(errors="replace")
     if check and done.code != 0:
         lines = said.strip().splitlines()
@@ -84,22 +89,40 @@ def run_leaving_daemon(argv: list[str], log: Path, check: bool = True, timeout: 
     return Completed(done.code, "", said)
 
 
-def _finish(argv: list[str], check: bool, timeout: float, missing_hint: str | None, **streams) -> Completed:
+class Stopped(KeyboardInterrupt):
+    """A program was killed because the command is ending (a Ctrl-C heard by another thread)."""
+
+
+def _finish(argv: list[str], check: bool, timeout: float, missing_hint: str | None, stop: threading.Event | None, **streams) -> Completed:
     sh, command = _command(argv, missing_hint)
     try:
         running = command(*argv[1:], **streams, **PLAIN)
     except OSError as error:
         raise errors.HostError(f"{argv[0]}: cannot run it: {error.strerror}", missing_hint) from None
-    overstayed = threading.Event()
-    timer = threading.Timer(timeout, lambda: (overstayed.set(), _kill_quietly(running)))
-    timer.daemon = True
-    timer.start()
+    overstayed, stopped, finished = threading.Event(), threading.Event(), threading.Event()
+
+    def watch() -> None:
+        deadline = time.monotonic() + timeout
+        while not finished.wait(STOP_POLL_SECONDS if stop is not None else max(0.0, deadline - time.monotonic())):
+            if stop is not None and stop.is_set():
+                stopped.set()
+            elif time.monotonic() >= deadline:
+                overstayed.set()
+            else:
+                continue
+            _kill_quietly(running)
+            return
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
     try:
         running.wait()
     except sh.SignalException:
         pass  # killed by a signal: judged below like an exit code, 128 + N
     finally:
-        timer.cancel()
+        finished.set()
+    if stopped.is_set():
+        raise Stopped()
     if overstayed.is_set():
         raise errors.LaunchError(f"`{short(argv)}` did not finish within {timeout:g} s")
     code = _exit_code(running.exit_code)
@@ -162,11 +185,12 @@ class Background:
 
 
 def start(
-    argv: list[str], out: Callable[[str], bool | None], err: Callable[[str], bool | None], input: bytes = b""
+    argv: list[str], out: Callable[[str], bool | None], err: Callable[[str], bool | None], input: "bytes | queue.Queue" = b""
 ) -> Background:
-    """Start `argv` with `input` as its whole stdin; each output line is passed to `out`
-    or `err` (a callback that returns True hears no more). Bytes that are not UTF-8
-    arrive as surrogate escapes, so `os.fsencode` gives them back unchanged."""
+    """Start `argv` with `input` as its whole stdin (or, a queue.Queue, what is put in it,
+    until None: a conversation); each output line is passed to `out` or `err` (a callback
+    that returns True hears no more). Bytes that are not UTF-8 arrive as surrogate
+    escapes, so `os.fsencode` gives them back unchanged."""
     sh, command = _command(argv, None)
     options = {**PLAIN, "_decode_errors": "surrogateescape"}
     return Background(command(*argv[1:], _out=out, _err=err, _in=_stdin(input), **options))

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from . import errors
 from .cluster import VM, Cluster, NetworkMode
+from .bootmarks import WATCHER as BOOT_WATCHER
 from .cloudconfig import check_known_keys, check_types, known_keys
 from .fsutil import atomic_output, sha256_of, write_atomic
 from .network import hosts_lines, user_nic_mac
@@ -122,6 +123,9 @@ def user_data(cluster: Cluster, vm: VM, mode: NetworkMode, templates: dict[str, 
         "ssh_deletekeys": True,
         "ssh_genkeytypes": ["ed25519"],  # ours exists, so none is generated
         "write_files": [{"path": "/etc/hosts", "content": hosts_entries(cluster, mode)}],
+        # At every boot, marks on the console when sshd listens and cloud-init has finished:
+        # `up` waits by reading them, without knocking on the guest's sshd (bootmarks.py).
+        "bootcmd": [BOOT_WATCHER],
     }
     config = merge_cloud_config(own, templates.get(COMMON_TEMPLATE, {}), templates.get(vm.role, {}))
     return "#cloud-config\n" + _dump(config)

@@ -6,7 +6,7 @@ snapshots of its qcow2 images (QMP's `snapshot-save` job, QEMU >= 6.0: the image
 keep it, no extra file to lose track of), and all resume together only once every VM
 saved; if one fails, the others remove what they saved before resuming. A restore
 pauses all, loads each (`snapshot-load`), resumes all, and sets every guest's clock
-to the host's through its guest agent (guestagent.py).
+to the host's, through its guest agent or over SSH, and reads it back (guestclock.py).
 
 Stopped, with no VM running: `qemu-img snapshot` makes or applies the tag on each
 image; the next `up` boots from there.
@@ -114,16 +114,23 @@ def check_space(cluster: Cluster) -> None:
 
 
 def set_clocks(cluster: Cluster, vms: list[VM], say: Say) -> list[str]:
-    """Every guest's clock set to the host's; the VMs whose agent did not, each with why."""
-    from .guestagent import GuestAgentError, set_clock
+    """Every guest's clock set to the host's and read back (guestclock.py); the VMs whose
+    clock was measured wrong afterwards. One that could not be set or read is said, as is
+    one set over SSH (no agent runs there), but not called wrong: nothing measured it."""
+    from .guestclock import ClockError, set_clock
 
     def one(vm: VM) -> str | None:
         try:
-            set_clock(vm_paths(cluster, vm).guest_agent, vm.name)
+            done = set_clock(cluster, vm)
+        except ClockError as error:
+            say(f"kubenet: warning: {error}")
             return None
-        except GuestAgentError as error:
-            say(f"kubenet: {error}")
+        if not done.right:
+            say(f"kubenet: {vm.name}: its clock is {done.skew:+.1f} s off the host's after setting it")
             return vm.name
+        if done.how == "ssh":
+            say(f"kubenet: {vm.name}: no guest agent runs; its clock was set over SSH")
+        return None
 
     return [name for name in for_each(vms, one) if name]
 
@@ -182,7 +189,7 @@ def save_live(cluster: Cluster, target: Target, record: Record, say: Say) -> Non
     say(f"kubenet: {pause_figures(together.paused)}")
     late = set_clocks(cluster, cluster.vms, say)
     if late:
-        say(f"kubenet: the clocks of {' '.join(late)} are behind by the pause")
+        say(f"kubenet: warning: the clocks of {' '.join(late)} are off the host's (see above)")
 
 
 def forget_failed_save(cluster: Cluster, target: Target, record: Record) -> None:
@@ -273,7 +280,7 @@ def restore_live(cluster: Cluster, record: Record, say: Say) -> None:
     say(f"kubenet: {pause_figures(together.paused)}")
     late = set_clocks(cluster, cluster.vms, say)
     if late:
-        raise SnapshotError(f"restored {record.name}, but the clocks of {' '.join(late)} still show the snapshot's time", "see the lines above")
+        raise SnapshotError(f"restored {record.name}, but the clocks of {' '.join(late)} were measured off the host's", "see the lines above")
 
 
 def restore_stopped(cluster: Cluster, target: Target, record: Record) -> None:

@@ -20,9 +20,10 @@ from .paths import ssh_config_path
 SSH_HINT = "install OpenSSH (`apt install openssh-client`)"
 
 
-def ssh_argv(config: Path, vm: str, command: str | None = None, batch: bool = False) -> list[str]:
-    """ssh to `vm` through `config`; `batch` for scripts: no prompts, a bounded connect."""
-    options = ["-o", "BatchMode=yes", "-o", "ConnectTimeout=5"] if batch else []
+def ssh_argv(config: Path, vm: str, command: str | None = None, batch: bool = False, connect_timeout: int = 5) -> list[str]:
+    """ssh to `vm` through `config`; `batch` for scripts: no prompts, a bounded connect
+    (ssh's ConnectTimeout covers its handshake too: the server's banner and key exchange)."""
+    options = ["-o", "BatchMode=yes", "-o", f"ConnectTimeout={connect_timeout}"] if batch else []
     return ["ssh", "-F", str(config), *options, vm, *([command] if command is not None else [])]
 
 

@@ -1,10 +1,11 @@
-"""What `invoke ls` shows: a row per VM (is it running, under which pid, does it answer
-SSH now, what its qemu says it is doing), and the notes below the table.
+"""What `invoke ls` shows: a row per VM (is it running, under which pid, what its qemu
+says it is doing, whether its guest proved ready), and the notes below the table.
 
-Everything in a row is true when `ls` runs: the running VMs are asked at once, in
-parallel and briefly (an SSH banner, QMP's run state), rather than read from what
-an earlier command remembered. Listing needs the network mode (for SSH endpoints),
-not the accelerator, so no qemu is asked; tmux only when the session's server exists.
+Everything in a row is true when `ls` runs, and asking costs the guests nothing: the
+running VMs' qemus are asked at once, in parallel and briefly (QMP's run state), and
+their console logs read (a guest that rebooted since it proved ready); no guest's sshd
+is knocked on. Listing needs the network mode (for SSH endpoints), not the
+accelerator, so no qemu binary is run; tmux only when the session's server exists.
 """
 
 from __future__ import annotations
@@ -31,7 +32,9 @@ class Exit:
         return self.status == 0  # the guest powered off, or qemu was told to quit
 
     def __str__(self) -> str:
-        return "powered off" if self.clean else f"its qemu exited: {self.words}"
+        from .tmux import one_line
+
+        return "powered off" if self.clean else f"its qemu exited: {one_line(self.words)}"
 
 
 def listing(cluster: Cluster) -> list[dict]:
@@ -121,7 +124,7 @@ def vm_rows(cluster: Cluster, mode: NetworkMode, exits: dict[str, Exit] | None =
 
     answers = dict(zip(
         [vm.name for vm in vms],
-        for_each(vms, lambda vm: ask(cluster, mode, vm) if states[vm.name].running else (None, False)),
+        for_each(vms, lambda vm: ask(cluster, vm, states[vm.name].pid) if states[vm.name].running else (None, None)),
     ))  # fmt: skip
     rows = []
     for vm in vms:
@@ -140,7 +143,7 @@ def vm_rows(cluster: Cluster, mode: NetworkMode, exits: dict[str, Exit] | None =
     return rows
 
 
-def vm_row(vm: VM, ssh: str, state: str, rss: int | None = None, pid: int | None = None, ready: bool = False,
+def vm_row(vm: VM, ssh: str, state: str, rss: int | None = None, pid: int | None = None, ready: str | None = None,
            exited: str | None = None, cluster_net: str | None = None, orphaned: bool = False) -> dict:  # fmt: skip
     """One row of `ls`, its keys in the order the table shows them."""
     return {
@@ -168,13 +171,39 @@ def restart_hint(name: str) -> str:
     return f"restart it: invoke stop --name {name} && invoke start --name {name}"
 
 
-def ask(cluster: Cluster, mode: NetworkMode, vm: VM) -> tuple[str | None, bool]:
-    """A running VM's state now: what its qemu says it is doing (None: it did not say), and
-    whether its guest's SSH server answers."""
-    from .network import ssh_endpoint
-    from .readiness import ssh_banner
+# READY: what is known of the guest in this qemu's life. `yes`: it proved ready (SSH logged
+# in, and cloud-init finished when cluster.yaml's `ready` asks for it) and has not rebooted
+# since; `no`: not proved yet (booting, or started with --no-wait: `invoke up` waits);
+# `rebooted`: it proved ready, then its console showed a new boot; `unknown`: its qemu did
+# not say within the bound (busy: a snapshot, a loaded host), or kubenet did not start it.
+READY_VALUES = ("yes", "no", "rebooted", "unknown")
+
+
+def ready_value(proved: bool, rebooted: bool, answered: bool, own: bool) -> str:
+    """READY of a running VM: see READY_VALUES."""
+    if not own:
+        return "unknown"
+    if not proved:
+        return "no"
+    if rebooted:
+        return "rebooted"
+    return "yes" if answered else "unknown"
+
+
+def ask(cluster: Cluster, vm: VM, pid: int | None) -> tuple[str | None, str]:
+    """A running VM's state now, from what the host has (its qemu over QMP, its console log),
+    never from the guest's sshd: what its qemu says it is doing (None: it did not say in
+    time), and READY."""
+    from .bootmarks import rebooted_since
+    from .cluster import ReadyWhen
     from .qmp import run_state
     from .paths import vm_paths
+    from .vmstate import answered_before, cloud_init_done_before
 
-    said = run_state(vm_paths(cluster, vm).qmp, ASK_SECONDS)
-    return said, said in (None, "running") and ssh_banner(ssh_endpoint(cluster.network, mode, vm), ASK_SECONDS)
+    paths = vm_paths(cluster, vm)
+    said = run_state(paths.qmp, ASK_SECONDS)
+    proof = answered_before(cluster, vm, pid) if pid is not None else None
+    if proof is not None and cluster.ready == ReadyWhen.CLOUD_INIT:
+        proof = cloud_init_done_before(cluster, vm, pid)
+    rebooted = proof is not None and rebooted_since(paths.serial_log, proof.offset, proof.boot)
+    return said, ready_value(proof is not None, rebooted, said is not None, pid is not None)

@@ -130,7 +130,8 @@ class Tmux:
 
     def pane_text(self, pane_id: str, lines: int = 40) -> str:
         """What a pane shows, its last `lines` lines included (a dead pane keeps its program's last words)."""
-        done = run(self.argv([["capture-pane", "-p", "-t", pane_id, "-S", f"-{lines}"]]), check=False, missing_hint=TMUX_HINT)
+        # -J: a line the pane wrapped comes back whole, not cut in the middle of a word
+        done = run(self.argv([["capture-pane", "-p", "-J", "-t", pane_id, "-S", f"-{lines}"]]), check=False, missing_hint=TMUX_HINT)
         return done.stdout if done.code == 0 else ""
 
     def last_words(self, session: str) -> dict[str, str]:
@@ -172,9 +173,15 @@ class Tmux:
 
 
 def last_words(text: str, count: int = 3) -> str:
-    """The last lines a program printed before its pane died, without tmux's own notice."""
+    """The last lines a program printed before its pane died, without tmux's own notice, one
+    a line (`one_line` puts them on one)."""
     lines = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("Pane is dead")]
-    return " | ".join(lines[-count:]) or "no output"
+    return "\n".join(lines[-count:]) or "no output"
+
+
+def one_line(words: str) -> str:
+    """Last words for a line of their own: their lines joined by ' | '."""
+    return " | ".join(words.splitlines())
 
 
 def join(commands: list[list[str]]) -> list[str]:

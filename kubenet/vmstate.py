@@ -6,8 +6,8 @@ arguments name the pid file); a qemu that kubenet did not start, such as
 `invoke vm`'s, is seen by the lock it holds on the VM's disk.
 
 What a running qemu's guest passed (SSH answered, cloud-init finished) is kept in
-marker files holding that qemu's pid: written by readiness, read here, and
-forgotten whenever the VM's qemu starts or stops.
+marker files holding that qemu's pid and the guest's boot: written by readiness, read
+here, and forgotten whenever the VM's qemu starts or stops.
 """
 
 from __future__ import annotations
@@ -19,14 +19,13 @@ from .cluster import VM, Cluster
 from .disk import disk_in_use
 from .fsutil import write_atomic
 from .paths import vm_paths
-from .process import own_pid, read_pid
+from .process import MAX_PID, own_pid
 
 
 @dataclass(frozen=True)
 class VMState:
     running: bool
     pid: int | None  # None: not running, or running without a pid file kubenet wrote
-    ready: bool  # its guest answered SSH in this qemu's life (a marker; `ls` checks it anew)
 
 
 def qemu_pid(cluster: Cluster, vm: VM) -> int | None:
@@ -44,8 +43,8 @@ def vm_state(cluster: Cluster, vm: VM) -> VMState:
     such as `invoke vm`'s, which leaves no pid file to tell its pid."""
     pid = qemu_pid(cluster, vm)
     if pid is None:
-        return VMState(running=disk_in_use(vm_paths(cluster, vm).disk), pid=None, ready=False)
-    return VMState(running=True, pid=pid, ready=answered_before(cluster, vm, pid))
+        return VMState(running=disk_in_use(vm_paths(cluster, vm).disk), pid=None)
+    return VMState(running=True, pid=pid)
 
 
 def run_state(cluster: Cluster, vm: VM) -> str | None:
@@ -58,27 +57,56 @@ def run_state(cluster: Cluster, vm: VM) -> str | None:
 # ---- what the guest passed in this qemu's life ---------------------------------------
 
 
-def answered_before(cluster: Cluster, vm: VM, pid: int) -> bool:
-    """Whether SSH login already worked with the qemu that runs as `pid`."""
-    return read_pid(vm_paths(cluster, vm).ready_marker) == pid
+@dataclass(frozen=True)
+class Proof:
+    """What a guest proved in one qemu's life: under which pid, in which boot (its console
+    marks' boot id; '' for an image that prints none), and how much of the console log
+    had been written then (a later boot's marks come after it)."""
+
+    pid: int
+    boot: str = ""
+    offset: int = 0
+    cloud_init: str = ""  # how cloud-init had ended (done, disabled, absent), in its marker
 
 
-def cloud_init_done_before(cluster: Cluster, vm: VM, pid: int) -> bool:
-    """Whether the guest of the qemu that runs as `pid` already reported cloud-init finished."""
-    return read_pid(vm_paths(cluster, vm).cloud_init_marker) == pid
-
-
-def remember_answer(cluster: Cluster, vm: VM, pid: int) -> None:
-    _mark(vm_paths(cluster, vm).ready_marker, pid)
-
-
-def remember_cloud_init_done(cluster: Cluster, vm: VM, pid: int) -> None:
-    _mark(vm_paths(cluster, vm).cloud_init_marker, pid)
-
-
-def _mark(marker: Path, pid: int) -> None:
+def read_proof(marker: Path) -> Proof | None:
+    """A marker's proof; None when it is missing or not one."""
     try:
-        write_atomic(marker, f"{pid}\n".encode())
+        with open(marker, "rb") as stream:
+            lines = stream.read(256).decode("ascii").splitlines()
+    except (OSError, UnicodeError):
+        return None
+    pid, boot, offset, cloud_init = (lines + ["", "", "", ""])[:4]
+    if not (pid.isdigit() and 0 < int(pid) <= MAX_PID):
+        return None
+    boot = boot if len(boot) <= 64 and boot.replace("-", "").isalnum() else ""
+    cloud_init = cloud_init if cloud_init in ("done", "disabled", "absent") else ""
+    return Proof(int(pid), boot, int(offset) if offset.isdigit() and len(offset) < 16 else 0, cloud_init)
+
+
+def answered_before(cluster: Cluster, vm: VM, pid: int) -> Proof | None:
+    """How SSH login worked with the qemu that runs as `pid`, if it did."""
+    proof = read_proof(vm_paths(cluster, vm).ready_marker)
+    return proof if proof is not None and proof.pid == pid else None
+
+
+def cloud_init_done_before(cluster: Cluster, vm: VM, pid: int) -> Proof | None:
+    """How the guest of the qemu that runs as `pid` reported cloud-init finished, if it did."""
+    proof = read_proof(vm_paths(cluster, vm).cloud_init_marker)
+    return proof if proof is not None and proof.pid == pid else None
+
+
+def remember_answer(cluster: Cluster, vm: VM, proof: Proof) -> None:
+    _mark(vm_paths(cluster, vm).ready_marker, proof)
+
+
+def remember_cloud_init_done(cluster: Cluster, vm: VM, proof: Proof) -> None:
+    _mark(vm_paths(cluster, vm).cloud_init_marker, proof)
+
+
+def _mark(marker: Path, proof: Proof) -> None:
+    try:
+        write_atomic(marker, f"{proof.pid}\n{proof.boot}\n{proof.offset}\n{proof.cloud_init}\n".encode())
     except OSError:
         pass  # a marker only saves a later `up` a login; a full disk should not fail readiness
 

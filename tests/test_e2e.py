@@ -123,7 +123,7 @@ def test_make_up_boots_the_tutorials_cluster_and_down_powers_it_off(tiny_image, 
 
         # ls --json: seven running and ready
         rows = json.loads(run_invoke("ls", "--json", "--config", str(config), env=env, check=True).stdout)
-        assert [(row["name"], row["state"], row["ready"]) for row in rows] == [(vm, "running", True) for vm in NAMES]
+        assert [(row["name"], row["state"], row["ready"]) for row in rows] == [(vm, "running", "yes") for vm in NAMES]
         qemu_pids = [row["pid"] for row in rows]
         vde_pid = int((state / "vde.pid").read_text())
         tmux_pid = int(tmux(tmux_server, "display-message", "-p", "#{pid}"))

@@ -23,3 +23,91 @@ def test_cloud_init_status_is_read_as_a_state_and_its_reasons(code, output, expe
     from kubenet.readiness import parse_cloud_init_status
 
     assert parse_cloud_init_status(code, output) == expected
+
+
+# ---- the marks a guest prints on its console (bootmarks.py) -------------------------------
+
+BOOT1 = "5d1c0f7e-1b3a-4c55-9a2e-0d6f3c7b8a11"
+BOOT2 = "9e8d7c6b-5a49-4382-8170-6f5e4d3c2b1a"
+
+
+def test_the_marks_of_the_latest_boot_are_read_and_a_new_boot_starts_afresh():
+    from kubenet.bootmarks import Marks, parse
+
+    assert parse("[    3.1] Linux version 6.1\nlogin: ") == Marks()
+    booting = parse(f"\r\nkubenet-mark {BOOT1} boot\r\n[ 4.0] eth0 up\n")
+    assert booting == Marks(BOOT1) and not booting.sshd_up
+    listening = parse(f"kubenet-mark {BOOT1} ssh\r\n", booting)
+    assert listening == Marks(BOOT1, ssh=True) and listening.sshd_up
+    assert parse(f"kubenet-mark {BOOT1} cloud-init done\r\n", listening) == Marks(BOOT1, True, "done")
+    assert parse(f"kubenet-mark {BOOT1} cloud-init error\n", listening).cloud_init == "error"
+    # a reboot inside the same qemu: the earlier boot's marks no longer count
+    assert parse(f"kubenet-mark {BOOT2} boot\n", Marks(BOOT1, True, "done")) == Marks(BOOT2)
+    # a boot mark lost on the console: the later marks still tell the boot
+    assert parse(f"kubenet-mark {BOOT2} ssh\n") == Marks(BOOT2, ssh=True)
+    # what is not a mark of ours is not one
+    assert parse(f"echo kubenet-mark {BOOT1[:4]} ssh\nkubenet-mark {BOOT1} sshd\n") == Marks()
+
+
+def test_a_console_log_is_read_as_it_grows_and_afresh_when_a_new_qemu_writes_it(tmp_path):
+    import os
+
+    from kubenet.bootmarks import ConsoleMarks, Marks, rebooted_since
+
+    log = tmp_path / "serial.log"
+    reader = ConsoleMarks(log)
+    assert reader.read() == Marks()  # no log yet
+    log.write_bytes(f"kubenet-mark {BOOT1} boot\nkubenet-mark {BOOT1} s".encode())
+    assert reader.read() == Marks(BOOT1)  # half a line: not yet a mark
+    with open(log, "ab") as stream:
+        stream.write(b"sh\r\n[ 9.9] \xff\xfe garbage\n")
+    assert reader.read() == Marks(BOOT1, ssh=True)
+    proved_at = reader.offset
+    assert not rebooted_since(log, proved_at, BOOT1)
+    with open(log, "ab") as stream:
+        stream.write(f"reboot: Restarting system\nkubenet-mark {BOOT2} boot\n".encode())
+    assert rebooted_since(log, proved_at, BOOT1)
+    log.write_bytes(f"kubenet-mark {BOOT2} boot\n".encode())  # a new qemu writes the log afresh
+    assert reader.read() == Marks(BOOT2)
+    link = tmp_path / "link.log"
+    os.symlink(log, link)
+    assert ConsoleMarks(link).read() == Marks()  # a log that is a link is not kubenet's: not read
+
+
+def test_logins_back_off_seconds_apart():
+    from kubenet.readiness import MARKED_TRIES, RETRY_TRIES, UNMARKED_TRIES, backoff
+
+    assert [backoff(tries, UNMARKED_TRIES) for tries in range(5)] == [10, 20, 30, 30, 30]
+    assert [backoff(tries, RETRY_TRIES) for tries in range(6)] == [2, 4, 8, 16, 30, 30]
+    assert [backoff(tries, MARKED_TRIES) for tries in range(4)] == [60, 120, 240, 300]
+
+
+@pytest.mark.parametrize(
+    "proved, rebooted, answered, own, expected",
+    [
+        (True, False, True, True, "yes"),
+        (False, False, True, True, "no"),  # booting, or started with --no-wait
+        (True, True, True, True, "rebooted"),
+        (True, False, False, True, "unknown"),  # its qemu did not answer in time: never "no"
+        (False, False, False, False, "unknown"),  # a qemu kubenet did not start (`invoke vm`)
+    ],
+)
+def test_ready_says_what_is_known(proved, rebooted, answered, own, expected):
+    from kubenet.status import ready_value
+
+    assert ready_value(proved, rebooted, answered, own) == expected
+
+
+def test_a_proof_marker_is_read_back_and_garbage_is_none(tmp_path):
+    from kubenet.vmstate import Proof, read_proof
+
+    marker = tmp_path / "ready"
+    marker.write_text(f"4242\n{BOOT1}\n1234\ndone\n")
+    assert read_proof(marker) == Proof(4242, BOOT1, 1234, "done")
+    marker.write_text("4242\n")  # written by an older kubenet: a pid alone
+    assert read_proof(marker) == Proof(4242)
+    for garbage in ("", "x\n", "0\n", "99999999999\n"):
+        marker.write_text(garbage)
+        assert read_proof(marker) is None
+    marker.write_bytes(b"\xff\xfe")
+    assert read_proof(marker) is None

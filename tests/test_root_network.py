@@ -28,7 +28,7 @@ def test_hostnet_and_make_up_as_a_user_with_qemu_started_as_root(facts):
     assert facts["hostnet"]["code"] == 0, facts["hostnet"]["stderr"]
     assert facts["up"]["code"] == 0, facts["up"]["stdout"] + facts["up"]["stderr"]
     rows = facts["ls"]["vms"]
-    assert {name: (row["state"], row["ready"]) for name, row in rows.items()} == {"control0": ("running", True), "worker0": ("running", True)}, facts["up"]["stderr"]
+    assert {name: (row["state"], row["ready"]) for name, row in rows.items()} == {"control0": ("running", "yes"), "worker0": ("running", "yes")}, facts["up"]["stderr"]
     for name, owners in facts["qemu"].items():
         # started by root's tmux (the network needs it), running as the user once it has its tap
         assert owners["parent_uid"] == 0 and owners["parent"].startswith("tmux"), (name, owners)
@@ -76,7 +76,7 @@ def test_the_user_manages_the_root_started_vms_without_root_for_ls_exec_ssh_all_
         assert facts[step]["code"] == 0, (step, facts[step]["stderr"])
     assert facts["after_stop"]["vms"]["worker0"]["state"] == "stopped"
     assert facts["after_stop"]["vms"]["control0"]["state"] == "running"
-    assert facts["after_start"]["vms"]["worker0"]["state"] == "running" and facts["after_start"]["vms"]["worker0"]["ready"]
+    assert facts["after_start"]["vms"]["worker0"]["state"] == "running" and facts["after_start"]["vms"]["worker0"]["ready"] == "yes"
     assert "already running: control0 worker0" in facts["up_again"]["stderr"]
     assert {row["state"] for row in facts["after_down"]["vms"].values()} == {"stopped"}
     assert "removed tmux session kr-qemu" in facts["down"]["stderr"]

@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from kubenet import errors
+from kubenet.bootmarks import WATCHER
 from kubenet.config import build_cluster, load_cluster
 from kubenet.seed import (
     HostKey,
@@ -89,12 +90,16 @@ BR_NETFILTER_FILES = """\
     net.bridge.bridge-nf-call-iptables = 1
     net.ipv4.ip_forward = 1
 """
+# kubenet's own bootcmd: the watcher that prints the boot's marks on the console
+BOOTCMD = "bootcmd:\n- |\n" + "".join(f"  {line}\n" if line else "\n" for line in WATCHER.splitlines())
 UPDATE = "package_update: true\npackage_upgrade: true\n"
-RUNCMD = "runcmd:\n- - modprobe\n  - br_netfilter\n- - sysctl\n  - --system\n"
+AGENT = "- qemu-guest-agent\n"
+AGENT_RUNCMD = "- - sh\n  - -c\n  - systemctl start qemu-guest-agent || true\n"
+RUNCMD = "runcmd:\n" + AGENT_RUNCMD + "- - modprobe\n  - br_netfilter\n- - sysctl\n  - --system\n"
 
 
 def test_gateway_user_data(cluster, templates):
-    expected = head(HOSTS_BRIDGE) + UPDATE + "packages:\n- ipvsadm\n- ldirectord\n"
+    expected = head(HOSTS_BRIDGE) + BOOTCMD + UPDATE + "packages:\n" + AGENT + "- ipvsadm\n- ldirectord\n" + "runcmd:\n" + AGENT_RUNCMD
     assert user_data(cluster, cluster.vms[0], "bridge", templates, LOGIN_KEY, HOST_KEY) == expected
 
 
@@ -105,13 +110,13 @@ def test_control_user_data_has_curl_br_netfilter_and_arp_sysctls(cluster, templa
         "    net.ipv4.conf.all.arp_ignore = 1\n"
         "    net.ipv4.conf.all.arp_announce = 2\n"
     )
-    expected = head(HOSTS_BRIDGE) + files + UPDATE + "packages:\n- curl\n" + RUNCMD
+    expected = head(HOSTS_BRIDGE) + files + BOOTCMD + UPDATE + "packages:\n" + AGENT + "- curl\n" + RUNCMD
     assert user_data(cluster, cluster.vms[2], "bridge", templates, LOGIN_KEY, HOST_KEY) == expected
 
 
 def test_worker_user_data_in_user_mode(cluster, templates):
     hosts = HOSTS_BRIDGE.replace("192.168.1.1 vmhost", "10.0.2.2 vmhost")
-    expected = head(hosts) + BR_NETFILTER_FILES + UPDATE + "packages:\n- nfs-common\n" + RUNCMD
+    expected = head(hosts) + BR_NETFILTER_FILES + BOOTCMD + UPDATE + "packages:\n" + AGENT + "- nfs-common\n" + RUNCMD
     assert user_data(cluster, cluster.vms[6], "user", templates, LOGIN_KEY, HOST_KEY) == expected
 
 
@@ -119,7 +124,7 @@ def test_a_role_without_a_template_gets_the_common_one_and_another_login_user():
     cluster = build_cluster({"user": "kube", "roles": [{"name": "etcd", "count": 1}]}, Path("/x/cluster.yaml"))
     text = user_data(cluster, cluster.vms[0], "bridge", read_templates(cluster), LOGIN_KEY, HOST_KEY)
     assert text.startswith("#cloud-config\nuser:\n  name: kube\n")
-    assert text.endswith("    192.168.1.10 etcd0.kubenet etcd0\n" + UPDATE)
+    assert text.endswith("    192.168.1.10 etcd0.kubenet etcd0\n" + BOOTCMD + UPDATE + "packages:\n" + AGENT + "runcmd:\n" + AGENT_RUNCMD)
 
 
 def test_meta_data(cluster):

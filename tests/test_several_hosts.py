@@ -131,7 +131,7 @@ def test_a_hosts_rows_gain_its_name_and_one_that_did_not_answer_is_listed_from_c
     assert host_rows(Answer("desk", None)) is None
     assert list(with_host(told[0], "desk")) == ["id", "name", "role", "host", "vcpus", "state"]
     row = absent_row(cluster, cluster.vm_by_name("worker2"), "unreachable")
-    assert (row["state"], row["pid"], row["ready"], row["ssh"], row["ip"]) == ("unreachable", None, False, "127.0.0.1:2203", "192.168.1.13")
+    assert (row["state"], row["pid"], row["ready"], row["ssh"], row["ip"]) == ("unreachable", None, None, "127.0.0.1:2203", "192.168.1.13")
 
 
 def test_a_host_that_failed_is_named_with_why_and_an_unseen_host_key_says_what_to_do():
@@ -229,7 +229,7 @@ def test_make_up_starts_each_vm_on_its_host_and_ls_shows_where(facts):
     assert "kubenet: on desk:" in facts["up"]["stderr"]  # desk's progress, under its name
     rows = facts["ls"]["vms"]
     assert {name: (row["host"], row["state"], row["ready"]) for name, row in rows.items()} == {
-        "gateway": ("local", "running", True), "node0": ("desk", "running", True), "node1": ("local", "running", True),
+        "gateway": ("local", "running", "yes"), "node0": ("desk", "running", "yes"), "node1": ("local", "running", "yes"),
     }  # fmt: skip
     assert list(rows) == ["gateway", "node0", "node1"] and list(rows["node0"])[:4] == ["id", "name", "role", "host"]
     assert len(facts["desk_qemus"]) == 1 and facts["desk_tmux"] == ["kh-qemu"]  # node0's qemu, in desk's own session
@@ -254,7 +254,7 @@ def test_up_again_changes_nothing_and_a_remote_vm_stops_and_starts_from_here(fac
     assert facts["stop_remote"]["code"] == 0, facts["stop_remote"]["stderr"]
     assert {name: row["state"] for name, row in facts["ls_stopped"]["vms"].items()} == {"gateway": "running", "node0": "stopped", "node1": "running"}
     assert facts["start_remote"]["code"] == 0, facts["start_remote"]["stderr"]
-    assert facts["ls_started"]["vms"]["node0"]["state"] == "running" and facts["ls_started"]["vms"]["node0"]["ready"]
+    assert facts["ls_started"]["vms"]["node0"]["state"] == "running" and facts["ls_started"]["vms"]["node0"]["ready"] == "yes"
 
 
 @real

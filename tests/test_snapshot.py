@@ -128,6 +128,30 @@ def test_a_live_snapshot_brings_back_every_vms_files_processes_and_the_hosts_tim
         stop_vde_switch(state)
 
 
+def test_a_guest_without_an_agent_has_its_clock_set_over_ssh_and_a_right_clock_is_no_failure(tiny_image, short_dir, tmux_server):
+    config = write_cluster(short_dir, *tiny_image, roles="  - {name: node, count: 2, vcpus: 1, memory: 256M}\n", count=2)
+    config.write_text(config.read_text() + "user: root\n")  # the test image has no sudo: its root logs in
+    state = short_dir / ".kubenet"
+    env = {"KUBENET_TMUX_SOCKET": tmux_server, "KUBENET_ACCEL": "tcg"}
+    try:
+        make_up(config, env)
+        ssh(state, "node1", "kill $(cat /run/qemu-ga.pid)")  # node1's guest runs no agent from now on
+        saved = run_invoke("snapshot", "save", "s1", "--config", str(config), env=env, check=True)
+        assert "kubenet: node1: no guest agent runs; its clock was set over SSH" in saved.stderr, saved.stderr
+        assert "node0: no guest agent" not in saved.stderr and "did not answer" not in saved.stderr  # no wait for an agent that is not there
+        time.sleep(3)  # long enough for a clock left at the snapshot's moment to show
+        restored = run_invoke("snapshot", "restore", "s1", "--config", str(config), env=env)
+        assert restored.returncode == 0, restored.stderr  # the clocks are right: no failure is claimed
+        assert "kubenet: node1: no guest agent runs; its clock was set over SSH" in restored.stderr
+        assert "did not answer" not in restored.stderr and "off the host's" not in restored.stderr
+        for vm in NAMES[:2]:
+            assert guest_clock_error(state, vm) <= 1.0, vm
+    finally:
+        run_invoke("down", "--config", str(config), env=env)
+        kill_recorded_qemus(state)
+        stop_vde_switch(state)
+
+
 def test_a_stopped_snapshot_rolls_the_disks_back_for_the_next_up(tiny_image, short_dir, tmux_server):
     config = write_cluster(short_dir, *tiny_image, roles="  - {name: node, count: 2, vcpus: 1, memory: 256M}\n", count=2)
     state = short_dir / ".kubenet"

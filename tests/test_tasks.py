@@ -23,7 +23,7 @@ def test_ls_json_is_a_json_array_of_the_tutorials_vms():
     assert rows[5] | {"ssh": None} == {
         "id": 5, "name": "worker1", "role": "worker", "vcpus": 4, "memory": "4G", "rss": None,
         "mac": "52:52:52:00:00:05", "ip": "192.168.1.15", "ssh": None,
-        "state": "stopped", "pid": None, "ready": False, "exited": None, "cluster_net": None, "orphaned": False,
+        "state": "stopped", "pid": None, "ready": None, "exited": None, "cluster_net": None, "orphaned": False,
     }  # fmt: skip
     assert done.stderr == ""
 
@@ -35,7 +35,7 @@ def test_ls_names_and_table(cluster_file):
     ]  # fmt: skip
     table = run_invoke("ls", env={"KUBENET_CONFIG": str(path)}, check=True).stdout.splitlines()
     assert table[0].split() == ["ID", "NAME", "ROLE", "VCPUS", "MEMORY", "HELD", "MAC", "IP", "SSH", "STATE", "PID", "READY"]
-    assert table[3].split() == ["2", "worker0", "worker", "2", "2G", "-", "52:52:52:00:00:02", "192.168.1.12", "127.0.0.1:2202", "stopped", "-", "false"]
+    assert table[3].split() == ["2", "worker0", "worker", "2", "2G", "-", "52:52:52:00:00:02", "192.168.1.12", "127.0.0.1:2202", "stopped", "-", "-"]
 
 
 @pytest.mark.parametrize("vmid", range(7))

@@ -62,16 +62,19 @@ def test_the_accelerator_a_cluster_ran_with_is_used_again_unless_another_is_aske
 # ---- 14. READY, a clean power-off, the sessions -----------------------------------------------
 
 
-def banner_server(port: int) -> socket.socket:
-    """An SSH server's greeting on 127.0.0.1:port, as a guest's sshd gives it through user mode."""
+def banner_server(port: int, accepted: list[int] | None = None) -> socket.socket:
+    """An SSH server's greeting on 127.0.0.1:port, as a guest's sshd gives it through user
+    mode; the port of each connection it accepts is added to `accepted`."""
     listener = socket.create_server(("127.0.0.1", port))
 
     def serve() -> None:
         while True:
             try:
-                connection, _ = listener.accept()
+                connection, peer = listener.accept()
             except OSError:
                 return
+            if accepted is not None:
+                accepted.append(peer[1])
             connection.sendall(b"SSH-2.0-test\r\n")
             connection.close()
 
@@ -87,21 +90,40 @@ def stop_listening(listener: socket.socket) -> None:
     listener.close()
 
 
-def test_ready_is_whether_ssh_answers_now_and_a_clean_power_off_is_no_failure(short_dir, stub_env, cleanup):
+def test_ready_is_what_the_guest_proved_and_ls_knocks_on_no_guest_and_a_clean_power_off_is_no_failure(short_dir, stub_env, cleanup):
     from tinyimage.cluster import free_port_base
+    from kubenet.config import load_cluster
+    from kubenet.vmstate import Proof, remember_answer, remember_cloud_init_done
 
     base = free_port_base(2)
     config = write_cluster(short_dir, "  - {name: node, count: 2, memory: 128M}\n")
     config.write_text(config.read_text().replace("network: {mode: user,", f"network: {{mode: user, ssh_port_base: {base},"))
     listed = run_invoke("ls", "--config", str(config), env=stub_env, check=True)
     assert listed.stderr.splitlines()[-1] == "kubenet: 0 of 2 VMs running"  # no session exists: none is named
-    run_invoke("up", "--no-wait", "--config", str(config), env=stub_env, check=True)  # --no-wait: nothing remembered
-    listener = banner_server(base)  # node0's guest answers on its forwarded port; node1's does not
+    run_invoke("up", "--no-wait", "--config", str(config), env=stub_env, check=True)  # --no-wait: nothing proved
+    accepted: list[int] = []
+    listener = banner_server(base, accepted)  # node0's guest answers on its forwarded port; node1's does not
     try:
         assert wait_for(lambda: len(list((short_dir / ".kubenet").glob("*/qmp.sock"))) == 2)
-        assert [(row["state"], row["ready"]) for row in ls_rows(config, stub_env)] == [("running", True), ("running", False)]
-        stop_listening(listener)
-        assert [row["ready"] for row in ls_rows(config, stub_env)] == [False, False]  # true now, not once
+        for _ in range(3):  # the same each time: nothing is guessed from a probe that ran out of time
+            assert [(row["state"], row["ready"]) for row in ls_rows(config, stub_env)] == [("running", "no"), ("running", "no")]
+        assert accepted == []  # ls asked qemu and read files: no connection reached a guest
+
+        # node0's guest proves ready as `up` records it (SSH logged in, cloud-init done, in its first boot)
+        cluster = load_cluster(config)
+        node0 = cluster.vm_by_name("node0")
+        log = short_dir / ".kubenet" / "node0" / "serial.log"
+        first, second = "0b1e0b1e-0000-4000-8000-000000000001", "0b1e0b1e-0000-4000-8000-000000000002"  # boot ids
+        log.write_text(f"kubenet-mark {first} boot\nkubenet-mark {first} ssh\nkubenet-mark {first} cloud-init done\n")
+        pid = int((short_dir / ".kubenet" / "node0" / "qemu.pid").read_text())
+        proof = Proof(pid, first, log.stat().st_size)
+        remember_answer(cluster, node0, proof)
+        remember_cloud_init_done(cluster, node0, proof)
+        assert [row["ready"] for row in ls_rows(config, stub_env)] == ["yes", "no"]
+        with open(log, "a") as console:  # the guest reboots: its console shows another boot
+            console.write(f"kubenet-mark {second} boot\n")
+        assert [row["ready"] for row in ls_rows(config, stub_env)] == ["rebooted", "no"]
+        assert accepted == []
 
         run_invoke("stop", "--name", "node0", "--config", str(config), env=stub_env, check=True)  # the stub exits 0
         table = run_invoke("ls", "--config", str(config), env=stub_env, check=True)

@@ -119,6 +119,16 @@ def test_a_uefi_cloud_image_boots_under_up_and_vm_in_any_order(uefi_image, short
         print(f"\nUEFI make up of 2 VMs: {first_up:.1f} s to cloud-init done; SSH: "
               + ", ".join(re.findall(r"kubenet: (\S+ answers SSH after [0-9.]+ s)", up.stderr)))  # fmt: skip
 
+        # up waited on the marks the guests printed (the watcher outlived cloud-init's bootcmd,
+        # under systemd), then logged in at most twice, and left no handshake half-way
+        for vm in NAMES:
+            log = (state / vm / "serial.log").read_text(errors="replace")
+            assert re.search(r"kubenet-mark \S+ ssh", log) and re.search(r"kubenet-mark \S+ cloud-init done", log), log[-3000:]
+            sshd = run_on(config, env, vm, "sudo journalctl -b -u ssh --no-pager")
+            logins = sshd.count("Accepted publickey") - 1  # less this one
+            assert 1 <= logins <= 2 and "kex_exchange_identification" not in sshd and "[preauth]" not in sshd, sshd
+            print(f"{vm}: {logins} logins before ready")
+
         hosts = [
             "10.0.2.2 vmhost.kubenet vmhost",
             "192.168.1.21 kubernetes.kubenet kubernetes",
