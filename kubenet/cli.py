@@ -214,3 +214,61 @@ def confirm(question: str, assume_yes: bool) -> bool:
     if not sys.stdin.isatty():
         raise errors.KubenetError(f"{question} needs confirmation", "pass --yes to confirm without a terminal")
     return input(f"{question} [y/N] ").strip().lower() in ("y", "yes")
+
+
+# ---- a task whose bare words are paths, as many as typed (`cp SRC... DEST`, as scp takes them)
+
+
+def bare_words(argv: list[str], task_names: tuple[str, ...], value_flags: set[str]) -> int:
+    """How many bare words follow the task on the command line: not flags, not the values
+    of flags that take one, nothing after `--`."""
+    start = next((index for index, word in enumerate(argv[1:], 1) if word in task_names), None)
+    if start is None:
+        return 0
+    count, words = 0, iter(argv[start + 1 :])
+    for word in words:
+        if word == "--":
+            break
+        if word.startswith("-") and len(word) > 1:
+            if word in value_flags:
+                next(words, None)
+            continue
+        count += 1
+    return count
+
+
+def paths_task(*args, **kwargs):
+    """`@task`, for a task whose first parameter takes every bare word typed. invoke's parser
+    fills a positional argument while it is missing and has no argument that takes any
+    number of words; this one counts the words typed after the task (in sys.argv) and stays
+    missing until it holds them all, at least two."""
+    import invoke
+    from invoke.parser import Argument
+
+    class Paths(Argument):
+        wanted = 2
+
+        @property
+        def value(self):
+            given = self._value or []
+            return given if len(given) >= self.wanted else None
+
+        @value.setter
+        def value(self, arg):
+            self.set_value(arg)
+
+        def set_value(self, value, cast=True):
+            self.raw_value = value
+            self._value = [*(self._value or []), value]
+
+    class PathsTask(invoke.Task):
+        def get_arguments(self, ignore_unknown_help=None):
+            arguments = super().get_arguments(ignore_unknown_help)
+            first = arguments[0]
+            paths = Paths(names=first.names, kind=list, default=[], help=first.help, positional=True)
+            value_flags = {f"--{name.replace('_', '-')}" for argument in arguments[1:] if argument.takes_value for name in argument.names}
+            names = (self.name, *self.aliases) if self.name else (self.body.__name__,)
+            paths.wanted = max(2, bare_words(sys.argv, names, value_flags))
+            return [paths, *arguments[1:]]
+
+    return invoke.task(*args, klass=PathsTask, **kwargs)

@@ -1,9 +1,12 @@
 """`invoke cp`: files and directories to and from VMs, as `limactl copy` and `multipass
 transfer` do, with scp over the cluster's ssh_config (so through the pinned host keys).
 
-`SRC VM:DEST` copies to one VM, `VM:SRC DEST` from it; with `--role`/`--all` the VM side
-is written `:PATH` and each chosen VM is copied to, or from, in parallel (from several
-VMs, each VM's copy goes into DEST/<vm>/). A directory is copied whole (`scp -r`).
+`SRC... VM:DEST` copies to one VM, `VM:SRC... DEST` from it; with `--role`/`--all` the VM
+side is written `:PATH` and each chosen VM is copied to, or from, in parallel (from
+several VMs, each VM's copy goes into DEST/<vm>/). A directory is copied whole (`scp
+-r`); a destination that ends in `/` is made first, with its parents. What comes from a
+VM lands beside its destination first and is then renamed into place: a file or link
+there is replaced itself, never written through.
 
 scp speaks the SFTP protocol (OpenSSH 9.0's default; `-s` from 8.7 asks for it): paths
 go to the VM as they are written, never through its shell, so spaces and quotes in them
@@ -46,27 +49,44 @@ def parse_side(text: str) -> Side:
 
 @dataclass(frozen=True)
 class Copy:
-    """One scp run: `to_vm` or from it, `local` on this host and `remote` on the VM."""
+    """One scp run: to `vm` or from it, `sources` (this host's, or the VM's) into `destination`
+    (the VM's, or this host's)."""
 
     vm: str
     to_vm: bool
-    local: str
-    remote: str
+    sources: tuple[str, ...]
+    destination: str
+
+    @property
+    def local(self) -> str:
+        """This host's side, as a user names it in a line."""
+        return " ".join(self.sources) if self.to_vm else self.destination
+
+    @property
+    def remote(self) -> str:
+        return self.destination if self.to_vm else " ".join(self.sources)
 
 
-def plan(source: str, destination: str, names: list[str], chosen: list[str] | None) -> list[Copy]:
-    """The copies `invoke cp SOURCE DESTINATION` makes. `names` are the cluster's VMs;
+def plan(sources: list[str], destination: str, names: list[str], chosen: list[str] | None) -> list[Copy]:
+    """The copies `invoke cp SOURCE... DESTINATION` makes. `names` are the cluster's VMs;
     `chosen` the VMs --role/--all picked (None: neither given)."""
-    src, dest = parse_side(source), parse_side(destination)
-    if (src.vm is None) == (dest.vm is None):
+    srcs, dest = [parse_side(source) for source in sources], parse_side(destination)
+    on_vm = {src.vm is not None for src in srcs}
+    if len(on_vm) > 1:
+        raise CopyError("the sources of one copy are all this host's or all a VM's", USAGE)
+    if on_vm == {dest.vm is not None}:
         raise CopyError(
             "one side of a copy must be a VM's (`VM:PATH`, or `:PATH` with --role/--all) and the other this host's", USAGE
         )
-    remote, local = (src, dest) if src.vm is not None else (dest, src)
-    if not remote.path:
-        raise CopyError(f"no path on the VM side of {source if remote is src else destination!r}", "write `VM:PATH`, e.g. control0:/tmp/")
-    if not local.path:
-        raise CopyError("the path on this host is empty", USAGE)
+    to_vm = dest.vm is not None
+    remotes = [dest] if to_vm else srcs
+    if len({remote.vm for remote in remotes}) > 1:
+        raise CopyError("the sources of one copy come from one VM (or, written `:PATH`, from each chosen VM)", USAGE)
+    remote = remotes[0]
+    for side, text in zip([*srcs, dest], [*sources, destination]):
+        if not side.path:
+            what = "VM side" if side.vm is not None else "path on this host"
+            raise CopyError(f"no path on the VM side of {text!r}" if side.vm is not None else f"the {what} is empty", "write `VM:PATH`, e.g. control0:/tmp/" if side.vm is not None else USAGE)
     if remote.vm == EVERY_CHOSEN and chosen is None:
         raise CopyError("`:PATH` copies to or from the VMs --role or --all chooses, and neither was given", USAGE)
     if remote.vm != EVERY_CHOSEN and chosen is not None:
@@ -74,9 +94,11 @@ def plan(source: str, destination: str, names: list[str], chosen: list[str] | No
     if remote.vm not in (EVERY_CHOSEN, *names):
         raise CopyError(f"no VM named {remote.vm!r}; names are {', '.join(names)}", "`invoke ls` lists them")
     vms = chosen if remote.vm == EVERY_CHOSEN else [remote.vm]
-    to_vm = remote is dest
-    fan_in = not to_vm and len(vms) > 1
-    return [Copy(vm, to_vm, os.path.join(local.path, vm) if fan_in else local.path, remote.path) for vm in vms]
+    paths = tuple(src.path for src in srcs)
+    if to_vm:
+        return [Copy(vm, True, paths, dest.path) for vm in vms]
+    fan_in = len(vms) > 1
+    return [Copy(vm, False, paths, os.path.join(dest.path, vm) if fan_in else dest.path) for vm in vms]
 
 
 def sftp_option(version_line: str) -> list[str] | None:
@@ -89,17 +111,38 @@ def sftp_option(version_line: str) -> list[str] | None:
     return [] if version >= (9, 0) else ["-s"] if version >= (8, 7) else None
 
 
-def scp_argv(config: Path, copy: Copy, protocol: list[str]) -> list[str]:
-    remote = f"{copy.vm}:{copy.remote}"
-    ends = [copy.local, remote] if copy.to_vm else [remote, copy.local]
+def scp_argv(config: Path, copy: Copy, protocol: list[str], into: str | None = None) -> list[str]:
+    """scp for one copy; `into`: where a copy from a VM lands first (see `settle`)."""
+    if copy.to_vm:
+        ends = [*copy.sources, f"{copy.vm}:{copy.destination}"]
+    else:
+        ends = [*(f"{copy.vm}:{source}" for source in copy.sources), into or copy.destination]
     # `--`: a local path that starts with '-' is a path, not an option
     return ["scp", "-F", str(config), *protocol, "-r", "-q", "-o", "BatchMode=yes", "-o", "ConnectTimeout=5", "--", *ends]
 
 
+def remote_directory(destination: str) -> str | None:
+    """The directory to make on the VM before copying (`DEST/` names one, as `multipass
+    transfer --parents` makes it): relative to the login's home, as scp reads it; None when
+    the destination does not end in '/' or is the home directory itself."""
+    if not destination.endswith("/"):
+        return None
+    path = destination.rstrip("/")
+    path = path[2:] if path.startswith("~/") else "" if path == "~" else path
+    return path or None
+
+
+def landings(copy: Copy) -> list[Path]:
+    """Where each source of a copy from a VM arrives on this host: into DEST when it is a
+    directory (or several sources, or DEST/ ), else DEST itself."""
+    local = Path(copy.destination)
+    if local.is_dir() or len(copy.sources) > 1 or copy.destination.endswith("/"):
+        return [local / os.path.basename(source.rstrip("/")) for source in copy.sources]
+    return [local]
+
+
 def landing(copy: Copy) -> Path:
-    """Where a copy from a VM arrives on this host: into DEST when it is a directory."""
-    local = Path(copy.local)
-    return local / os.path.basename(copy.remote.rstrip("/")) if local.is_dir() else local
+    return landings(copy)[0]
 
 
 def check_local(copies: list[Copy], force: bool) -> None:
@@ -107,53 +150,124 @@ def check_local(copies: list[Copy], force: bool) -> None:
     what comes from one has a directory to go into, and replaces nothing unless `force`."""
     for copy in copies:
         if copy.to_vm:
-            if not os.path.lexists(copy.local):
-                raise CopyError(f"{copy.local} does not exist", "give a file or directory on this host")
+            for source in copy.sources:
+                if not os.path.lexists(source):
+                    raise CopyError(f"{source} does not exist", "give a file or directory on this host")
             continue
-        if not Path(copy.local).parent.is_dir():
-            raise CopyError(f"{Path(copy.local).parent} is not a directory on this host", "make it first, or copy into an existing directory")
-        if os.path.lexists(landing(copy)) and not force:
-            raise CopyError(f"{landing(copy)} exists; nothing was copied", "--force to replace it, or copy elsewhere")
+        parent = Path(copy.destination) if copy.destination.endswith("/") else Path(copy.destination).parent
+        if not parent.is_dir() and not copy.destination.endswith("/"):
+            raise CopyError(f"{parent} is not a directory on this host", "make it first, copy into an existing directory, or end DEST with / to have it made")
+        for landed in landings(copy):
+            if os.path.lexists(landed) and not force:
+                raise CopyError(f"{landed} exists; nothing was copied", "--force to replace it, or copy elsewhere")
 
 
-def make_fan_in_directories(copies: list[Copy]) -> None:
-    """From several VMs, each VM's copy goes into DEST/<vm>/, which DEST must hold."""
+def make_local_directories(copies: list[Copy]) -> None:
+    """From several VMs, each VM's copy goes into DEST/<vm>/, which DEST must hold: a
+    directory of kubenet's making, never a link (it would send the copy elsewhere). A
+    destination written `DIR/` is made, with its parents."""
+    for copy in copies:
+        if not copy.to_vm and copy.destination.endswith("/"):
+            Path(copy.destination).mkdir(parents=True, exist_ok=True)
     if len(copies) < 2 or copies[0].to_vm:
         return
-    destination = Path(copies[0].local).parent
+    destination = Path(copies[0].destination).parent
     if not destination.is_dir():
         raise CopyError(f"{destination} is not a directory on this host", "from several VMs, each VM's copy goes into DEST/<vm>/: give a directory")
     for copy in copies:
-        Path(copy.local).mkdir(exist_ok=True)
+        own = Path(copy.destination)
+        if own.is_symlink() or (os.path.lexists(own) and not own.is_dir()):
+            raise CopyError(f"{own} is {'a link' if own.is_symlink() else 'not a directory'}; nothing was copied", f"each VM's copy goes into a directory of its own there: move {own} away")
+    for copy in copies:
+        Path(copy.destination).mkdir(exist_ok=True)
 
 
-def copy_all(cluster: Cluster, vms: list[VM] | None, source: str, destination: str, say, force: bool = False) -> list[str]:
+def settle(staged: Path, copy: Copy) -> None:
+    """Move what scp put into `staged` (a directory beside the destination) into place. A
+    file or link already there is replaced itself, never written through (rename replaces
+    the name); a directory there is swapped out, then removed."""
+    import shutil
+
+    for source, landed in zip(copy.sources, landings(copy)):
+        arrived = staged / os.path.basename(source.rstrip("/"))
+        if not os.path.lexists(arrived):
+            continue
+        if os.path.isdir(landed) and not os.path.islink(landed):
+            old = staged / ".replaced"
+            os.rename(landed, old)
+            os.rename(arrived, landed)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(arrived, landed)
+
+
+def scp_failure(copy: Copy, said: list[str], code: int) -> str:
+    """Why scp failed, in kubenet's words: a missing directory, a refused path (and how to get
+    a file there), a missing source; else scp's own last line."""
+    text = "\n".join(said)
+    if "Permission denied" in text:
+        if copy.to_vm:
+            name = os.path.basename(copy.sources[0].rstrip("/"))
+            return (
+                f"permission denied on {copy.vm} writing {copy.destination} (the login user may not write there); "
+                f"copy into its home directory, then `invoke exec --name {copy.vm} -- sudo install -m 644 {name} {copy.destination}`"
+            )
+        return f"permission denied on {copy.vm} reading {copy.remote} (the login user may not read it); `invoke exec --name {copy.vm} -- sudo cat PATH > FILE` reads it as root"
+    missing = re.search(r"scp: (.*): No such file or directory", text)
+    if missing and not copy.to_vm:
+        return f"{missing[1]} does not exist on {copy.vm}"
+    if "No such file or directory" in text or "not a directory" in text.lower():
+        where = copy.destination if copy.destination.endswith("/") else os.path.dirname(copy.destination) or copy.destination
+        return f"no such directory on {copy.vm}: {where} (end the destination with / to have it made)"
+    return said[-1] if said else f"scp exited {code}"
+
+
+def copy_all(cluster: Cluster, vms: list[VM] | None, sources: list[str], destination: str, say, force: bool = False) -> list[str]:
     """Make the copies in parallel, a line per VM; the names of the VMs whose copy failed.
     `vms`: those --role/--all chose (None: neither was given); `force`: what comes from a
     VM may replace a file here."""
+    import shlex
+    import shutil
+    import tempfile
+
     from .parallel import for_each
     from .process import run
-    from .ssh import SSH_HINT, existing_config
+    from .ssh import SSH_HINT, existing_config, ssh_argv
 
-    copies = plan(source, destination, [vm.name for vm in cluster.vms], None if vms is None else [vm.name for vm in vms])
+    copies = plan(sources, destination, [vm.name for vm in cluster.vms], None if vms is None else [vm.name for vm in vms])
     config = existing_config(cluster)
     protocol = sftp_option(run(["ssh", "-V"], missing_hint=SSH_HINT).stderr)
     if protocol is None:
         raise CopyError("this host's scp is older than OpenSSH 8.7 and cannot speak SFTP", "update OpenSSH")
     check_local(copies, force)
-    make_fan_in_directories(copies)
+    make_local_directories(copies)
 
     def one(copy: Copy) -> str | None:
+        staged = None
         try:
-            done = run(scp_argv(config, copy, protocol), check=False, timeout=COPY_TIMEOUT, missing_hint=SSH_HINT)
+            directory = remote_directory(copy.destination) if copy.to_vm else None
+            if directory:
+                made = run(ssh_argv(config, copy.vm, f"mkdir -p -- {shlex.quote(directory)}", batch=True), check=False, timeout=120, missing_hint=SSH_HINT)
+                if made.code:
+                    said = (made.stderr.strip() or made.stdout.strip()).splitlines()
+                    say(f"kubenet: cp: {copy.vm}: cannot make {copy.destination} there: {said[-1] if said else f'exit {made.code}'}")
+                    return copy.vm
+            if not copy.to_vm:
+                staged = Path(tempfile.mkdtemp(prefix=".kubenet-cp-", dir=landings(copy)[0].parent))
+            done = run(scp_argv(config, copy, protocol, str(staged) if staged else None), check=False, timeout=COPY_TIMEOUT, missing_hint=SSH_HINT)
+            said = (done.stderr.strip() or done.stdout.strip()).splitlines()
+            if done.code:
+                say(f"kubenet: cp: {copy.vm}: {scp_failure(copy, said, done.code)}")
+                return copy.vm
+            if staged:
+                settle(staged, copy)
         except errors.KubenetError as error:
             say(f"kubenet: cp: {copy.vm}: {error.message}")
             return copy.vm
-        said = (done.stderr.strip() or done.stdout.strip()).splitlines()
-        if done.code:
-            say(f"kubenet: cp: {copy.vm}: {said[-1] if said else f'scp exited {done.code}'}")
-            return copy.vm
-        say(f"kubenet: cp: {copy.vm}: " + (f"copied {copy.local} to {copy.remote}" if copy.to_vm else f"copied {copy.remote} to {copy.local}"))
+        finally:
+            if staged:
+                shutil.rmtree(staged, ignore_errors=True)
+        say(f"kubenet: cp: {copy.vm}: copied {copy.local} to {copy.remote}" if copy.to_vm else f"kubenet: cp: {copy.vm}: copied {copy.remote} to {copy.local}")
         return None
 
     return [vm for vm in for_each(copies, one) if vm]

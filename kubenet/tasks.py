@@ -371,30 +371,29 @@ def exec_(c, role=None, id=None, name=None, config=None, stdin=False):
         raise Exit(code=1)
 
 
-@task(
+@cli.paths_task(
     name="cp",
-    positional=["source", "destination"],
+    auto_shortflags=False,
+    positional=["paths"],
     iterable=["role"],
     help={
-        "source": "a path here, or VM:PATH (:PATH with --role/--all)",
-        "destination": "a path here, or VM:PATH (:PATH with --role/--all)",
+        "paths": "SOURCE... DESTINATION: paths here, or VM:PATH (:PATH with --role/--all); a DESTINATION ending in / is made",
         "role": "copy to or from the VMs of this role, the VM side written :PATH (repeatable)",
         "all": "copy to or from every VM, the VM side written :PATH",
-        "force": "what comes from a VM may replace a file here",
+        "force": "what comes from a VM may replace a file here (the file itself: a link there is replaced, not followed)",
         "config": CONFIG_HELP,
     },
 )
 @user_errors
-def copy(c, source, destination, role=None, all=False, force=False, config=None):
-    """Copy files or directories to or from VMs with scp, through the pinned host keys: `cp SRC VM:DEST`, `cp VM:SRC DEST`."""
+def copy(c, paths, role=None, all=False, force=False, config=None):
+    """Copy files or directories to or from VMs with scp, through the pinned host keys: `cp SRC... VM:DEST`, `cp VM:SRC... DEST`."""
     from invoke import Exit
 
     from kubenet.copy import copy_all
 
     cluster = cli.open_cluster(config)
     chosen = cli.pick_vms(cluster, roles=role) if role else list(cluster.vms) if all else None
-    failed = copy_all(cluster, chosen, source, destination, cli.say, force)
-    if failed:
+    if copy_all(cluster, chosen, paths[:-1], paths[-1], cli.say, force):
         raise Exit(code=1)
 
 
