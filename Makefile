@@ -28,6 +28,11 @@ $(or $(MAKECMDGOALS),help):
 	@printf '%s\n' "$$KUBENET_REFUSAL" >&2; exit 1
 else
 
+# A kubenet command that failed has said why, in one line: make then ends without lines of
+# its own ("No such file", "*** Error 1"), with a non-zero status (130). GNU make has no way
+# to fail quietly but to be interrupted, so the failed recipe interrupts it.
+QUIETLY := || { kill -INT $$PPID; exit 1; }
+
 # The cluster file; per-VM rules come from it through `invoke makevars`.
 CONFIG ?= $(or $(KUBENET_CONFIG),cluster.yaml)
 CLUSTER_MK := $(dir $(CONFIG)).$(basename $(notdir $(CONFIG))).mk
@@ -85,10 +90,10 @@ bench-hosts: test-deps venv ## as root: VMs on two hosts (a namespace with its o
 	$(BIN)/python bench/hosts.py
 
 down: venv ## power every VM off (ACPI, then quit, then kill) and remove the cluster's tmux sessions
-	@$(INVOKE) down --config $(CONFIG)
+	@$(INVOKE) down --config $(CONFIG) $(QUIETLY)
 
 destroy: venv ## power every VM off and delete state_dir with every VM's disk (asks first; the image cache stays)
-	@$(INVOKE) destroy --config $(CONFIG)
+	@$(INVOKE) destroy --config $(CONFIG) $(QUIETLY)
 
 hostnet: venv ## Linux, bridge mode: make the host side (bridge, forwarding, NAT, DNS/DHCP, /etc/hosts, pod routes, NFS); asks sudo once
 	@scripts/install-deps --hostnet
@@ -100,11 +105,11 @@ clean-venv: ## remove .venv (your VMs under state_dir are kept)
 # ---- the cluster: per-VM files with their real prerequisites --------------
 
 ifneq ($(filter $(CLUSTER_GOALS),$(MAKECMDGOALS)),)
-include $(CLUSTER_MK)
+-include $(CLUSTER_MK)
 endif
 
 $(CLUSTER_MK): $(CONFIG) | deps $(BIN)/.installed $(BIN)/.compiled
-	@$(INVOKE) makevars --config $(CONFIG) --output $@
+	@$(INVOKE) makevars --config $(CONFIG) --output $@ $(QUIETLY)
 
 VM_DIRS := $(addprefix $(KUBENET_STATE)/,$(KUBENET_VMS))
 DISKS := $(addsuffix /disk.img,$(VM_DIRS))
@@ -113,7 +118,7 @@ EFIVARS := $(if $(KUBENET_EFIVARS),$(addsuffix /efivars.qcow2,$(VM_DIRS)))
 
 ifneq ($(KUBENET_BASE_IMAGE),)
 $(KUBENET_BASE_IMAGE):
-	$(INVOKE) image --config $(CONFIG)
+	@$(INVOKE) image --config $(CONFIG) $(QUIETLY)
 endif
 
 # Make decides what is out of date; one invoke makes all of it. The per-file
@@ -153,15 +158,15 @@ $(KUBENET_STATE)/ssh_config: $(KUBENET_STATE)/known_hosts
 	@echo $@ >> $(SETUP_TODO)
 
 setup: $(DISKS) $(EFIVARS) $(SEEDS) $(KUBENET_STATE)/known_hosts $(KUBENET_STATE)/ssh_config ## prepare every VM: base image, disks, cloud-init seeds, host keys, ssh_config
-	@if [ -s $(SETUP_TODO) ]; then $(INVOKE) vmsetup --config $(CONFIG) --files-from $(SETUP_TODO) && rm -f $(SETUP_TODO); fi
+	@if [ -s $(SETUP_TODO) ]; then $(INVOKE) vmsetup --config $(CONFIG) --files-from $(SETUP_TODO) $(QUIETLY) && rm -f $(SETUP_TODO); fi
 	@# VMs on other hosts (hosts: in cluster.yaml): each host decides and makes its own files
-	$(if $(KUBENET_HOSTS),@$(INVOKE) setup-hosts --config $(CONFIG))
+	$(if $(KUBENET_HOSTS),@$(INVOKE) setup-hosts --config $(CONFIG) $(QUIETLY))
 
 # Never delete a disk, UEFI store, base image or seed because a recipe was
 # interrupted: each is written whole (or not at all).
 .PRECIOUS: $(DISKS) $(EFIVARS) $(KUBENET_BASE_IMAGE) $(SEEDS) $(KUBENET_STATE)/known_hosts $(KUBENET_STATE)/ssh_config
 
 up: setup ## prepare what is missing, launch every VM in tmux session <cluster>-qemu and wait until they are ready
-	@$(INVOKE) up --config $(CONFIG)
+	@$(INVOKE) up --config $(CONFIG) $(QUIETLY)
 
 endif

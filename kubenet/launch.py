@@ -339,6 +339,11 @@ def up_and_wait(
         say(f"kubenet: started {' '.join(result.started)} in tmux session {result.session} (watch: {result.attach})")
     if result.already_running:
         say(f"kubenet: already running: {' '.join(result.already_running)}")
+        from .provision import not_yet_applied, will_reprovision
+
+        stale = [name for name in result.already_running if will_reprovision(cluster, cluster.vm_by_name(name))]
+        if stale:
+            say(f"kubenet: {not_yet_applied(stale)}")
     if result.reprovisioning:
         from .provision import REPROVISION_NOTE
 
@@ -389,10 +394,16 @@ def up_and_wait(
             progress.say(f"kubenet: {readiness.vm}: {readiness.reason}")
 
     what = "SSH and cloud-init" if until == ReadyWhen.CLOUD_INIT else "SSH"
-    say(f"kubenet: waiting up to {timeout:.0f} s for {what} on {len(waiting)} VMs")
     tmux = tmux_for(target)
-    with progress:
-        results = wait_ready(cluster, waiting, timeout, report, until, lambda name: one_line(tmux.last_words(result.session).get(name, "")))
+    try:
+        say(f"kubenet: waiting up to {timeout:.0f} s for {what} on {len(waiting)} VMs")
+        with progress:
+            results = wait_ready(cluster, waiting, timeout, report, until, lambda name: one_line(tmux.last_words(result.session).get(name, "")))
+    except KeyboardInterrupt:
+        running = [vm.name for vm in waiting if is_running(cluster, vm)]
+        if running:
+            say(f"kubenet: stopped waiting; still running: {' '.join(running)} (`make up` waits for them again, `make down` stops them)")
+        raise
     for line in summary(cluster, results):
         say(f"kubenet: {line}")
     if result.failed:

@@ -58,3 +58,14 @@ def forget_booted(cluster: Cluster, vm: VM) -> None:
 
 
 REPROVISION_NOTE = "its seed changed since its last boot: cloud-init applies it again (write_files, packages, runcmd); its data stays"
+
+
+def not_yet_applied(names: list[str]) -> str:
+    """What to tell of running VMs whose seed changed since they booted (a template edited, a
+    VM added that every /etc/hosts must name): they take it only at their next boot."""
+    they = "it" if len(names) == 1 else "they"
+    return (
+        f"{' '.join(names)}: {'its' if len(names) == 1 else 'their'} seed changed since {they} booted "
+        f"(a template, or the cluster); {they} take{'s' if len(names) == 1 else ''} it at the next boot: "
+        f"`invoke restart` restarts {'it' if len(names) == 1 else 'them'} now"
+    )

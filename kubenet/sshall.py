@@ -12,11 +12,12 @@ from .paths import ssh_config_path
 from .process import replace_process
 from .ssh import existing_config
 from .statedir import cluster_lock
-from .tmux import TMUX_HINT, Tmux, session_groups
+from .tmux import TMUX_HINT, Tmux, missing_pane_groups, session_groups
 
 
 def open_ssh_session(cluster: Cluster, attach: bool, say: Callable[[str], None]) -> str:
-    """Open `<cluster>-ssh` unless it exists (only ever our own), then attach to it or switch to it.
+    """Open `<cluster>-ssh`, or add to it (only ever our own) the panes of VMs it lacks, then
+    attach to it or switch to it.
 
     Returns the session's name when not attaching.
     """
@@ -31,6 +32,11 @@ def open_ssh_session(cluster: Cluster, attach: bool, say: Callable[[str], None])
             tmux.run_groups(session_groups(spec), f"opening tmux session {spec.name}")
             window = spec.attach_window
             say(f"kubenet: opened tmux session {spec.name}")
+        else:  # the session as the user left it, with the panes of VMs it lacks added
+            added = missing_pane_groups(spec, tmux.panes(spec.name))
+            if added:
+                tmux.run_groups(added, f"adding panes to tmux session {spec.name}")
+                say(f"kubenet: added {len(added)} panes to tmux session {spec.name}")
         tmux.bind_sync_key()
     if not attach:
         return spec.name

@@ -68,6 +68,11 @@ def listing_notes(cluster: Cluster, rows: list[dict]) -> list[str]:
         for row in rows if not row.get("orphaned") and (moved := changes(cluster.vm_by_name(row["name"]), from_record(row)))
     ]  # fmt: skip
     notes += [f"kubenet: {row['name']}: {CUT_OFF} {restart_hint(row['name'])}" for row in rows if row.get("cluster_net") == "cut off"]
+    from .provision import not_yet_applied, will_reprovision
+
+    stale = [row["name"] for row in rows if row["state"] not in NOT_RUNNING and not row.get("orphaned")
+             and will_reprovision(cluster, cluster.vm_by_name(row["name"]))]  # fmt: skip
+    notes += [f"kubenet: {not_yet_applied(stale)}"] if stale else []
     if any(row.get("cluster_net") for row in rows):
         from .vde import running_pid
 
@@ -168,7 +173,7 @@ def table_rows(rows: list[dict]) -> list[dict]:
 
 
 def restart_hint(name: str) -> str:
-    return f"restart it: invoke stop --name {name} && invoke start --name {name}"
+    return f"restart it: invoke restart --name {name}"
 
 
 # READY: what is known of the guest in this qemu's life. `yes`: it proved ready (SSH logged

@@ -304,6 +304,28 @@ def stop(c, id=None, name=None, config=None, timeout=None):
     stop_vms(config, lambda cluster: [cli.pick_vm(cluster, id, name)], timeout, cleanup=False)
 
 
+def seed_changed(cluster) -> list:
+    """The running VMs whose seed changed since they booted: what `restart` restarts when not told which."""
+    from kubenet.provision import will_reprovision
+    from kubenet.vmstate import is_running
+
+    stale = [vm for vm in cluster.local_vms if is_running(cluster, vm) and will_reprovision(cluster, vm)]
+    if not stale:
+        cli.say("kubenet: no running VM's seed changed since it booted; nothing to restart (--id, --name or --role pick VMs)")
+    return stale
+
+
+@task(iterable=["id", "name", "role"], help={**START_HELP, "timeout": STOP_HELP, "id": "VM id (repeatable)", "name": "VM name (repeatable)", "role": "the VMs of this role (repeatable)"})
+@user_errors
+def restart(c, id=None, name=None, role=None, config=None, timeout=None, wait=True, ready=None, accel=None):
+    """Restart VMs (power off, start, wait until ready): those named, else every running VM whose seed changed since it booted."""
+    pick = (lambda cluster: cli.pick_vms(cluster, id, name, role)) if id or name or role else seed_changed
+    picked = pick(cli.open_cluster(config))
+    if picked:
+        stop_vms(config, lambda cluster: picked, timeout, cleanup=False)
+        start_vms(config, lambda cluster: picked, None, wait, ready, accel)
+
+
 @task(help={"config": CONFIG_HELP, "stop": "end the tunnel instead"})
 @user_errors
 def tunnel(c, config=None, stop=False):

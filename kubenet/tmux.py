@@ -311,3 +311,22 @@ def extend_groups(session: str, panes: list[Pane], commands: dict[str, tuple[str
         create = ["new-window", "-d", "-t", f"={session}:", "-n", window.name, *window.panes[0].command]
         groups += window_groups(session, window, True, create)
     return groups
+
+
+def missing_pane_groups(spec: SessionSpec, panes: list[Pane]) -> list[Group]:
+    """What an existing session lacks of `spec` (a grown cluster; a pane closed by a logout):
+    each missing pane split into its window, a missing window made whole."""
+    groups: list[Group] = []
+    present = {(pane.window_name, pane.vm) for pane in panes}
+    windows = {pane.window_name: pane.window_id for pane in panes}
+    for window in spec.windows:
+        missing = [pane for pane in window.panes if (window.name, pane.vm) not in present]
+        if not missing:
+            continue
+        if window.name in windows:
+            groups += split_groups(missing, window.layout, windows[window.name])
+        else:
+            whole = WindowSpec(window.name, window.layout, tuple(missing))
+            create = ["new-window", "-d", "-t", f"={spec.name}:", "-n", window.name, *missing[0].command]
+            groups += window_groups(spec.name, whole, spec.remain_on_exit, create)
+    return groups

@@ -51,3 +51,97 @@ def test_a_qemu_killed_by_its_accelerator_is_shown_line_by_line_with_the_fix(sho
         "kubenet: error: 1 VMs did not start: node0 (hint: the accelerator (kvm) cannot run guests on this host: "
         "set `accel: tcg` in cluster.yaml, or run `invoke up --accel tcg` (slower: software emulation))"
     )
+
+
+# ---- the kubenet command's --config; make's noise; Ctrl-C while up waits -------------------
+
+
+def test_kubenet_takes_config_before_the_task_and_shows_its_own_options(short_dir, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    kubenet = Path(sys.executable).parent / "kubenet"
+    config = write_cluster(short_dir, "  - {name: solo, count: 1, memory: 128M}\n")
+    for args in (["--config", str(config), "ls", "--names"], [f"--config={config}", "ls", "--names"], ["ls", "--names", "--config", str(config)]):
+        done = subprocess.run([str(kubenet), *args], capture_output=True, text=True, cwd=tmp_path, timeout=60)
+        assert (done.returncode, done.stdout) == (0, "solo0\n"), (args, done.stderr)
+    shown = subprocess.run([str(kubenet), "--help"], capture_output=True, text=True, timeout=60).stdout
+    assert "--config=STRING" in shown and "the cluster file, before or after the task" in shown
+    for invokes_own in ("sudo", "--pty", "--echo", "--dry", "--hide", "--warn-only", "--command-timeout"):
+        assert invokes_own not in shown
+
+
+def test_a_cluster_file_mistake_under_make_is_kubenets_one_line_and_a_status(short_dir):
+    import os
+    import subprocess
+
+    from conftest import ROOT
+
+    config = write_cluster(short_dir, "  - {name: node, count: 1, memory: 128M}\n")
+    config.write_text(config.read_text() + "bogus: 1\n")
+    done = subprocess.run(["make", "-C", str(ROOT), "up", f"CONFIG={config}"], capture_output=True, text=True, timeout=300, env=os.environ)
+    assert done.returncode != 0
+    assert done.stderr.splitlines() == [f"kubenet: error: {config}: bogus: unknown key; allowed: " + done.stderr.split("allowed: ", 1)[1].strip()]
+    assert "make" not in done.stderr and "No such file" not in done.stderr
+
+
+def test_ctrl_c_while_up_waits_ends_it_at_once_and_names_the_vms_that_keep_running(short_dir, stub_env, cleanup):
+    import os
+    import signal
+    import subprocess
+
+    from conftest import INVOKE, ROOT
+
+    config = write_cluster(short_dir, "  - {name: node, count: 2, memory: 128M}\n")
+    up = subprocess.Popen(
+        [str(INVOKE), "--search-root", str(ROOT), "up", "--timeout", "300", "--config", str(config)],
+        env={**os.environ, **stub_env}, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+    )  # fmt: skip
+    said = []
+    try:
+        for line in up.stderr:  # the stub guests print no marks and answer no login: up waits
+            said.append(line)
+            if "waiting up to" in line:
+                break
+        up.send_signal(signal.SIGINT)
+        assert up.wait(timeout=2) == 130  # heard at once: nothing is left for a grace period to end
+        said += up.stderr.readlines()
+    finally:
+        up.kill()
+        up.wait()
+    assert "kubenet: stopped waiting; still running: node0 node1 (`make up` waits for them again, `make down` stops them)\n" in said, said
+    assert said[-1] == "kubenet: interrupted\n"
+
+
+# ---- changes that have not reached the running VMs; `invoke restart` ------------------------
+
+
+def test_running_vms_whose_seed_changed_are_named_and_restart_applies_it(short_dir, stub_env, cleanup):
+    from conftest import ls_rows, wait_for
+
+    config = write_cluster(short_dir, "  - {name: node, count: 2, memory: 128M}\n")
+    state = short_dir / ".kubenet"
+    for vm in ("node0", "node1"):  # each VM's seed as `make setup` notes it: its instance-id
+        (state / vm / "meta-data").write_text(f"instance-id: {vm}-000000000001\nlocal-hostname: {vm}\n")
+    run_invoke("up", "--no-wait", "--config", str(config), env=stub_env, check=True)
+    assert wait_for(lambda: [row["state"] for row in ls_rows(config, stub_env)] == ["running", "running"])
+    listed = run_invoke("ls", "--config", str(config), env=stub_env, check=True)
+    assert "seed changed" not in listed.stderr
+
+    # a template changed: `make setup` gave node1 a new seed, which its running guest has not seen
+    (state / "node1" / "meta-data").write_text("instance-id: node1-000000000002\nlocal-hostname: node1\n")
+    note = "kubenet: node1: its seed changed since it booted (a template, or the cluster); it takes it at the next boot: `invoke restart` restarts it now"
+    assert note in run_invoke("ls", "--config", str(config), env=stub_env, check=True).stderr
+    assert note in run_invoke("up", "--no-wait", "--config", str(config), env=stub_env, check=True).stderr
+    pids = {row["name"]: row["pid"] for row in ls_rows(config, stub_env)}
+
+    restarted = run_invoke("restart", "--no-wait", "--config", str(config), env=stub_env, check=True)  # those whose seed changed
+    assert "kubenet: node1: powered off" in restarted.stderr and "node0: powered off" not in restarted.stderr, restarted.stderr
+    assert "kubenet: node1 re-provisions at this boot" in restarted.stderr
+    assert wait_for(lambda: [row["state"] for row in ls_rows(config, stub_env)] == ["running", "running"])
+    after = {row["name"]: row["pid"] for row in ls_rows(config, stub_env)}
+    assert after["node0"] == pids["node0"] and after["node1"] != pids["node1"]
+    assert "seed changed" not in run_invoke("ls", "--config", str(config), env=stub_env, check=True).stderr
+    nothing = run_invoke("restart", "--no-wait", "--config", str(config), env=stub_env, check=True)
+    assert nothing.stderr.strip() == "kubenet: no running VM's seed changed since it booted; nothing to restart (--id, --name or --role pick VMs)"

@@ -190,6 +190,19 @@ def test_ssh_all_for_a_non_default_cluster(short_dir, env, tmux_server):
     # a second call finds the session and leaves it alone
     again = run_invoke("ssh-all", "--no-attach", "--config", str(config), env=env, check=True)
     assert "opened" not in again.stderr and len(pane_rows(tmux_server, "kt-ssh")) == len(rows)
+    # the cluster grows (a worker more, a gateway): the session gets their panes, and keeps its own
+    config.write_text(config.read_text().replace("count: 5", "count: 6").replace("roles:\n", "roles:\n  - {name: gateway, memory: 256M}\n"))
+    grown = run_invoke("ssh-all", "--no-attach", "--config", str(config), env=env, check=True)
+    assert "kubenet: added 3 panes to tmux session kt-ssh" in grown.stderr, grown.stderr
+    by_window = {}
+    for row in pane_rows(tmux_server, "kt-ssh"):
+        by_window.setdefault(row["window"], []).append(row["vm"])
+    assert by_window == {
+        "ssh-controls": ["control0", "control1"],
+        "ssh-workers": ["worker0", "worker1", "worker2", "worker3", "worker4", "worker5"],
+        "ssh-nodes": ["control0", "control1", "worker0", "worker1", "worker2", "worker3", "worker4", "worker5"],
+        "ssh-gateway": ["gateway"],
+    }
 
 
 def test_the_sync_key_toggles_synchronize_panes_only_in_kubenets_sessions(short_dir, env, tmux_server):
