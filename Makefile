@@ -30,8 +30,10 @@ else
 
 # A kubenet command that failed has said why, in one line: make then ends without lines of
 # its own ("No such file", "*** Error 1"), with a non-zero status (130). GNU make has no way
-# to fail quietly but to be interrupted, so the failed recipe interrupts it.
-QUIETLY := || { kill -INT $$PPID; exit 1; }
+# to fail quietly but to be interrupted, so the failed recipe interrupts it, and stays a
+# moment (make's handler waits for it; one that ended first would race make's own wait)
+# before it ends without an error of its own to report.
+QUIETLY := || { kill -INT $$PPID; sleep 0.5; exit 0; }
 
 # The cluster file; per-VM rules come from it through `invoke makevars`.
 CONFIG ?= $(or $(KUBENET_CONFIG),cluster.yaml)
