@@ -44,7 +44,7 @@ CLUSTER_GOALS := setup up
 .PHONY: help deps test-deps venv test bench bench-boot bench-setup bench-snapshot bench-memory bench-hosts down destroy hostnet clean-venv $(CLUSTER_GOALS)
 
 help: ## list the targets
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-15s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 	@if [ -x $(INVOKE) ]; then echo; $(INVOKE) --list; else echo; echo "  and the invoke tasks (ls, ssh, exec, logs, ...): \`make venv\`, then \`$(INVOKE) --list\`"; fi
 
 deps: ## install the programs kubenet runs (qemu, UEFI firmware, tmux, ssh, vde2) if missing
@@ -58,6 +58,11 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	@# setuptools warns about every editable install, in 10 lines a newcomer cannot act on; the
 	@# compat mode is a path in a .pth file, where the default import hook costs ~20 ms per start
+	PYTHONWARNINGS=ignore $(BIN)/pip install --quiet --config-settings editable_mode=compat -e .
+	@touch $@
+
+# The test tools (pytest and the rest) only for `make test`: `make up` needs none of them.
+$(BIN)/.test-installed: $(BIN)/.installed
 	PYTHONWARNINGS=ignore $(BIN)/pip install --quiet --config-settings editable_mode=compat -e '.[test]'
 	@touch $@
 
@@ -67,28 +72,28 @@ $(BIN)/.installed: pyproject.toml
 $(BIN)/.compiled: $(BIN)/.installed $(wildcard kubenet/*.py) tasks.py
 	@$(BIN)/python -m compileall -q kubenet tasks.py >/dev/null 2>&1; touch $@ 2>/dev/null; true
 
-venv: $(BIN)/.installed $(BIN)/.compiled ## create .venv with kubenet, invoke and the test tools
+venv: $(BIN)/.installed $(BIN)/.compiled ## create .venv with kubenet and invoke
 
-test: test-deps venv ## run the whole test suite, the real-VM tests included
+test: test-deps venv $(BIN)/.test-installed ## run the whole test suite, the real-VM tests included
 	$(BIN)/pytest
 
-bench: venv ## measure start-up of `invoke ls`/`argv` and how fast `invoke up` launches 7, 30, 60 stub VMs
+bench: venv $(BIN)/.test-installed ## measure start-up of `invoke ls`/`argv` and how fast `invoke up` launches 7, 30, 60 stub VMs
 	$(BIN)/python bench/cli_latency.py
 	$(BIN)/python bench/launch.py
 
-bench-setup: test-deps venv ## time `make setup` of 7 fresh VMs, with nothing to do, and `make up` when all run
+bench-setup: test-deps venv $(BIN)/.test-installed ## time `make setup` of 7 fresh VMs, with nothing to do, and `make up` when all run
 	$(BIN)/python bench/setup.py
 
-bench-boot: test-deps venv ## time `make up` of 1 and 7 real tiny VMs under TCG, and when each guest's SSH listened
+bench-boot: test-deps venv $(BIN)/.test-installed ## 7 real tiny VMs under TCG: SSH connections each guest took before ready, and time to ready against the same qemus started directly
 	$(BIN)/python bench/boot.py
 
-bench-snapshot: test-deps venv ## time live and stopped snapshots of 7 real tiny VMs under TCG: save, restore, pauses, SSH again
+bench-snapshot: test-deps venv $(BIN)/.test-installed ## time live and stopped snapshots of 7 real tiny VMs under TCG: save, restore, pauses, SSH again
 	$(BIN)/python bench/snapshot.py
 
-bench-memory: test-deps venv ## qemu's memory and boot time per TCG translation cache size; page cache given back by the balloon
+bench-memory: test-deps venv $(BIN)/.test-installed ## qemu's memory and boot time per TCG translation cache size; page cache given back by the balloon
 	$(BIN)/python bench/memory.py
 
-bench-hosts: test-deps venv ## as root: VMs on two hosts (a namespace with its own sshd) against one: ping RTT, TCP throughput, make up
+bench-hosts: test-deps venv $(BIN)/.test-installed ## as root: VMs on two hosts (a namespace with its own sshd) against one: ping RTT, TCP throughput, make up
 	$(BIN)/python bench/hosts.py
 
 down: venv ## power every VM off (ACPI, then quit, then kill) and remove the cluster's tmux sessions

@@ -1,20 +1,31 @@
-"""How long `make up` takes to bring real VMs to SSH, and how much of it is kubenet's.
+"""How gently and how fast `invoke up` brings real VMs to ready, against the same qemus
+started directly.
 
-Boots the tiny test image (tests/tinyimage) under TCG, 1 VM and then the
-tutorial's 7, each with `make up` from nothing. For every VM it prints when
-the guest's SSH server started listening (the guest's own uptime, read from
-its console log) and when `up` saw it answer SSH (counted from the launch):
-the difference is qemu's start-up, readiness polling and the SSH handshake.
-A watcher also notes, on the host's clock, when each console printed that
-line and when `up` marked the VM ready: that gap is kubenet's own latency.
-Run: `make bench-boot` (or python bench/boot.py).
+Boots the tiny test image (tests/tinyimage) under TCG: the tutorial's 7 VMs, set up
+once with `make setup`. Each round runs, in turn:
+
+- kubenet: `invoke up` (tmux panes, the console marks, its logins), timed from the
+  command's start to each VM's "ready" line; then `invoke down`.
+- direct: the same qemu command lines (`invoke argv --managed`) started as plain
+  processes, each VM's console log watched every 10 ms for the guest's "sshd listens"
+  mark, then one SSH login as kubenet's (`cloud-init status --long`), timed from the
+  start to that login's end; then each qemu quits.
+
+For each VM it prints the SSH connections its guest's sshd took before ready (dropbear
+logs each on the console: "Child connection from"; goal: at most 3) and whether any was
+left half-way ("Exit before auth"); then the time to all seven ready, kubenet against
+direct, as medians over the rounds and their ratio (goal: within 1.05x).
+Run: `make bench-boot` (or python bench/boot.py [ROUNDS]).
 """
 
 from __future__ import annotations
 
 import os
 import re
+import shlex
 import shutil
+import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -24,87 +35,132 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT))
 
 from tinyimage.build import build  # noqa: E402
 from tinyimage.cluster import TUTORIAL_ROLES, write_cluster  # noqa: E402
 
 INVOKE = str(Path(sys.executable).parent / "invoke")
-LISTENING = re.compile(r"kubenet-init: ready: (\S+) sshd listening at ([0-9.]+)s")
-READY = re.compile(r"kubenet: (\S+) answers SSH after ([0-9.]+) s")
+READY = re.compile(r"^kubenet: (\S+) ready after", re.MULTILINE)
+SSHD_LISTENS = re.compile(r"kubenet-mark \S+ (ssh|cloud-init)")
 
 
-class Watcher(threading.Thread):
-    """Notes when each VM's console says sshd listens, and when `up` marks it ready."""
+def invoke(config: Path, env: dict, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    done = subprocess.run([INVOKE, "--search-root", str(ROOT), *args, "--config", str(config)], env=env, capture_output=True, text=True)
+    if check and done.returncode:
+        raise SystemExit(f"invoke {' '.join(args)} failed:\n{done.stderr}")
+    return done
 
-    def __init__(self, state: Path, names: list[str], start: float):
-        super().__init__(daemon=True)
-        self.state, self.names, self.origin = state, names, start
-        self.listening: dict[str, float] = {}
-        self.ready: dict[str, float] = {}
-        self.done = threading.Event()
 
-    def run(self) -> None:
-        while not self.done.is_set():
-            now = time.perf_counter() - self.origin
-            for vm in self.names:
-                directory = self.state / vm
-                if vm not in self.listening:
-                    try:
-                        if "sshd listening" in (directory / "serial.log").read_text(errors="replace"):
-                            self.listening[vm] = now
-                    except OSError:
-                        pass
-                if vm not in self.ready and (directory / "ready").exists():
-                    self.ready[vm] = now
+def guest_connections(state: Path, names: list[str]) -> dict[str, tuple[int, int]]:
+    """Per VM: the connections its sshd took, and how many of them were left before login."""
+    counts = {}
+    for vm in names:
+        log = (state / vm / "serial.log").read_text(errors="replace")
+        counts[vm] = (log.count("Child connection from"), log.count("Exit before auth"))
+    return counts
+
+
+def with_kubenet(config: Path, env: dict, names: list[str]) -> tuple[float, dict]:
+    """`invoke up`: seconds from its start until every VM's ready line; the guests' connections."""
+    started = time.perf_counter()
+    process = subprocess.Popen([INVOKE, "--search-root", str(ROOT), "up", "--config", str(config)], env=env, stderr=subprocess.PIPE, text=True)
+    ready: dict[str, float] = {}
+    for line in process.stderr:
+        found = READY.match(line)
+        if found:
+            ready[found[1]] = time.perf_counter() - started
+    _, status, usage = os.wait4(process.pid, 0)
+    process.returncode = os.waitstatus_to_exitcode(status)
+    print(f"  invoke up cpu: user {usage.ru_utime:.2f} s sys {usage.ru_stime:.2f} s")
+    if process.returncode or set(ready) != set(names):
+        raise SystemExit(f"invoke up failed ({process.returncode}); ready: {sorted(ready)}")
+    counts = guest_connections(config.parent / ".kubenet", names)
+    server = subprocess.run(["tmux", "-S", env["KUBENET_TMUX_SOCKET"], "display", "-p", "#{pid}"], capture_output=True, text=True).stdout.strip()
+    fields = Path(f"/proc/{server}/stat").read_text().rsplit(")", 1)[1].split()
+    print(f"  tmux server cpu: {(int(fields[11]) + int(fields[12])) / os.sysconf('SC_CLK_TCK'):.2f} s")
+    invoke(config, env, "down", "--timeout", "60")
+    return max(ready.values()), counts
+
+
+def with_qemu_alone(config: Path, env: dict, names: list[str]) -> float:
+    """The same qemus started directly; seconds until each answered one SSH login after its mark."""
+    from kubenet.config import load_cluster
+    from kubenet.vde import ensure_switch, stop_switch
+
+    cluster = load_cluster(config)
+    ensure_switch(cluster)
+    state = config.parent / ".kubenet"
+    argvs = {vm: shlex.split(invoke(config, env, "argv", "--managed", "--name", vm).stdout) for vm in names}
+    for vm in names:
+        (state / vm / "serial.log").unlink(missing_ok=True)
+    started = time.perf_counter()
+    qemus = [subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for argv in argvs.values()]
+    ready: dict[str, float] = {}
+
+    def watch(vm: str) -> None:
+        log = state / vm / "serial.log"
+        while not (log.exists() and SSHD_LISTENS.search(log.read_text(errors="replace"))):
             time.sleep(0.01)
+        ssh = ["ssh", "-F", str(state / "ssh_config"), "-o", "BatchMode=yes", "-o", "ConnectTimeout=600", vm, "cloud-init status --long"]
+        subprocess.run(ssh, capture_output=True, stdin=subprocess.DEVNULL)
+        ready[vm] = time.perf_counter() - started
 
-
-def boot(count: int, kernel: Path, initrd: Path) -> None:
-    directory = Path(tempfile.mkdtemp(prefix="knboot"))
-    roles = "".join(TUTORIAL_ROLES.splitlines(keepends=True)[: 1 if count == 1 else None])
-    config = write_cluster(directory, kernel, initrd, roles, count)
-    env = {**os.environ, "KUBENET_TMUX_SOCKET": str(directory / "tmux.sock"), "KUBENET_ACCEL": "tcg"}
-    invoke = [INVOKE, "--search-root", str(ROOT)]
-    try:
-        start = time.perf_counter()
-        setup = subprocess.run(["make", "-C", str(ROOT), "setup", f"CONFIG={config}"], env=env, capture_output=True, text=True)
-        set_up = time.perf_counter() - start
-        names = subprocess.run([*invoke, "ls", "--names", "--config", str(config)], env=env, capture_output=True, text=True).stdout.split()
-        watcher = Watcher(directory / ".kubenet", names, start)
-        watcher.start()
-        up = subprocess.run(["make", "-C", str(ROOT), "up", f"CONFIG={config}"], env=env, capture_output=True, text=True)
-        total = time.perf_counter() - start
-        watcher.done.set()
-        watcher.join()
-        if setup.returncode or up.returncode:
-            raise SystemExit(f"make failed:\n{setup.stderr}\n{up.stderr}")
-        ready = dict(READY.findall(up.stderr))
-        print(f"{count} VM{'s' if count > 1 else ''}: make up {total:.1f} s from nothing to all ready "
-              f"(setup {set_up:.1f} s, launch and wait {total - set_up:.1f} s)")  # fmt: skip
-        for vm in ready:
-            log = (directory / ".kubenet" / vm / "serial.log").read_text(errors="replace")
-            listening = dict(LISTENING.findall(log)).get(vm)
-            seen, marked = watcher.listening.get(vm, float("nan")), watcher.ready.get(vm, float("nan"))
-            print(
-                f"  {vm:9} sshd listening at guest uptime {listening} s; up saw SSH answer {ready[vm]} s after launch; "
-                f"console line at {seen:.2f} s, marked ready at {marked:.2f} s: {marked - seen:.2f} s to notice"
-            )
-    finally:
-        subprocess.run([*invoke, "down", "--timeout", "30", "--config", str(config)], env=env, capture_output=True)
-        subprocess.run(["tmux", "-S", str(directory / "tmux.sock"), "kill-server"], capture_output=True)
-        for pid_file in [*directory.glob(".kubenet/*/qemu.pid"), directory / ".kubenet/vde.pid"]:
-            try:
-                os.kill(int(pid_file.read_text()), 9)  # only if `down` could not stop it
-            except (OSError, ValueError):
-                pass
-        shutil.rmtree(directory, ignore_errors=True)
+    threads = [threading.Thread(target=watch, args=(vm,), daemon=True) for vm in names]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(600)
+    for qemu in qemus:
+        qemu.send_signal(signal.SIGTERM)
+    for qemu in qemus:
+        qemu.wait(60)
+    stop_switch(cluster)
+    if set(ready) != set(names):
+        raise SystemExit(f"direct: not ready: {sorted(set(names) - set(ready))}")
+    return max(ready.values())
 
 
 def main() -> int:
+    rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 3
     kernel, initrd = build()
-    print(f"tiny image: {kernel} + {initrd}; {os.cpu_count()} cores, TCG")
-    for count in (1, 7):
-        boot(count, kernel, initrd)
+    directory = Path(tempfile.mkdtemp(prefix="knboot"))
+    config = write_cluster(directory, kernel, initrd, TUTORIAL_ROLES, 7)
+    env = {**os.environ, "KUBENET_TMUX_SOCKET": str(directory / "tmux.sock"), "KUBENET_ACCEL": "tcg"}
+    print(f"tiny image under TCG, 7 VMs of 256 MiB, {os.cpu_count()} cores; {rounds} rounds, kubenet and direct in turn")
+    try:
+        setup = subprocess.run(["make", "-C", str(ROOT), "setup", f"CONFIG={config}"], env=env, capture_output=True, text=True)
+        if setup.returncode:
+            raise SystemExit(f"make setup failed:\n{setup.stderr}")
+        names = invoke(config, env, "ls", "--names").stdout.split()
+        kubenet_times, direct_times, ratios, connections = [], [], [], {vm: [] for vm in names}
+        for number in range(1, rounds + 1):
+            took, counts = with_kubenet(config, env, names)
+            alone = with_qemu_alone(config, env, names)
+            kubenet_times.append(took)
+            direct_times.append(alone)
+            ratios.append(took / alone)
+            for vm, count in counts.items():
+                connections[vm].append(count)
+            print(f"round {number}: kubenet {took:.2f} s, direct {alone:.2f} s ({took / alone:.3f}x)")
+        print("SSH connections each guest's sshd took before ready (goal: at most 3), and how many were left half-way:")
+        for vm in names:
+            taken = [count for count, _ in connections[vm]]
+            left = sum(abandoned for _, abandoned in connections[vm])
+            print(f"  {vm:9} {' '.join(str(count) for count in taken)} (most {max(taken)}); left half-way: {left}")
+        print(
+            f"all 7 ready: kubenet {statistics.median(kubenet_times):.2f} s, direct {statistics.median(direct_times):.2f} s (medians); "
+            f"ratio {statistics.median(ratios):.3f}x median, {min(ratios):.3f}-{max(ratios):.3f}x (goal: within 1.05x)"
+        )
+    finally:
+        subprocess.run([INVOKE, "--search-root", str(ROOT), "down", "--timeout", "30", "--config", str(config)], env=env, capture_output=True)
+        subprocess.run(["tmux", "-S", str(directory / "tmux.sock"), "kill-server"], capture_output=True)
+        for pid_file in [*directory.glob(".kubenet/*/qemu.pid"), directory / ".kubenet/vde.pid"]:
+            try:
+                os.kill(int(pid_file.read_text()), signal.SIGKILL)  # only if `down` could not stop it
+            except (OSError, ValueError):
+                pass
+        shutil.rmtree(directory, ignore_errors=True)
     return 0
 
 

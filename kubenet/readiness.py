@@ -32,7 +32,7 @@ from .parallel import for_each
 from .paths import ssh_config_path, vm_paths
 from .vmstate import Proof, answered_before, cloud_init_done_before, qemu_pid, remember_answer, remember_cloud_init_done, run_state, vm_state
 
-POLL_SECONDS = 0.2  # how often each console log is read: a file on the host, nothing the guest feels
+POLL_SECONDS = 0.1  # how often each console log is read: a file on the host, nothing the guest feels
 STATE_POLL_SECONDS = 1.0  # how often qemu is asked whether its guest still runs
 # Logins without a mark that asks for one: the first this long after the wait starts, then
 # further apart (doubling), up to the last figure. With marks flowing, a safety net only,
