@@ -33,6 +33,8 @@ Preparing VMs (`make setup`, `invoke vmsetup`)
 
 Running VMs
   qemu *        the qemu command line
+  qemuargs *    what a user's qemu_args may not do: redefine kubenet's options, open a monitor,
+                listen beyond loopback, drop the disk's writes, reach kubenet's files
   layout *      the tmux sessions as data: windows, panes, names, whose session it is
   tmux          apply a layout to tmux in batched calls, read panes back
   vde           the rootless cluster switch
@@ -77,6 +79,7 @@ Plumbing
   parallel      one thing done for many VMs at once, Ctrl-C heard
   fsutil        atomic writes, private directories, locks
   errors        one exception class per kind of user error, each with a hint
+  yamltext      YAML as kubenet reads users' files: safe, a key given twice refused, a bomb refused
   cli           glue for the tasks: one-line errors, VM selection, tables, progress lines
   tasks         the invoke tasks (tasks.py in the checkout re-exports them)
   program       the `kubenet` command: the same tasks as a program of their own

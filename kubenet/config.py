@@ -90,10 +90,14 @@ def read_config_text(path: Path) -> str:
 def load_cluster(path: Path) -> Cluster:
     import yaml  # imported here: only tasks that read the cluster pay for it
 
+    from .yamltext import DuplicateKey, TooLarge, load
+
     text = read_config_text(path)
     try:
-        data = yaml.load(text, Loader=_loader(yaml))
-    except _DuplicateKey as duplicate:
+        data = load(text)
+    except TooLarge as large:
+        raise errors.ConfigFileError(f"{path}: refused: {large} (a YAML bomb?)", "write the cluster file out plainly, without aliases of aliases") from None
+    except DuplicateKey as duplicate:
         raise errors.DuplicateKeyError(
             f"{path}: line {duplicate.line}: {shown(duplicate.key)} is given twice (lines {duplicate.first} and {duplicate.line})",
             "keep one of them: YAML would silently use the last",
@@ -106,32 +110,6 @@ def load_cluster(path: Path) -> Cluster:
             f"{path}: {where}{problem}", "check indentation and quoting near that line"
         ) from None
     return build_cluster(data if data is not None else {}, path)
-
-
-class _DuplicateKey(Exception):
-    def __init__(self, key: Any, first: int, line: int):
-        self.key, self.first, self.line = key, first, line
-
-
-def _loader(yaml):
-    """PyYAML's safe loader (its C one where built), refusing a key given twice in a mapping."""
-
-    class Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
-        def construct_mapping(self, node, deep=False):
-            seen: dict = {}
-            for key_node, _ in node.value:
-                if key_node.tag == "tag:yaml.org,2002:merge":
-                    continue
-                key, line = self.construct_object(key_node, deep=True), key_node.start_mark.line + 1
-                try:
-                    if key in seen:
-                        raise _DuplicateKey(key, seen[key], line)
-                    seen[key] = line
-                except TypeError:
-                    continue  # an unhashable key: the constructor says what is wrong with it
-            return super().construct_mapping(node, deep)
-
-    return Loader
 
 
 MAX_SHOWN = 60  # characters of a value quoted in a message: a 1 MB value makes no 1 MB line
@@ -292,6 +270,7 @@ def _build(check: _Checker, data: Any, source: Path) -> Cluster:
     _check_names(check, cluster)
     _check_capacity(check, cluster)
     _check_nfs_folder(check, cluster)
+    _check_qemu_args_files(check, cluster)
     _check_placement(check, cluster)
     if cluster.network.mode == NetworkMode.AUTO and {vm.host for vm in cluster.vms} != {LOCAL}:
         cluster = replace(cluster, network=replace(cluster.network, mode=NetworkMode.USER))  # the one mode that spans hosts
@@ -372,13 +351,46 @@ def _check_placement(check: _Checker, cluster: Cluster) -> None:
                    "set network.mode: user (each host's switch is joined to this one's by a VDE cable over SSH)")  # fmt: skip
 
 
+def private_places(cluster: Cluster, environ=os.environ) -> list[tuple[str, Path]]:
+    """What an NFS export must neither hold nor lie in, each with why, symlinks resolved:
+    state_dir (every VM's disk and host key), the cluster file, the image cache (the base
+    image every disk is made from), ~/.ssh (the user's keys) and the virtualenv kubenet runs
+    from (code the user runs)."""
+    import sys
+
+    from .paths import cache_dir
+
+    places = [
+        ("state_dir", cluster.state_dir, "every VM's disk and private host key"),
+        ("the cluster file", cluster.source.absolute(), "what every VM is made from"),
+        ("the image cache", cache_dir(environ), "the base image every disk is made from"),
+        ("~/.ssh", Path.home() / ".ssh", "your SSH keys"),
+        ("kubenet's virtualenv", Path(__file__).resolve().parent.parent / ".venv", "the code kubenet runs"),
+    ]
+    if sys.prefix != sys.base_prefix:  # running from a virtualenv: that one
+        places.append(("kubenet's virtualenv", Path(sys.prefix), "the code kubenet runs"))
+    return [(f"{name} ({why})", Path(os.path.realpath(path))) for name, path, why in places]
+
+
 def _check_nfs_folder(check: _Checker, cluster: Cluster) -> None:
-    """The export is read-write for every VM: it must not hold the cluster's own files
-    (state_dir has its disks and host keys), as `.`, `~` or `/` would."""
-    own = (cluster.state_dir, Path(os.path.realpath(cluster.source.absolute())))
-    if cluster.nfs is not None and any(path == cluster.nfs or cluster.nfs in path.parents for path in own):
-        check.note(errors.BadValueError, "nfs.path", f"{cluster.nfs} holds the cluster file or state_dir, whose disks and keys every VM could then read and change",
-                   "give the export a folder of its own, e.g. nfs-pvs")  # fmt: skip
+    """The export is read-write for every VM, root mapped to the folder's owner: it must not
+    hold, nor lie inside, what kubenet or the user keeps private (`private_places`)."""
+    if cluster.nfs is None:
+        return
+    export = Path(os.path.realpath(cluster.nfs))
+    for what, place in private_places(cluster):
+        if export == place or export in place.parents:
+            relation = "is" if export == place else "holds"
+        elif place in export.parents:
+            relation = "lies inside"
+        else:
+            continue
+        check.note(
+            errors.BadValueError, "nfs.path",
+            f"{cluster.nfs} {relation} {place}: {what}, which every VM could then read and change over NFS",
+            "give the export a folder of its own, outside those, e.g. nfs-pvs beside the cluster file",
+        )  # fmt: skip
+        return
 
 
 def _roles(check: _Checker, value: Any) -> tuple[Role, ...]:
@@ -421,16 +433,31 @@ def _role(check: _Checker, item: Any, key: str) -> Role:
 
 def _qemu_args(check: _Checker, value: Any, key: str) -> tuple[str, ...]:
     """Extra qemu arguments: strings, none of them redefining what kubenet owns."""
-    from .qemu import owner_of
+    from .qemuargs import refusal
 
     if not isinstance(value, list) or not all(isinstance(item, str) and item.isprintable() for item in value):
         check.fail(errors.WrongTypeError, key, f"expected a list of printable strings, got {_describe(value)}", "e.g. qemu_args: [-device, virtio-tablet-pci]")
     args = tuple(value)
-    clash = owner_of(args)
-    if clash:
-        option, what = clash
-        check.fail(errors.BadValueError, key, f"{shown(option)} redefines {what}, which kubenet sets", "set it through cluster.yaml's own key, or leave it to kubenet")
+    refused = refusal(args)
+    if refused:
+        check.fail(errors.BadValueError, key, f"{shown(refused.option)} {refused.why}", refused.hint)
     return args
+
+
+def _check_qemu_args_files(check: _Checker, cluster: Cluster) -> None:
+    """No extra drive names a file kubenet gives qemu: what state_dir holds (disks, seeds,
+    UEFI variables), the image cache (the base image), the kernel and initrd."""
+    from .paths import cache_dir
+    from .qemuargs import reaching
+
+    protected = [Path(os.path.realpath(path)) for path in (cluster.state_dir, cache_dir())]
+    protected += [Path(os.path.realpath(path)) for path in (cluster.image.kernel, cluster.image.initrd) if path]
+    bases = [cluster.source.absolute().parent, Path.cwd()]
+    for key, args in [("qemu_args", cluster.qemu_args), *((f"roles[{index}].qemu_args", role.qemu_args) for index, role in enumerate(cluster.roles))]:
+        found = reaching(args, protected, bases)
+        if found:
+            check.note(errors.BadValueError, key, f"{shown(found[0])} names {found[1]}, one of kubenet's own files (a VM's disk, seed or UEFI variables, the base image)",
+                       "give an extra drive a file of its own, outside state_dir and the image cache")  # fmt: skip
 
 
 FORWARD_TO_PATTERN = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?:[0-9]{1,5}")

@@ -72,17 +72,11 @@ def check_network_config(path: Path, data: Any) -> dict:
 
 def read_network_templates(directory: Path, names: list[str]) -> dict[str, dict]:
     """Each existing extra, checked, by name (common or a role)."""
-    import yaml
+    from .yamltext import read_template
 
     parsed = {}
     for path in network_template_paths(directory, names):
-        try:
-            data = yaml.safe_load(path.read_text())
-        except UnicodeDecodeError:
-            raise errors.SetupError(f"{path}: not UTF-8 text", "save the template as UTF-8") from None
-        except yaml.YAMLError as error:
-            raise errors.SetupError(f"{path}: not valid YAML: {error}".replace("\n", " ")) from None
-        parsed[path.stem] = check_network_config(path, data)
+        parsed[path.stem] = check_network_config(path, read_template(path, "network-config extra"))
     return parsed
 
 

@@ -171,6 +171,13 @@ class Background:
             except OSError:
                 pass  # it ended meanwhile
 
+    def kill(self) -> None:
+        if self.alive():
+            try:
+                self._running.kill()
+            except OSError:
+                pass  # it ended meanwhile
+
     def wait(self) -> int:
         """Its exit code; 128 + N when a signal N ended it."""
         import sh
@@ -346,3 +353,44 @@ def wait_for_exit(pid: int, timeout: float, stop=None) -> bool:
             return False
         time.sleep(0.05)
     return True
+
+
+END_SECONDS = 0.3  # how long a program asked to end (SIGTERM) may take before it is killed
+
+
+def end_all(programs: list[Background], seconds: float = END_SECONDS) -> None:
+    """Ask every program to end, then kill those that have not within `seconds`: ssh in the
+    middle of its handshake only looks at SIGTERM once the server answers, which on a slow
+    guest takes seconds."""
+    for program in programs:
+        program.terminate()
+    deadline = time.monotonic() + seconds
+    while any(program.alive() for program in programs) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    for program in programs:
+        program.kill()
+    for program in programs:
+        program.wait()
+
+
+class held_signals:
+    """While programs start: Ctrl-C and SIGTERM are noted, not acted on, so none lands
+    between a program's start and its being counted among those to stop; on leaving, a
+    noted signal is acted on as it would have been (its handler runs then)."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __enter__(self) -> "held_signals":
+        self.noted: list[int] = []
+        self.previous = {number: signal.signal(number, lambda number, frame: self.noted.append(number)) for number in self.SIGNALS}
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for number, handler in self.previous.items():
+            signal.signal(number, handler)
+        if self.noted and exc[0] is None:
+            handler = self.previous[self.noted[0]]
+            if callable(handler):
+                handler(self.noted[0], None)
+            elif handler == signal.SIG_DFL:
+                signal.raise_signal(self.noted[0])

@@ -77,36 +77,6 @@ def accel_options(machine_type: str, machine_options: tuple[str, ...], accel: Ac
     return ["-machine", ",".join((machine_type, f"accel={accel}", *machine_options))]
 
 
-# What kubenet sets on every qemu command line: an extra argument may add devices or
-# tune qemu, but not redefine these (qemu would take the last, or refuse the pair).
-OWNED_OPTIONS = {
-    "-machine": "the machine (and accelerator)", "-M": "the machine (and accelerator)", "-accel": "the accelerator (use --accel or accel:, and tcg_tb_size:)",
-    "-m": "the VM's memory (role memory:)", "-smp": "the VM's vCPUs (role vcpus:)",
-    "-nic": "the NIC (network:)", "-net": "the NIC (network:)", "-netdev": "the NIC (network:)",
-    "-qmp": "the QMP socket", "-mon": "the monitors (console and QMP)", "-pidfile": "the pid file",
-    "-serial": "the serial console", "-nographic": "the console", "-daemonize": "where qemu runs (its tmux pane)",
-    "-kernel": "the boot (image:)", "-initrd": "the boot (image:)", "-append": "the boot (image:)", "-bios": "the firmware",
-    "-runas": "the user qemu runs as", "-run-with": "the user qemu runs as",
-}  # fmt: skip
-OWN_FILES = ("disk.img", "cidata.iso", "efivars.qcow2", "efivars.fd")
-
-
-def owner_of(args: tuple[str, ...] | list[str]) -> tuple[str, str] | None:
-    """The first argument that redefines what kubenet owns, and what that is; None if none does."""
-    for index, arg in enumerate(args):
-        option = arg[1:] if arg.startswith("--") else arg  # qemu takes -m and --m alike
-        value = args[index + 1] if index + 1 < len(args) else ""
-        if option in OWNED_OPTIONS:
-            return arg, OWNED_OPTIONS[option]
-        if option in ("-drive", "-blockdev") and ("if=pflash" in value or any(name in value for name in OWN_FILES)):
-            return arg, "the disk, seed and UEFI drives"
-        if option == "-device" and value.startswith("virtio-balloon"):
-            return arg, "the memory balloon (qemu takes one)"
-        if option == "-chardev" and any(f"id={name}" in value.split(",") for name in ("console", "qmp", "guest-agent")):
-            return arg, "the console, QMP and guest agent character devices"
-    return None
-
-
 def boot_options(cluster: Cluster, host: Host, efivars: Path) -> list[str]:
     image = cluster.image
     if image.kind == ImageKind.KERNEL:

@@ -67,17 +67,12 @@ def read_network_templates(cluster: Cluster) -> dict[str, dict]:
 
 def read_templates(cluster: Cluster) -> dict[str, dict]:
     """Parsed user-data templates by name: 'common' and each role that has a file."""
-    import yaml
+    from .yamltext import read_template
 
     known = known_keys()
     parsed = {}
     for path in user_data_template_paths(cluster):
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except UnicodeDecodeError:
-            raise errors.SetupError(f"{path}: not UTF-8 text", "save the template as UTF-8") from None
-        except yaml.YAMLError as error:
-            raise errors.SetupError(f"{path}: not valid YAML: {error}".replace("\n", " ")) from None
+        data = read_template(path) or {}
         if not isinstance(data, dict):
             raise errors.SetupError(f"{path}: expected a mapping of cloud-config keys")
         check_types(path, data)

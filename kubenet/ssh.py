@@ -75,7 +75,7 @@ def run_everywhere(
     stopped and BrokenPipeError is raised, as a single program's would be; when
     this process is interrupted or terminated, every ssh is stopped too.
     """
-    from .process import start
+    from .process import end_all, held_signals, start
 
     out = out or sys.stdout.buffer
     err = err or sys.stderr.buffer
@@ -104,16 +104,14 @@ def run_everywhere(
 
     running = []
     try:
-        for vm in vms:
-            running.append((vm, start(ssh_argv(config, vm.name, command, batch=True), printer(vm, out), printer(vm, err), stdin)))
+        with held_signals():  # a signal now is acted on once every ssh is counted, to be stopped below
+            for vm in vms:
+                running.append((vm, start(ssh_argv(config, vm.name, command, batch=True), printer(vm, out), printer(vm, err), stdin)))
         while not closed.is_set() and any(process.alive() for _, process in running):
             closed.wait(POLL_SECONDS)
     finally:
         if closed.is_set() or sys.exc_info()[0] is not None:
-            for _, process in running:
-                process.terminate()  # the remote command gets SIGHUP as its connection closes
-            for _, process in running:
-                process.wait()
+            end_all([process for _, process in running])  # the remote command gets SIGHUP as its connection closes
     if closed.is_set():
         raise BrokenPipeError("output closed")
     return [RemoteResult(vm.name, process.wait(), lost[vm.name]) for vm, process in running]

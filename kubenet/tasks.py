@@ -160,7 +160,8 @@ def logs(c, id=None, name=None, config=None, follow=False, since_boot=False):
     from kubenet.multihost import refuse_elsewhere
 
     cluster = cli.open_cluster(config)
-    show_log(vm_paths(cluster, refuse_elsewhere(cluster, cli.pick_vm(cluster, id, name), "logs")).serial_log, since_boot, follow)
+    chosen = refuse_elsewhere(cluster, cli.pick_vm(cluster, id, name), "logs")
+    show_log(vm_paths(cluster, chosen).serial_log, chosen.name, since_boot, follow)
 
 
 @task(help={"config": CONFIG_HELP, "yes": "do not ask for confirmation", "snapshots": "delete the cluster's snapshots too (refused without)"})

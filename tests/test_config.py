@@ -240,5 +240,27 @@ def test_the_nfs_folder_is_a_path_beside_the_cluster_file_and_its_mistakes_say_h
     with pytest.raises(errors.BadValueError, match=r"nfs.path: .* holds a quote or a backslash"):
         load(cluster_file, "nfs: {path: 'a\"b'}\n")
     for folder in (".", "/", str(tmp_path.parent)):  # the checkout, the machine, what holds them
-        with pytest.raises(errors.BadValueError, match=r"nfs.path: .* holds the cluster file or state_dir"):
+        with pytest.raises(errors.BadValueError, match=r"nfs.path: .* holds .*: (state_dir|the cluster file)"):
             load(cluster_file, f"nfs: {{path: '{folder}'}}\n")
+
+
+def test_an_nfs_export_never_reaches_a_vms_files_the_image_cache_keys_or_the_virtualenv(cluster_file, tmp_path, monkeypatch):
+    import sys
+
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("KUBENET_CACHE", str(cache))
+    (tmp_path / ".kubenet" / "worker0").mkdir(parents=True)
+    (tmp_path / "link").symlink_to(tmp_path / ".kubenet" / "worker0")
+    hint = " (hint: give the export a folder of its own, outside those, e.g. nfs-pvs beside the cluster file)"
+    cases = [
+        (".kubenet/worker0", f"{tmp_path / '.kubenet/worker0'} lies inside {tmp_path / '.kubenet'}: state_dir (every VM's disk and private host key)"),
+        ("link", f"{tmp_path / '.kubenet/worker0'} lies inside {tmp_path / '.kubenet'}: state_dir (every VM's disk and private host key)"),
+        (str(cache / "images"), f"{cache / 'images'} lies inside {cache}: the image cache (the base image every disk is made from)"),
+        (str(Path.home() / ".ssh"), f"{Path.home() / '.ssh'} is {Path.home() / '.ssh'}: ~/.ssh (your SSH keys)"),
+        (str(Path(sys.prefix) / "lib"), f"{Path(sys.prefix) / 'lib'} lies inside {Path(sys.prefix)}: kubenet's virtualenv (the code kubenet runs)"),
+    ]
+    for folder, said in cases:
+        with pytest.raises(errors.BadValueError) as refused:
+            load(cluster_file, f"nfs: {{path: '{folder}'}}\n")
+        assert str(refused.value) == f"{tmp_path / 'cluster.yaml'}: nfs.path: {said}, which every VM could then read and change over NFS{hint}"
+    assert load(cluster_file, "nfs: {path: nfs-pvs}\n").nfs == tmp_path / "nfs-pvs"

@@ -19,7 +19,8 @@ from kubenet.config import build_cluster
 from kubenet.hostmemory import held_note, likely_held, memory_text, parse_status_rss, resident_bytes, translation_cache
 from kubenet.host import host_profile
 from kubenet.launch import memory_warning
-from kubenet.qemu import TCG_TB_SIZE_MIB, owner_of
+from kubenet.qemu import TCG_TB_SIZE_MIB
+from kubenet.qemuargs import refusal
 from kubenet.target import Target
 from tinyimage.cluster import write_cluster
 
@@ -46,8 +47,9 @@ def test_a_translation_cache_size_out_of_range_is_one_line(value):
 
 
 def test_a_balloon_in_qemu_args_is_refused_as_kubenet_has_one():
-    assert owner_of(["-device", "virtio-balloon-pci,id=b2"]) == ("-device", "the memory balloon (qemu takes one)")
-    assert owner_of(["-device", "virtio-tablet-pci"]) is None
+    refused = refusal(["-device", "virtio-balloon-pci,id=b2"])
+    assert (refused.option, refused.why) == ("-device", "redefines the memory balloon (qemu takes one), which kubenet sets")
+    assert refusal(["-device", "virtio-tablet-pci"]) is None
 
 
 def test_the_launch_warning_counts_what_the_qemus_are_likely_to_hold():

@@ -335,3 +335,85 @@ def test_extra_qemu_args_must_be_a_list_of_strings_and_may_add_drives_of_their_o
         cluster({"qemu_args": "-device virtio-tablet-pci"})
     assert "qemu_args: expected a list of printable strings" in str(excinfo.value)
     assert cluster({"qemu_args": ["-drive", "file=/data/extra.qcow2,if=virtio"]}).qemu_args == ("-drive", "file=/data/extra.qcow2,if=virtio")
+
+
+MONITOR = "opens a monitor (HMP, QMP or gdb), through which whoever reaches it runs commands in qemu as you (hint: kubenet's own QMP socket (<state_dir>/<vm>/qmp.sock) is yours alone: use that)"
+EVERYWHERE = "listens on every address of this machine, beyond loopback: anyone who reaches it takes over the VM's console or screen (hint: bind it to 127.0.0.1 (e.g. -vnc 127.0.0.1:0), or use a unix socket)"
+
+
+@pytest.mark.parametrize(
+    "args, said",
+    [
+        (["-monitor", "unix:/tmp/m,server,nowait"], f"'-monitor' {MONITOR}"),
+        (["-monitor", "tcp:0.0.0.0:4444,server,nowait"], f"'-monitor' {MONITOR}"),
+        (["--monitor=stdio"], f"'--monitor=stdio' {MONITOR}"),
+        (["-qmp-pretty", "unix:/tmp/q,server"], f"'-qmp-pretty' {MONITOR}"),
+        (["--qmp", "tcp::4444,server"], f"'--qmp' {MONITOR}"),
+        (["-mon", "chardev=x"], f"'-mon' {MONITOR}"),
+        (["-gdb", "tcp::1234"], f"'-gdb' {MONITOR}"),
+        (["-s"], f"'-s' {MONITOR}"),
+        (["-chardev", "socket,id=c1,port=4444,server=on,wait=off"], f"'-chardev' {EVERYWHERE}"),
+        (["-chardev", "socket,id=c1,host=0.0.0.0,port=4444,server=on"], f"'-chardev' {EVERYWHERE}"),
+        (["-chardev", "socket,id=c1,host=192.168.0.5,port=4444,server"], "'-chardev' listens on 192.168.0.5, beyond loopback: anyone who reaches it takes over the VM's console or screen (hint: bind it to 127.0.0.1 (e.g. -vnc 127.0.0.1:0), or use a unix socket)"),
+        (["-vnc", ":0"], f"'-vnc' {EVERYWHERE}"),
+        (["--vnc", "0.0.0.0:1"], f"'--vnc' {EVERYWHERE}"),
+        (["-vnc", "127.0.0.1:0,websocket=5700"], f"'-vnc' {EVERYWHERE}"),
+        (["-display", "vnc=:3"], f"'-display' {EVERYWHERE}"),
+        (["-spice", "port=5900,disable-ticketing=on"], f"'-spice' {EVERYWHERE}"),
+        (["-parallel", "tcp::4555,server=on"], f"'-parallel' {EVERYWHERE}"),
+        (["-incoming", "tcp:0:4446"], f"'-incoming' {EVERYWHERE}"),
+        (["-snapshot"], "'-snapshot' throws away every write to the VM's disk when qemu exits (hint: take a snapshot with `invoke snapshot save NAME` instead)"),
+        (["--snapshot"], "'--snapshot' throws away every write to the VM's disk when qemu exits (hint: take a snapshot with `invoke snapshot save NAME` instead)"),
+        (["-hda", "/data/x.img"], "'-hda' redefines the disk slots (kubenet's disk is one; add a disk with -drive file=PATH,if=virtio), which kubenet sets (hint: set it through cluster.yaml's own key, or leave it to kubenet)"),
+        (["-enable-kvm"], "'-enable-kvm' redefines the accelerator (use --accel or accel:, and tcg_tb_size:), which kubenet sets (hint: set it through cluster.yaml's own key, or leave it to kubenet)"),
+        (["-set", "drive.disk.file=/x"], "'-set' redefines options of kubenet's own devices, which kubenet sets (hint: set it through cluster.yaml's own key, or leave it to kubenet)"),
+    ],
+)
+def test_extra_qemu_args_that_open_a_monitor_listen_beyond_loopback_or_drop_writes_are_refused(args, said):
+    with pytest.raises(errors.BadValueError) as excinfo:
+        cluster({"roles": [{"name": "node", "qemu_args": args}]})
+    assert str(excinfo.value) == f"/home/me/kubenet/cluster.yaml: roles[0].qemu_args: {said}"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["-vnc", "127.0.0.1:0"], ["-vnc", "unix:/tmp/vnc.sock"], ["-display", "none"], ["-spice", "port=5930,addr=127.0.0.1"],
+        ["-chardev", "socket,id=c1,path=/tmp/c.sock,server=on,wait=off"], ["-chardev", "socket,id=c1,host=127.0.0.1,port=4444,server=on"],
+        ["-chardev", "socket,id=c1,host=example.org,port=4444"],  # a client: it listens nowhere
+        ["-device", "virtio-tablet-pci"], ["-drive", "file=/data/extra.qcow2,if=virtio"],
+    ],
+)
+def test_extra_qemu_args_that_stay_on_loopback_or_add_their_own_devices_are_taken(args):
+    assert cluster({"qemu_args": args}).qemu_args == tuple(args)
+
+
+def test_an_extra_drive_may_not_name_kubenets_files_even_through_a_link(tmp_path, monkeypatch):
+    from kubenet.config import load_cluster
+
+    monkeypatch.setenv("KUBENET_CACHE", str(tmp_path / "cache"))
+    (tmp_path / ".kubenet" / "worker0").mkdir(parents=True)
+    (tmp_path / ".kubenet" / "worker0" / "disk.img").write_bytes(b"")
+    (tmp_path / "innocent.qcow2").symlink_to(tmp_path / ".kubenet" / "worker0" / "disk.img")
+    (tmp_path / "cache" / "images").mkdir(parents=True)
+    (tmp_path / "base.img").symlink_to(tmp_path / "cache" / "images")
+    config = tmp_path / "cluster.yaml"
+    hint = " (hint: give an extra drive a file of its own, outside state_dir and the image cache)"
+    for args, named in [
+        (["-drive", "file=innocent.qcow2,if=virtio"], "innocent.qcow2"),
+        (["-drive", f"if=virtio,file={tmp_path}/innocent.qcow2"], f"{tmp_path}/innocent.qcow2"),
+        (["-blockdev", '{"driver": "qcow2", "file": {"driver": "file", "filename": "innocent.qcow2"}}'], "innocent.qcow2"),
+        (["-cdrom", "base.img/jammy.img"], "base.img/jammy.img"),
+    ]:
+        config.write_text(f"qemu_args: {json_list(args)}\n")
+        with pytest.raises(errors.BadValueError) as refused:
+            load_cluster(config)
+        assert str(refused.value) == f"{config}: qemu_args: {args[0]!r} names {named}, one of kubenet's own files (a VM's disk, seed or UEFI variables, the base image){hint}"
+    config.write_text("qemu_args: [-drive, 'file=/data/extra.qcow2,if=virtio']\n")
+    assert load_cluster(config).qemu_args == ("-drive", "file=/data/extra.qcow2,if=virtio")
+
+
+def json_list(args: list[str]) -> str:
+    import json
+
+    return json.dumps(args)
