@@ -358,6 +358,8 @@ def set_up(cluster: Cluster, where: Places, dry_run: bool, say: Callable[[str], 
     path = record_path(cluster, where)
     record = json.loads(path.read_text()) if path.is_file() else {"added": []}
     missing = [piece for piece in pieces(cluster, where, record) if piece.key in wanted and not piece.present()]
+    for piece in missing:
+        piece.check()  # all refusals first: nothing is made when one piece would take what is not kubenet's
     if not missing:
         say("kubenet: hostnet: nothing to change; the host side is in place")
         return

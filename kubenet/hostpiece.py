@@ -46,6 +46,9 @@ class Piece:
     def present(self) -> bool:
         raise NotImplementedError
 
+    def check(self) -> None:
+        """Refuse, before anything is made, what adding this piece would take from someone else."""
+
     def add(self) -> None:
         raise NotImplementedError
 

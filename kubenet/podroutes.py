@@ -13,6 +13,7 @@ import json
 from ipaddress import IPv4Network
 from typing import Callable
 
+from . import errors
 from .cluster import Cluster, NetworkMode
 from .hostpiece import Piece
 from .process import run, run_attached
@@ -57,6 +58,13 @@ def linux_routes() -> set[tuple[str, str]]:
     return {(route.get("dst"), route.get("gateway")) for route in shown}
 
 
+def others_routes(cluster: Cluster, present: set[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Routes to a pod network that lead elsewhere than kubenet's would: someone else's, never
+    to be replaced or removed."""
+    wanted = dict(pod_routes(cluster))
+    return sorted((network, via) for network, via in present if network in wanted and via != wanted[network])
+
+
 def missing_routes(cluster: Cluster, present: set[tuple[str, str]]) -> list[tuple[str, str]]:
     return [route for route in pod_routes(cluster) if route not in present]
 
@@ -88,6 +96,10 @@ def keep_darwin_routes(cluster: Cluster, say: Callable[[str], None]) -> None:
 
 
 class PodRoutes(Piece):
+    """The routes to the pods' networks. A route to one of them that kubenet did not add (the
+    user's, another tool's) is never replaced: hostnet refuses before it makes anything. What
+    it adds it notes in its record, and `--remove` takes out exactly those."""
+
     key = "pod-routes"
 
     def describe(self) -> str:
@@ -97,10 +109,23 @@ class PodRoutes(Piece):
     def present(self) -> bool:
         return not missing_routes(self.cluster, linux_routes())
 
+    def check(self) -> None:
+        others = others_routes(self.cluster, linux_routes())
+        if others:
+            network, via = others[0]
+            raise errors.HostError(
+                f"this host already routes {network} via {via}, and not for kubenet: the pod routes would replace it",
+                f"remove it yourself (`ip route del {network} via {via}`) if it is not needed, or leave pod_routes: out of {self.cluster.source}",
+            )
+
     def add(self) -> None:
-        for net, via in pod_routes(self.cluster):
-            run(["ip", "route", "replace", net, "via", via])
+        added = self.record.setdefault("pod_routes", [])
+        for network, via in missing_routes(self.cluster, linux_routes()):
+            run(["ip", "route", "add", network, "via", via])
+            added.append([network, via])
 
     def remove(self) -> None:
-        for net, via in pod_routes(self.cluster):
-            run(["ip", "route", "del", net, "via", via], check=False)
+        present = linux_routes()
+        for network, via in self.record.get("pod_routes", []):
+            if (network, via) in present:  # still kubenet's: one changed since is someone else's
+                run(["ip", "route", "del", network, "via", via], check=False)

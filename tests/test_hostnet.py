@@ -83,8 +83,14 @@ def check(facts: dict, state: Path) -> None:
     before = facts["before"]
     assert (before["addresses"], before["forwarding"], before["bridge_conf"]) == ([], "0", None)
 
+    taken = facts["route_taken"]
+    assert taken["code"] == 1 and taken["stderr"].strip().splitlines() == [
+        "kubenet: error: this host already routes 10.1.0.0/16 via 10.250.0.2, and not for kubenet: the pod routes would replace it "
+        f"(hint: remove it yourself (`ip route del 10.1.0.0/16 via 10.250.0.2`) if it is not needed, or leave pod_routes: out of {facts['config']})"
+    ], taken["stderr"]
+    assert facts["route_taken_left"] == {**before, "routes": ["10.1.0.0/16 via 10.250.0.2"]}  # nothing made, the user's route kept
     assert facts["dry_run"]["code"] == 0 and "would add bridge kubr0" in facts["dry_run"]["stderr"]
-    assert facts["after_dry_run"] == before  # a dry run changes nothing
+    assert facts["after_dry_run"] == {**before, "routes": ["10.9.0.0/16 via 10.250.0.2"]}  # a dry run changes nothing (the route is the user's)
 
     taken = facts["port_taken"]
     assert taken["code"] == 1 and taken["stderr"].strip().splitlines()[-1] == (
@@ -97,7 +103,7 @@ def check(facts: dict, state: Path) -> None:
     assert up["addresses"] == ["192.168.1.1/24"] and up["up"] and up["forwarding"] == "1"
     assert 'ip saddr 192.168.1.0/24 oifname != "kubr0" masquerade' in up["nat"]
     assert up["bridge_conf"] == "allow kubr0\n"
-    assert up["routes"] == ["10.1.0.0/16 via 192.168.1.11"] and before["routes"] == []  # worker0's pods (the first VM has none)
+    assert up["routes"] == ["10.1.0.0/16 via 192.168.1.11", "10.9.0.0/16 via 10.250.0.2"] and before["routes"] == []  # worker0's pods (the first VM has none)
     assert up["helper_mode"] & 0o4000 and not before["helper_mode"] & 0o4000  # qemu then runs as the user
     assert "\n".join(HOSTS_BLOCK) in up["hosts"]
     # the NFS server listens on the bridge address alone, for the folder it made as the cluster file's owner has it
@@ -110,7 +116,8 @@ def check(facts: dict, state: Path) -> None:
     assert facts["remove"]["code"] == 0, facts["remove"]["stderr"]
     removed = facts["removed"]
     assert (removed["addresses"], removed["forwarding"], removed["nat"], removed["bridge_conf"]) == ([], "0", "", None)  # as before
-    assert removed["helper_mode"] == before["helper_mode"] and removed["routes"] == []
+    assert removed["helper_mode"] == before["helper_mode"]
+    assert removed["routes"] == ["10.1.0.0/16 via 10.250.0.2", "10.9.0.0/16 via 10.250.0.2"]  # the user's, untouched
     assert removed["hosts"] == before["hosts"]  # exactly as it was
     assert removed["nfs_listeners"] == "" and facts["nfs_folder_after"] == {"is_dir": False}  # made empty by hostnet, so taken away
     assert list(state.iterdir()) == []  # the record and dnsmasq's files are gone with what they described

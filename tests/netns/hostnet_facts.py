@@ -63,8 +63,21 @@ def state() -> dict:
     return {**side, "dns": {name: resolve(name) for name in names} if side["bridge"] else {}}
 
 
+def ip(*args: str) -> None:
+    subprocess.run(["ip", *args], check=True)
+
+
+# the user's own way to a pod network (a VPN, say), beyond an interface of theirs
+ip("link", "add", "u0", "type", "bridge")
+ip("addr", "add", "10.250.0.1/24", "dev", "u0")
+ip("link", "set", "u0", "up")
 facts = {"before": state()}
 try:
+    ip("route", "add", "10.1.0.0/16", "via", "10.250.0.2")
+    facts["route_taken"] = invoke()  # refused: nothing is made, the user's route stays
+    facts["route_taken_left"] = state()
+    ip("route", "del", "10.1.0.0/16", "via", "10.250.0.2")
+    ip("route", "add", "10.9.0.0/16", "via", "10.250.0.2")  # another of the user's, for something else
     facts["dry_run"] = invoke("--dry-run")
     facts["after_dry_run"] = state()
     # a server of the host's own on the NFS port, on every address: refused in one line, nothing of the export made
@@ -81,8 +94,11 @@ try:
     facts["nfs_folder"] = folder(NFS_FOLDER)
     facts["gaps"] = bridge_side_gaps(load_cluster(Path(CONFIG)).network)  # what bridge-mode `up` checks before launching
     facts["second"] = invoke()
+    # the user takes worker0's pod network over after hostnet: --remove leaves their route
+    ip("route", "replace", "10.1.0.0/16", "via", "10.250.0.2")
 finally:
     facts["remove"] = invoke("--remove")  # also when a step above failed: dnsmasq must not outlive the test
 facts["removed"] = state()
 facts["nfs_folder_after"] = folder(NFS_FOLDER)
+facts["config"] = CONFIG
 print(json.dumps(facts))
