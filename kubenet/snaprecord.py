@@ -4,7 +4,7 @@ A snapshot's data lives inside the VMs' qcow2 images (internal snapshots, one ta
 image); its record says what it is of: when it was taken, whether live (memory too)
 or of stopped VMs, each VM's images and its qemu command line then, and how far the
 save got. Only a `complete` record is restored; a `saving` or `saved` one was left by
-a save that did not finish (see snapshot.recover).
+a save that did not finish, a `restoring` one by a restore (see snapshot.recover).
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ class Record:
     vms: dict[str, dict] = field(default_factory=dict)  # name -> {"images": [...], "machine": [...]}
     step: str = SAVING
     created: float = field(default_factory=time.time)
+    restoring: bool = False  # a restore began and has not finished: the next command finishes it
 
     @property
     def usable(self) -> bool:
@@ -77,10 +78,26 @@ def read_records(cluster: Cluster) -> list[Record]:
             continue
         try:
             data = json.loads(Path(entry.path).read_text())
-            records.append(Record(**{key: data[key] for key in ("name", "live", "vms", "step", "created")}))
+            records.append(Record(**{key: data[key] for key in ("name", "live", "vms", "step", "created")}, restoring=bool(data.get("restoring"))))
         except (OSError, ValueError, KeyError, TypeError) as error:
             raise SnapshotError(f"snapshot record {entry.path} cannot be read ({error})", "remove it if the snapshot is no longer wanted") from None
     return sorted(records, key=lambda record: record.created)
+
+
+def cut_short_notes(cluster: Cluster, busy: bool) -> list[str]:
+    """What `ls` says of snapshot commands that did not finish (read only; `up` acts on them):
+    under way while another command holds the cluster (`busy`), else cut short."""
+    try:
+        records = [record for record in read_records(cluster) if record.restoring or not record.usable]
+    except SnapshotError:
+        return []
+    if busy:
+        return [f"kubenet: snapshot {record.name}: {'restore' if record.restoring else 'save'} under way" for record in records]
+    return [
+        f"kubenet: snapshot {record.name}'s restore was cut short: `make up` finishes it" if record.restoring
+        else f"kubenet: snapshot {record.name}'s save was cut short: `make up` undoes what it left"
+        for record in records
+    ]  # fmt: skip
 
 
 def recorded_names(cluster: Cluster) -> list[str]:

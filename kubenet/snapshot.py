@@ -202,9 +202,7 @@ def forget_failed_save(cluster: Cluster, target: Target, record: Record) -> None
         if qemu_pid(cluster, vm) is None:
             images = images_of(cluster, vm, target)
             remove_from_images(images, record.name)
-            for image in images:
-                if image.exists():
-                    run(["qemu-img", "check", "-q", "-r", "leaks", str(image)], check=False, timeout=300, missing_hint=QEMU_IMG_HINT)
+            repair_leaks(images)
     remove_record(cluster, record.name)
 
 
@@ -259,7 +257,11 @@ def restore(cluster: Cluster, target: Target, name: str, say: Say) -> None:
             raise SnapshotError(f"{name} is a snapshot of the stopped cluster: it rolls back the disks", "`invoke down` first, then restore it")
         check_restorable(cluster, target, record)
         started = time.monotonic()
+        record.restoring = True  # first: a restore cut short is found and finished
+        write_record(cluster, record)
         restore_live(cluster, record, say) if live else restore_stopped(cluster, target, record)
+        record.restoring = False
+        write_record(cluster, record)
         say(f"kubenet: restored snapshot {name} of {len(cluster.vms)} VMs in {time.monotonic() - started:.1f} s" + ("" if live else "; `make up` boots them from there"))
 
 
@@ -291,6 +293,14 @@ def restore_stopped(cluster: Cluster, target: Target, record: Record) -> None:
     for_each(cluster.vms, one, limit=4)
 
 
+def repair_leaks(images: list[Path]) -> None:
+    """Give back the clusters a qemu-img killed part-way left allocated and unused (leaks, which
+    only `check -r leaks` frees; it touches nothing else). For images no qemu has open."""
+    for image in images:
+        if image.exists():
+            run(["qemu-img", "check", "-q", "-r", "leaks", str(image)], check=False, timeout=300, missing_hint=QEMU_IMG_HINT)
+
+
 def remove(cluster: Cluster, target: Target, name: str, say: Say) -> None:
     """Remove the snapshot from every VM's images, running or not, then its record."""
     with cluster_lock(cluster, say):
@@ -308,7 +318,9 @@ def drop_everywhere(cluster: Cluster, target: Target, record: Record, resume: bo
     def one(vm: VM) -> None:
         paths = vm_paths(cluster, vm)
         if qemu_pid(cluster, vm) is None:
-            remove_from_images(images_of(cluster, vm, target), record.name)
+            images = images_of(cluster, vm, target)
+            remove_from_images(images, record.name)
+            repair_leaks(images)
             return
         with Monitor(paths.qmp, vm.name, timeout=5.0) as monitor:
             dismiss_finished(monitor)
@@ -323,8 +335,8 @@ def drop_everywhere(cluster: Cluster, target: Target, record: Record, resume: bo
 
 
 def recover(cluster: Cluster, target: Target, say: Say) -> None:
-    """What `up` runs first: undo what a snapshot save cut short left."""
-    if not any(not record.usable for record in read_records(cluster)):
+    """What `up` runs first: undo what a snapshot save cut short left, finish a restore cut short."""
+    if not any(not record.usable or record.restoring for record in read_records(cluster)):
         return
     with cluster_lock(cluster, say):
         _recover(cluster, target, say)
@@ -333,8 +345,11 @@ def recover(cluster: Cluster, target: Target, say: Say) -> None:
 def _recover(cluster: Cluster, target: Target, say: Say) -> None:
     """Undo what a save cut short left (called with the cluster lock held, so no save runs):
     a `saving` record's tag is removed everywhere; a `saved` one is complete but for the
-    resume. Either way the VMs it paused run again."""
+    resume. Either way the VMs it paused run again. A restore cut short is finished."""
     for record in read_records(cluster):
+        if record.restoring:
+            finish_restore(cluster, target, record, say)
+            continue
         if record.usable:
             continue
         if record.step == SAVED:
@@ -346,6 +361,34 @@ def _recover(cluster: Cluster, target: Target, say: Say) -> None:
         drop_everywhere(cluster, target, record, resume=True)
         remove_record(cluster, record.name)
         say(f"kubenet: snapshot {record.name}'s save was cut short: removed what it left, and its VMs run again")
+
+
+def finish_restore(cluster: Cluster, target: Target, record: Record, say: Say) -> None:
+    """A restore cut short (SIGKILL, a crash) left some VMs at the snapshot and some not, a live
+    one every VM paused maybe: bring every VM to the snapshot, as the restore would have.
+    Stopped: every image again (applying it twice is harmless), leaks repaired; live: every
+    VM loads it again and all resume together. A cluster between the two cannot be finished
+    either way: refused, saying which VMs run."""
+    running, stopped = running_or_stopped(cluster)
+    if record.live and stopped:
+        raise SnapshotError(
+            f"snapshot {record.name}'s live restore was cut short, and {' '.join(vm.name for vm in stopped)} stopped since",
+            f"`invoke down`, then `invoke snapshot restore` of a stopped snapshot, or `invoke snapshot rm {record.name}` and `make up`",
+        )
+    if not record.live and running:
+        raise SnapshotError(
+            f"snapshot {record.name}'s restore was cut short, and {' '.join(vm.name for vm in running)} run on disks it may have half restored",
+            "`invoke down`, then `make up`: it finishes the restore first",
+        )
+    if record.live:
+        restore_live(cluster, record, say)
+    else:
+        restore_stopped(cluster, target, record)
+        for vm in cluster.vms:
+            repair_leaks([Path(image) for image in record.vms[vm.name]["images"]])
+    record.restoring = False
+    write_record(cluster, record)
+    say(f"kubenet: snapshot {record.name}'s restore was cut short: finished it; every VM is back at {record.name}" + ("" if record.live else " (on disk)"))
 
 
 def resume_paused(cluster: Cluster, vms: list[VM]) -> None:
@@ -378,7 +421,7 @@ def listing(cluster: Cluster, target: Target) -> list[dict]:
             "kind": "live" if record.live else "stopped",
             "vms": len(record.vms),
             "size": size_text(sum(size or 0 for size in sizes)),
-            "state": "ready" if record.usable and None not in sizes else INCOMPLETE if not record.usable else "damaged",
+            "state": "restoring" if record.restoring else "ready" if record.usable and None not in sizes else INCOMPLETE if not record.usable else "damaged",
             "vm_names": list(record.vms),
             "bytes": sum(size or 0 for size in sizes),
         })  # fmt: skip

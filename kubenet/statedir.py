@@ -193,6 +193,23 @@ def clean_temporaries(directory: Path, names: frozenset[str] | set[str]) -> list
     return removed
 
 
+def cluster_busy(cluster: Cluster) -> bool:
+    """Whether another kubenet command holds the cluster's lock now (asked without waiting)."""
+    import fcntl
+
+    try:
+        descriptor = os.open(cluster.state_dir / CLUSTER_LOCK, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except OSError:
+        return False
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(descriptor)
+
+
 @contextlib.contextmanager
 def cluster_lock(cluster: Cluster, say: Callable[[str], None] = lambda _: None) -> Iterator[None]:
     """Hold the cluster's lock: commands that start or stop its VMs or change its sessions

@@ -85,6 +85,10 @@ def listing_notes(cluster: Cluster, rows: list[dict]) -> list[str]:
 
     notes += [note] if (note := tunnel_note(cluster)) else []
     notes += host_side_notes(cluster)
+    from .snaprecord import cut_short_notes
+    from .statedir import cluster_busy
+
+    notes += cut_short_notes(cluster, cluster_busy(cluster))
     running = sum(row["state"] not in NOT_RUNNING for row in rows)
     tmux = Tmux.from_environment()
     sessions = [

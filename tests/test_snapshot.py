@@ -262,3 +262,114 @@ def test_a_vm_lost_during_a_save_leaves_it_nowhere_and_a_killed_save_is_undone_b
     finally:
         kill_recorded_qemus(state)
         stop_vde_switch(state)
+
+
+# ---- a snapshot command killed part-way: all VMs or none, also then --------------------------
+
+
+def hanging(short_dir: Path, env: dict, image_part: str) -> tuple[dict, Path]:
+    """The environment in which qemu-img stops, as if killed part-way, on images whose path holds
+    `image_part` (tests/stubs/qemu-img-hang), and the file it writes when it does."""
+    import shutil
+
+    bin_dir = short_dir / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    if not (bin_dir / "qemu-img").exists():
+        (bin_dir / "qemu-img").symlink_to(Path(__file__).parent / "stubs" / "qemu-img-hang")
+    mark = short_dir / "hung"
+    mark.unlink(missing_ok=True)
+    return {**env, "PATH": f"{bin_dir}:{os.environ['PATH']}", "STUB_QEMU_IMG": shutil.which("qemu-img"),
+            "STUB_HANG_ON": image_part, "STUB_HANG_ON_MARK": str(mark)}, mark  # fmt: skip
+
+
+def killed_when_hung(args: list[str], config: Path, env: dict, mark: Path) -> None:
+    """Run `invoke ARGS`, and SIGKILL it (and the hung qemu-img) once qemu-img hangs."""
+    command = subprocess.Popen([str(INVOKE), "--search-root", str(ROOT), *args, "--config", str(config)],
+                               env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        assert wait_for(mark.exists, timeout=120), "qemu-img never reached the image it hangs on"
+    finally:
+        command.kill()
+        command.wait()
+        if mark.exists():
+            os.kill(int(mark.read_text()), signal.SIGKILL)  # the stand-in this test started, by its pid
+
+
+def test_a_stopped_restore_or_save_killed_part_way_is_finished_or_undone_by_the_next_command(tiny_image, short_dir, tmux_server):
+    config = write_cluster(short_dir, *tiny_image, roles="  - {name: node, count: 2, vcpus: 1, memory: 256M}\n", count=2)
+    state = short_dir / ".kubenet"
+    env = {"KUBENET_TMUX_SOCKET": tmux_server, "KUBENET_ACCEL": "tcg"}
+    disks = [state / vm / "disk.img" for vm in NAMES[:2]]
+
+    def write(pattern: str) -> None:  # the tiny guest keeps no files on its disk: write as a guest would
+        for disk in disks:
+            subprocess.run(["qemu-io", "-c", f"write -P {pattern} 0 1M", str(disk)], capture_output=True, check=True)
+
+    def holding(pattern: str) -> list[bool]:
+        return [subprocess.run(["qemu-io", "-c", f"read -P {pattern} 0 1M", str(disk)], capture_output=True, text=True).stdout.count("Pattern verification failed") == 0
+                for disk in disks]  # fmt: skip
+
+    try:
+        run_invoke("vmsetup", "--config", str(config), env=env, check=True)
+        write("0x11")
+        run_invoke("snapshot", "save", "cold", "--config", str(config), env=env, check=True)
+        write("0x22")
+
+        # 4. the restore is killed with node0's disk rolled back and node1's not
+        stand_in, mark = hanging(short_dir, env, "/node1/")
+        killed_when_hung(["snapshot", "restore", "cold"], config, stand_in, mark)
+        assert [row["state"] for row in listed(config, env)] == ["restoring"]
+        assert "kubenet: snapshot cold's restore was cut short: `make up` finishes it" in run_invoke("ls", "--config", str(config), env=env, check=True).stderr
+        assert holding("0x11") == [True, False]  # half restored
+        up = make_up(config, env)  # never boots the half-restored cluster: it finishes the restore first
+        assert "kubenet: snapshot cold's restore was cut short: finished it; every VM is back at cold (on disk)" in up.stderr, up.stderr
+        assert [row["state"] for row in listed(config, env)] == ["ready"]
+        run_invoke("down", "--config", str(config), env=env, check=True)
+        assert holding("0x11") == [True, True]
+
+        # 6. a save killed after node1's qemu-img made its tag and left a leak, as a killed one does
+        stand_in, mark = hanging(short_dir, env, "/node1/")
+        killed_when_hung(["snapshot", "save", "warm"], config, stand_in, mark)
+        assert "leaked" in subprocess.run(["qemu-img", "check", str(disks[1])], capture_output=True, text=True).stdout
+        run_invoke("snapshot", "save", "other", "--config", str(config), env=env, check=True)  # the next command undoes it
+        assert [row["name"] for row in listed(config, env)] == ["cold", "other"]
+        for disk in disks:
+            check = subprocess.run(["qemu-img", "check", str(disk)], capture_output=True, text=True)
+            assert check.returncode == 0 and "leaked" not in check.stdout, check.stdout + check.stderr
+            assert snapshots_held(disk) == ["cold", "other"]
+    finally:
+        kill_recorded_qemus(state)
+        stop_vde_switch(state)
+
+
+def test_a_live_restore_killed_part_way_is_finished_by_up_and_no_vm_is_left_paused(tiny_image, short_dir, tmux_server):
+    config = write_cluster(short_dir, *tiny_image, roles="  - {name: node, count: 2, vcpus: 1, memory: 256M}\n", count=2)
+    state = short_dir / ".kubenet"
+    env = {"KUBENET_TMUX_SOCKET": tmux_server, "KUBENET_ACCEL": "tcg"}
+    try:
+        make_up(config, env)
+        for vm in NAMES[:2]:
+            ssh(state, vm, "echo saved > note")
+        run_invoke("snapshot", "save", "live1", "--config", str(config), env=env, check=True)
+        for vm in NAMES[:2]:
+            ssh(state, vm, "echo changed > note")
+        record = state / "snapshots" / "live1.json"
+        restore = subprocess.Popen([str(INVOKE), "--search-root", str(ROOT), "snapshot", "restore", "live1", "--config", str(config)],
+                                   env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+        try:
+            assert wait_for(lambda: json.loads(record.read_text()).get("restoring"), timeout=60, interval=0.01)
+            time.sleep(0.3)  # into its work: the VMs paused, their memory loading
+        finally:
+            restore.kill()
+            restore.wait()
+        listing = run_invoke("ls", "--config", str(config), env=env, check=True)
+        assert "kubenet: snapshot live1's restore was cut short: `make up` finishes it" in listing.stderr
+        up = run_invoke("up", "--config", str(config), env=env, check=True)
+        assert "kubenet: snapshot live1's restore was cut short: finished it; every VM is back at live1" in up.stderr, up.stderr
+        assert [row["state"] for row in ls_rows(config, env)] == ["running", "running"]  # none left paused
+        assert [ssh(state, vm, "cat note") for vm in NAMES[:2]] == ["saved", "saved"]
+        assert [row["state"] for row in listed(config, env)] == ["ready"]
+        run_invoke("down", "--config", str(config), env=env, check=True)
+    finally:
+        kill_recorded_qemus(state)
+        stop_vde_switch(state)
