@@ -114,7 +114,23 @@ class ConsoleMarks:
         return self.marks
 
 
+# The first line a Linux kernel prints at each boot.
+KERNEL_BANNER = b"Linux version "
+
+
 def rebooted_since(log: Path, offset: int, boot: str) -> bool:
-    """Whether the console log shows a boot other than `boot` after `offset` bytes."""
-    later = ConsoleMarks(log, offset).read()
-    return later.boot is not None and later.boot != boot
+    """Whether the console log shows another boot after `offset` bytes: the kernel's banner
+    again, or, for a guest proved in a boot whose marks were known (`boot`), marks of
+    another. (A guest proved before its marks arrived, the console being slow, has `boot`
+    '': its own boot's marks may come later and say nothing of a reboot.)"""
+    try:
+        descriptor = os.open(log, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return False
+    with os.fdopen(descriptor, "rb") as stream:
+        stream.seek(offset)
+        later = stream.read()
+    if KERNEL_BANNER in later:
+        return True
+    marks = parse(later.decode("ascii", errors="replace"))
+    return bool(boot) and marks.boot is not None and marks.boot != boot

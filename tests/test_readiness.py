@@ -67,6 +67,11 @@ def test_a_console_log_is_read_as_it_grows_and_afresh_when_a_new_qemu_writes_it(
     with open(log, "ab") as stream:
         stream.write(f"reboot: Restarting system\nkubenet-mark {BOOT2} boot\n".encode())
     assert rebooted_since(log, proved_at, BOOT1)
+    # proved before its marks came (a slow console): its own boot's late marks are no reboot, the kernel's banner is
+    assert not rebooted_since(log, proved_at, "")
+    with open(log, "ab") as stream:
+        stream.write(b"[    0.000000] Linux version 6.1.0-28-cloud-amd64\n")
+    assert rebooted_since(log, proved_at, "")
     log.write_bytes(f"kubenet-mark {BOOT2} boot\n".encode())  # a new qemu writes the log afresh
     assert reader.read() == Marks(BOOT2)
     link = tmp_path / "link.log"

@@ -103,6 +103,7 @@ def test_a_host_port_reaches_a_server_on_another_vms_cluster_address_through_the
 
         # a port another program holds: one line that says so, and nothing left running
         holder = socket.socket()
+        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # the fetch above may have left the port in TIME_WAIT
         holder.bind(("127.0.0.1", port))
         holder.listen()
         try:
