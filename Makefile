@@ -69,7 +69,7 @@ $(BIN)/.test-installed: $(BIN)/.installed
 # invoke never writes bytecode (its --write-pyc is off by default), so without this every
 # `invoke ls` in a pipeline would compile kubenet's modules again: about 30 ms a start.
 # Best effort: a checkout this user cannot write is run uncached, never refused.
-$(BIN)/.compiled: $(BIN)/.installed $(wildcard kubenet/*.py) tasks.py
+$(BIN)/.compiled: $(BIN)/.installed $(wildcard kubenet/*.py kubenet/*/*.py) tasks.py
 	@$(BIN)/python -m compileall -q kubenet tasks.py >/dev/null 2>&1; touch $@ 2>/dev/null; true
 
 venv: $(BIN)/.installed $(BIN)/.compiled ## create .venv with kubenet and invoke

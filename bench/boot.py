@@ -88,8 +88,8 @@ def with_kubenet(config: Path, env: dict, names: list[str]) -> tuple[float, dict
 
 def with_qemu_alone(config: Path, env: dict, names: list[str]) -> float:
     """The same qemus started directly; seconds until each answered one SSH login after its mark."""
-    from kubenet.config import load_cluster
-    from kubenet.vde import ensure_switch, stop_switch
+    from kubenet.model.config import load_cluster
+    from kubenet.run.vde import ensure_switch, stop_switch
 
     cluster = load_cluster(config)
     ensure_switch(cluster)

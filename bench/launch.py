@@ -27,7 +27,7 @@ os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # kubenet itself, for its disk maker
 
-from kubenet.disk import create_disk  # noqa: E402
+from kubenet.prepare.disk import create_disk  # noqa: E402
 INVOKE = str(Path(sys.executable).parent / "invoke")
 STUB = ROOT / "tests" / "stubs" / "qemu-sleep"
 RUNS = 11

@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT))
 
-from kubenet.qemu import TCG_TB_SIZE_MIB  # noqa: E402
+from kubenet.run.qemu import TCG_TB_SIZE_MIB  # noqa: E402
 from tinyimage.build import build  # noqa: E402
 from tinyimage.cluster import TUTORIAL_ROLES, free_port_base, write_cluster  # noqa: E402
 

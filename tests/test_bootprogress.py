@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 
-from kubenet.bootprogress import BootProgress, last_console_line, progress_line
+from kubenet.run.bootprogress import BootProgress, last_console_line, progress_line
 
 
 def test_the_last_console_line_is_plain_text_cut_short(tmp_path):

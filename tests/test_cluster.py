@@ -3,9 +3,9 @@ from pathlib import Path
 
 import pytest
 
-from kubenet.cluster import Network, Role, expand_vms, ip_address, mac_address
-from kubenet.cluster import TUTORIAL_ROLES as DEFAULT_ROLES
-from kubenet.config import build_cluster
+from kubenet.model.cluster import Network, Role, expand_vms, ip_address, mac_address
+from kubenet.model.cluster import TUTORIAL_ROLES as DEFAULT_ROLES
+from kubenet.model.config import build_cluster
 
 
 @pytest.mark.parametrize(

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from kubenet import errors
-from kubenet.config import config_path, load_cluster
+from kubenet.plumbing import errors
+from kubenet.model.config import config_path, load_cluster
 
 
 def load(cluster_file, text):

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from conftest import kill_recorded_qemus, make_up, run_invoke, stop_vde_switch
-from kubenet.copy import Copy, CopyError, landing, parse_side, plan, scp_argv, sftp_option
+from kubenet.reach.copy import Copy, CopyError, landing, parse_side, plan, scp_argv, sftp_option
 from tinyimage.cluster import write_cluster
 
 NAMES = ["control0", "control1", "worker0"]
@@ -54,7 +54,7 @@ def test_a_plan_names_each_copy_and_from_several_vms_each_goes_into_a_directory_
     [("certs/", "certs"), ("/etc/kubernetes/pki/", "/etc/kubernetes/pki"), ("~/certs/", "certs"), ("certs", None), ("~/", None), ("x/y", None)],
 )
 def test_a_destination_ending_in_a_slash_is_made_on_the_vm(destination, made):
-    from kubenet.copy import remote_directory
+    from kubenet.reach.copy import remote_directory
 
     assert remote_directory(destination) == made
 
@@ -74,13 +74,13 @@ def test_a_destination_ending_in_a_slash_is_made_on_the_vm(destination, made):
     ],
 )
 def test_a_failed_copy_is_said_in_kubenets_words(copy, said, told):
-    from kubenet.copy import scp_failure
+    from kubenet.reach.copy import scp_failure
 
     assert scp_failure(copy, said, 1) == told
 
 
 def test_the_paths_typed_after_a_task_are_counted_as_invoke_would_parse_them():
-    from kubenet.cli import bare_words
+    from kubenet.cli.glue import bare_words
 
     flags = {"--role", "--config"}
     assert bare_words(["invoke", "cp", "a.pem", "b.pem", ":certs/", "--role", "control"], ("cp",), flags) == 3

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from conftest import blank_disk, image_bytes, kill_recorded_qemus, run_invoke, stop_vde_switch
-from kubenet import errors
-from kubenet.imagecheck import qcow2_problem, qemu_img_check
-from kubenet.paths import vm_paths
-from kubenet.prepare import setup_vm
+from kubenet.plumbing import errors
+from kubenet.prepare.imagecheck import qcow2_problem, qemu_img_check
+from kubenet.model.paths import vm_paths
+from kubenet.prepare.vmsetup import setup_vm
 from test_tmux import write_cluster
 from test_vmsetup import context_for, project  # noqa: F401 (a fixture)
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from conftest import INVOKE, ROOT, Client, kill_recorded_qemus, make_up, run_invoke, stop_vde_switch, wait_for
-from kubenet.process import pid_alive
+from kubenet.plumbing.process import pid_alive
 from tinyimage.cluster import write_cluster
 
 pytestmark = pytest.mark.e2e

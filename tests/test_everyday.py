@@ -28,7 +28,7 @@ KVM_ASSERTION = "qemu-system-x86_64: ../../target/i386/kvm/kvm.c:2893: kvm_buf_s
     ],
 )
 def test_an_accelerator_failure_is_recognised_in_what_qemu_said(words, accel, named):
-    from kubenet.launch import accelerator_failure
+    from kubenet.run.launch import accelerator_failure
 
     hint = accelerator_failure(words, accel)
     assert (hint is not None) == named

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from kubenet.asroot import HANDOVER
+from kubenet.run.asroot import HANDOVER
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="handover.py runs as root")
 

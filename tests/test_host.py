@@ -7,11 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from kubenet import errors
-from kubenet.firmware import Firmware, find_firmware
-from kubenet.host import Arch, host_profile
-from kubenet.probe import probe_accel, probe_host
-from kubenet.target import choose_accel
+from kubenet.plumbing import errors
+from kubenet.machine.firmware import find_firmware
+from kubenet.model.host import Firmware
+from kubenet.model.host import Arch, host_profile
+from kubenet.machine.probe import probe_accel, probe_host
+from kubenet.machine.target import choose_accel
 
 
 def descriptor(code: Path, vars_template: Path | None, arch="x86_64", machines=("pc-q35-*",), features=(), interfaces=("uefi",)):

@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 
 from conftest import INVOKE, ROOT, STUBS
-from kubenet import errors
-from kubenet.config import build_cluster
-from kubenet.host import Arch, Host
-from kubenet.network import check_bridge_subnet, check_vmnet_shared, colliding_routes
-from kubenet.probe import read_routes, read_vmnet_shared
+from kubenet.plumbing import errors
+from kubenet.model.config import build_cluster
+from kubenet.model.host import Arch, Host
+from kubenet.model.network import check_bridge_subnet, check_vmnet_shared, colliding_routes
+from kubenet.machine.probe import read_routes, read_vmnet_shared
 from test_tmux import write_cluster
 
 PROC_NET_ROUTE = (
@@ -113,6 +113,6 @@ def test_bridge_mode_up_names_what_the_host_side_lacks_and_make_hostnet_as_the_f
     [("13.6.1", True), ("14.5", True), ("15.3.2", True), ("26.0", False), ("26.1.1", False), ("27.0", False), ("", True)],
 )
 def test_the_vmnet_plist_is_checked_only_where_macos_honours_it(version, honoured):
-    from kubenet.network import vmnet_plist_honoured
+    from kubenet.model.network import vmnet_plist_honoured
 
     assert vmnet_plist_honoured(version) is honoured

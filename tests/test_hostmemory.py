@@ -13,15 +13,15 @@ from pathlib import Path
 import pytest
 
 from conftest import kill_recorded_qemus, ls_rows, make_up, run_invoke, stop_vde_switch, wait_for
-from kubenet import errors
-from kubenet.cluster import Cluster
-from kubenet.config import build_cluster
-from kubenet.hostmemory import held_note, likely_held, memory_text, parse_status_rss, resident_bytes, translation_cache
-from kubenet.host import host_profile
-from kubenet.launch import memory_warning
-from kubenet.qemu import TCG_TB_SIZE_MIB
-from kubenet.qemuargs import refusal
-from kubenet.target import Target
+from kubenet.plumbing import errors
+from kubenet.model.cluster import Cluster
+from kubenet.model.config import build_cluster
+from kubenet.run.hostmemory import held_note, likely_held, memory_text, parse_status_rss, resident_bytes, translation_cache
+from kubenet.model.host import host_profile
+from kubenet.run.launch import memory_warning
+from kubenet.run.qemu import TCG_TB_SIZE_MIB
+from kubenet.model.qemuargs import refusal
+from kubenet.machine.target import Target
 from tinyimage.cluster import write_cluster
 
 MIB, GIB = 1 << 20, 1 << 30

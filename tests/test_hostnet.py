@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from conftest import INVOKE, ROOT
-from kubenet.config import build_cluster
-from kubenet.hostnet import dnsmasq_conf, nat_ruleset, with_hosts_block
-from kubenet.hostpiece import without_block
+from kubenet.model.config import build_cluster
+from kubenet.hostside.hostnet import dnsmasq_conf, nat_ruleset, with_hosts_block
+from kubenet.hostside.hostpiece import without_block
 
 needs_namespaces = pytest.mark.skipif(
     os.geteuid() != 0
@@ -130,8 +130,8 @@ def sys_python() -> str:
 
 
 def test_on_macos_hostnet_writes_the_names_only():
-    from kubenet import errors
-    from kubenet.hostnet import keys_for
+    from kubenet.plumbing import errors
+    from kubenet.hostside.hostnet import keys_for
 
     assert keys_for("darwin") == ("hosts", "nfs-exports")  # vmnet-shared brings NAT, DHCP and DNS itself
     assert keys_for("linux") == ("bridge", "address", "up", "pod-routes", "forwarding", "nat", "bridge.conf", "bridge-helper", "dns", "nfs", "hosts")
@@ -140,8 +140,8 @@ def test_on_macos_hostnet_writes_the_names_only():
 
 
 def test_the_nfs_export_is_for_the_subnet_only_with_root_mapped_to_the_folders_owner(tmp_path):
-    from kubenet.hostpiece import with_block, without_block
-    from kubenet.nfsexport import darwin_exports_line, ganesha_conf
+    from kubenet.hostside.hostpiece import with_block, without_block
+    from kubenet.hostside.nfsexport import darwin_exports_line, ganesha_conf
 
     cluster = build_cluster({"name": "kh", "nfs": {"path": "nfs pvs"}}, tmp_path / "c.yaml")
     folder = tmp_path / "nfs pvs"

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from conftest import blank_disk, ls_rows, run_invoke, wait_for
-from kubenet.process import pid_alive
+from kubenet.plumbing.process import pid_alive
 from test_tmux import write_cluster
 
 

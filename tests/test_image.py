@@ -4,10 +4,10 @@ import hashlib
 
 import pytest
 
-from kubenet import errors
-from kubenet.config import build_cluster
-from kubenet.host import host_profile
-from kubenet.image import base_image_path, fetch_image, parse_sha256sums
+from kubenet.plumbing import errors
+from kubenet.model.config import build_cluster
+from kubenet.model.host import host_profile
+from kubenet.prepare.image import base_image_path, fetch_image, parse_sha256sums
 
 IMAGE = bytes(range(256)) * 4096  # 1 MiB, not all one byte
 NAME = "jammy-server-cloudimg-amd64.img"

@@ -1,28 +1,46 @@
-"""The shape of the package: its modules import one another without a circle, lazy imports
-inside functions included, and every module is on the map in kubenet/__init__.py."""
+"""The shape of the package: one package per part of the map, each importing only the
+packages above it in the map's order (lazy imports inside functions included), no circle
+between modules, and every module on its package's map."""
 
 import ast
+import re
 from pathlib import Path
 
 import kubenet
 
 PACKAGE = Path(kubenet.__file__).parent
+# The map's order: a package may import those before it, never one after.
+ORDER = ["plumbing", "model", "store", "machine", "hostside", "prepare", "run", "reach", "snapshots", "hosts", "lifecycle", "cli"]
+
+
+def modules() -> dict[str, Path]:
+    """Every module as `package.module`."""
+    return {f"{path.parent.name}.{path.stem}": path for path in PACKAGE.glob("*/*.py") if path.stem != "__init__"}
 
 
 def imports_of(path: Path) -> set[str]:
-    """The kubenet modules a module imports, at the top or inside a function."""
+    """The kubenet modules (`package.module`) a module imports, at the top or inside a function."""
+    own = path.parent.name
     found = set()
     for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.ImportFrom) and node.level == 1:
-            found |= {node.module.split(".")[0]} if node.module else {alias.name for alias in node.names}
-        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("kubenet."):
-            found.add(node.module.split(".")[1])
-    return found
+        if not isinstance(node, ast.ImportFrom):
+            continue
+        if node.level:
+            base = [own] if node.level == 1 else []
+            dotted = base + (node.module.split(".") if node.module else [])
+        elif (node.module or "").startswith("kubenet."):
+            dotted = node.module.split(".")[1:]
+        else:
+            continue
+        if len(dotted) >= 2:
+            found.add(".".join(dotted[:2]))
+        elif len(dotted) == 1:  # `from . import a` / `from ..package import a`: the names are modules
+            found |= {f"{dotted[0]}.{alias.name}" for alias in node.names}
+    return found & set(modules())
 
 
 def graph() -> dict[str, set[str]]:
-    modules = {path.stem: path for path in PACKAGE.glob("*.py") if path.stem != "__init__"}
-    return {name: imports_of(path) & set(modules) for name, path in modules.items()}
+    return {name: imports_of(path) for name, path in modules().items()}
 
 
 def circle(edges: dict[str, set[str]]) -> list[str] | None:
@@ -59,8 +77,27 @@ def test_no_module_imports_itself_back_through_others():
     assert circle(graph()) is None, " -> ".join(circle(graph()))
 
 
-def test_every_module_is_on_the_map():
-    names = {path.stem for path in PACKAGE.glob("*.py") if path.stem != "__init__"}
-    text = kubenet.__doc__
-    missing = sorted(name for name in names if f"\n  {name} " not in text)
+def test_the_packages_are_the_maps_parts_in_its_order_and_no_module_sits_at_the_root():
+    assert sorted(path.name for path in PACKAGE.iterdir() if (path / "__init__.py").exists()) == sorted(ORDER)
+    assert [path.name for path in PACKAGE.glob("*.py")] == ["__init__.py"]
+    listed = re.findall(r"^  ([a-z]+) +\S", kubenet.__doc__, re.MULTILINE)
+    assert listed == ORDER
+
+
+def test_a_package_imports_only_the_packages_above_it():
+    rank = {name: index for index, name in enumerate(ORDER)}
+    upward = sorted(
+        f"{module} -> {target}" for module, targets in graph().items() for target in targets
+        if rank[target.split(".")[0]] > rank[module.split(".")[0]]
+    )  # fmt: skip
+    assert upward == []
+
+
+def test_every_module_is_on_its_packages_map():
+    missing = []
+    for name in modules():
+        package, module = name.split(".")
+        doc = __import__(f"kubenet.{package}", fromlist=["_"]).__doc__ or ""
+        if f"\n  {module} " not in doc:
+            missing.append(name)
     assert missing == []

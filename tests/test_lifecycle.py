@@ -9,7 +9,7 @@ import pytest
 from conftest import STUBS, kill_recorded_qemus, run_invoke, stop_vde_switch, wait_for
 from test_tmux import pane_rows, write_cluster
 
-from kubenet.process import pid_alive
+from kubenet.plumbing.process import pid_alive
 
 
 @pytest.fixture
@@ -77,8 +77,8 @@ def test_down_with_nothing_running_is_quiet_and_succeeds(short_dir, env):
 def test_a_qemu_started_with_sudo_is_reported_not_stopped(monkeypatch, tmp_path):
     from pathlib import Path
 
-    from kubenet import shutdown
-    from kubenet.config import build_cluster
+    from kubenet.run import shutdown
+    from kubenet.model.config import build_cluster
 
     cluster = build_cluster({"roles": [{"name": "node", "count": 1}], "state_dir": str(tmp_path)}, Path("cluster.yaml"))
 

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from kubenet import errors
-from kubenet.config import load_cluster
-from kubenet.netconfig import check_network_config, merge_network
-from kubenet.seed import network_config, read_network_templates, template_paths
+from kubenet.plumbing import errors
+from kubenet.model.config import load_cluster
+from kubenet.prepare.netconfig import check_network_config, merge_network
+from kubenet.prepare.seed import network_config, read_network_templates, template_paths
 
 VIP = "192.168.1.21/32"
 

@@ -11,9 +11,9 @@ from conftest import ROOT
 SEED_SCRIPT = """
 import kubenet
 from pathlib import Path
-from kubenet.config import build_cluster
-from kubenet.seed import read_templates, user_data
-from kubenet.sshkeys import HostKey
+from kubenet.model.config import build_cluster
+from kubenet.prepare.seed import read_templates, user_data
+from kubenet.prepare.sshkeys import HostKey
 
 cluster = build_cluster({}, Path("cluster.yaml"))
 worker = cluster.vm_by_name("worker0")

@@ -2,8 +2,8 @@
 
 from pathlib import Path
 
-from kubenet.config import build_cluster
-from kubenet.podroutes import darwin_destination, darwin_route_argv, darwin_routes, missing_routes, pod_routes
+from kubenet.model.config import build_cluster
+from kubenet.hostside.podroutes import darwin_destination, darwin_route_argv, darwin_routes, missing_routes, pod_routes
 
 # `netstat -rn -f inet` on macOS with one VM's pod route in place
 NETSTAT = """\
@@ -37,8 +37,9 @@ def test_macos_abbreviated_destinations_are_read_in_full_and_only_missing_routes
 
 
 def test_ls_says_in_user_mode_that_neither_routes_nor_the_export_can_serve(tmp_path):
-    from kubenet import nfsexport, podroutes
-    from kubenet.cluster import NetworkMode
+    from kubenet.hostside import nfsexport
+    from kubenet.hostside import podroutes
+    from kubenet.model.cluster import NetworkMode
 
     cluster = build_cluster({"pod_routes": True, "nfs": {"path": "pvs"}}, tmp_path / "c.yaml")
     assert podroutes.note(cluster, "linux", NetworkMode.USER) == (

@@ -5,12 +5,12 @@ from pathlib import Path
 
 import pytest
 
-from kubenet import errors
-from kubenet.config import build_cluster
-from kubenet.firmware import Firmware
-from kubenet.host import Arch, Host, host_profile
-from kubenet.network import resolve_mode
-from kubenet.qemu import Management, qemu_argv
+from kubenet.plumbing import errors
+from kubenet.model.config import build_cluster
+from kubenet.model.host import Firmware
+from kubenet.model.host import Arch, Host, host_profile
+from kubenet.model.network import resolve_mode
+from kubenet.run.qemu import Management, qemu_argv
 
 STATE = Path("/home/me/kubenet/.kubenet")
 HOMEBREW_FIRMWARE = "/opt/homebrew/share/qemu/edk2-aarch64-code.fd"
@@ -262,9 +262,9 @@ ROOT_MANAGEMENT_OPTIONS = [
 
 
 def test_on_macos_up_starts_the_tutorials_command_as_root_and_qemu_then_runs_as_the_user():
-    from kubenet.asroot import HANDOVER, handover_argv
-    from kubenet.launch import vm_argv
-    from kubenet.target import Target
+    from kubenet.run.asroot import HANDOVER, handover_argv
+    from kubenet.run.launch import vm_argv
+    from kubenet.machine.target import Target
 
     c = cluster()
     host = replace(host_profile("darwin-arm64")[0], qemu_version=(10, 1))
@@ -278,8 +278,8 @@ def test_on_macos_up_starts_the_tutorials_command_as_root_and_qemu_then_runs_as_
 
 
 def test_how_qemu_is_told_to_drop_root_follows_its_version():
-    from kubenet.probe import parse_qemu_version
-    from kubenet.qemu import run_as_options
+    from kubenet.machine.probe import parse_qemu_version
+    from kubenet.run.qemu import run_as_options
 
     assert parse_qemu_version("QEMU emulator version 7.2.22 (Debian 1:7.2+dfsg-7+deb12u18+b3)\nCopyright") == (7, 2)
     assert parse_qemu_version("QEMU emulator version 10.1.2\n") == (10, 1)
@@ -291,8 +291,8 @@ def test_how_qemu_is_told_to_drop_root_follows_its_version():
 
 
 def test_a_network_that_needs_no_root_changes_nothing():
-    from kubenet.launch import vm_argv
-    from kubenet.target import Target
+    from kubenet.run.launch import vm_argv
+    from kubenet.machine.target import Target
 
     c = cluster()
     host = Host("linux", Arch.x86_64, "qemu-system-x86_64", firmware=OVMF, bridges=frozenset(), bridge_helper_setuid=True)
@@ -389,7 +389,7 @@ def test_extra_qemu_args_that_stay_on_loopback_or_add_their_own_devices_are_take
 
 
 def test_an_extra_drive_may_not_name_kubenets_files_even_through_a_link(tmp_path, monkeypatch):
-    from kubenet.config import load_cluster
+    from kubenet.model.config import load_cluster
 
     monkeypatch.setenv("KUBENET_CACHE", str(tmp_path / "cache"))
     (tmp_path / ".kubenet" / "worker0").mkdir(parents=True)

@@ -20,7 +20,7 @@ import pytest
     ids=["done-22.4", "running", "error", "degraded-23.4", "disabled", "no-cloud-init"],
 )
 def test_cloud_init_status_is_read_as_a_state_and_its_reasons(code, output, expected):
-    from kubenet.readiness import parse_cloud_init_status
+    from kubenet.run.readiness import parse_cloud_init_status
 
     assert parse_cloud_init_status(code, output) == expected
 
@@ -32,7 +32,7 @@ BOOT2 = "9e8d7c6b-5a49-4382-8170-6f5e4d3c2b1a"
 
 
 def test_the_marks_of_the_latest_boot_are_read_and_a_new_boot_starts_afresh():
-    from kubenet.bootmarks import Marks, parse
+    from kubenet.prepare.bootmarks import Marks, parse
 
     assert parse("[    3.1] Linux version 6.1\nlogin: ") == Marks()
     booting = parse(f"\r\nkubenet-mark {BOOT1} boot\r\n[ 4.0] eth0 up\n")
@@ -52,7 +52,7 @@ def test_the_marks_of_the_latest_boot_are_read_and_a_new_boot_starts_afresh():
 def test_a_console_log_is_read_as_it_grows_and_afresh_when_a_new_qemu_writes_it(tmp_path):
     import os
 
-    from kubenet.bootmarks import ConsoleMarks, Marks, rebooted_since
+    from kubenet.prepare.bootmarks import ConsoleMarks, Marks, rebooted_since
 
     log = tmp_path / "serial.log"
     reader = ConsoleMarks(log)
@@ -80,7 +80,7 @@ def test_a_console_log_is_read_as_it_grows_and_afresh_when_a_new_qemu_writes_it(
 
 
 def test_logins_back_off_seconds_apart():
-    from kubenet.readiness import MARKED_TRIES, RETRY_TRIES, UNMARKED_TRIES, backoff
+    from kubenet.run.readiness import MARKED_TRIES, RETRY_TRIES, UNMARKED_TRIES, backoff
 
     assert [backoff(tries, UNMARKED_TRIES) for tries in range(5)] == [10, 20, 30, 30, 30]
     assert [backoff(tries, RETRY_TRIES) for tries in range(6)] == [2, 4, 8, 16, 30, 30]
@@ -98,13 +98,13 @@ def test_logins_back_off_seconds_apart():
     ],
 )
 def test_ready_says_what_is_known(proved, rebooted, answered, own, expected):
-    from kubenet.status import ready_value
+    from kubenet.lifecycle.status import ready_value
 
     assert ready_value(proved, rebooted, answered, own) == expected
 
 
 def test_a_proof_marker_is_read_back_and_garbage_is_none(tmp_path):
-    from kubenet.vmstate import Proof, read_proof
+    from kubenet.run.vmstate import Proof, read_proof
 
     marker = tmp_path / "ready"
     marker.write_text(f"4242\n{BOOT1}\n1234\ndone\n")

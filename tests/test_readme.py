@@ -22,7 +22,7 @@ def tasks_table() -> list[str]:
 def test_every_task_is_a_row_of_one_unbroken_table():
     import invoke
 
-    from kubenet import tasks
+    from kubenet.cli import tasks
 
     rows = "\n".join(tasks_table())
     names = sorted(invoke.Collection.from_module(tasks).task_names)

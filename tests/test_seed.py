@@ -10,10 +10,10 @@ import pycdlib
 import pytest
 import yaml
 
-from kubenet import errors
-from kubenet.bootmarks import WATCHER
-from kubenet.config import build_cluster, load_cluster
-from kubenet.seed import (
+from kubenet.plumbing import errors
+from kubenet.prepare.bootmarks import WATCHER
+from kubenet.model.config import build_cluster, load_cluster
+from kubenet.prepare.seed import (
     HostKey,
     hosts_entries,
     meta_data,

@@ -16,14 +16,15 @@ import pytest
 import yaml
 
 from conftest import namespaced_facts
-from kubenet import errors
-from kubenet.bundle import host_copy, pack, unpack
-from kubenet.cable import backoff, cable_argv
-from kubenet.cluster import NetworkMode
-from kubenet.config import build_cluster
-from kubenet.multihost import absent_row, host_rows, with_host
-from kubenet.remote import Answer, host_alias, remote_command
-from kubenet.sshkeys import ssh_config
+from kubenet.plumbing import errors
+from kubenet.hosts.bundle import host_copy, pack, unpack
+from kubenet.hosts.cable import backoff, cable_argv
+from kubenet.model.cluster import NetworkMode
+from kubenet.model.config import build_cluster
+from kubenet.lifecycle.status import absent_row, host_rows, with_host
+from kubenet.hosts.remote import Answer, remote_command
+from kubenet.prepare.sshkeys import host_alias
+from kubenet.prepare.sshkeys import ssh_config
 
 TWO_HOSTS = """
 hosts:
@@ -135,7 +136,7 @@ def test_a_hosts_rows_gain_its_name_and_one_that_did_not_answer_is_listed_from_c
 
 
 def test_a_host_that_failed_is_named_with_why_and_an_unseen_host_key_says_what_to_do():
-    from kubenet.multihost import refuse_failures
+    from kubenet.hosts.multihost import refuse_failures
 
     refuse_failures([Answer("desk", 0)], "up")
     with pytest.raises(errors.RemoteError) as raised:

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from kubenet.cluster import Cluster
-from kubenet.snaprecord import Record, SnapshotError, check_name, cluster_change, find_record, machine_change, read_records, write_record
-from kubenet.snapjobs import pause_figures, snapshot_drives
+from kubenet.model.cluster import Cluster
+from kubenet.snapshots.snaprecord import Record, SnapshotError, check_name, cluster_change, find_record, machine_change, read_records, write_record
+from kubenet.snapshots.snapjobs import pause_figures, snapshot_drives
 
 
 @pytest.mark.parametrize("name", ["stage-5", "ch4.certs", "before_surgery", "A1"])

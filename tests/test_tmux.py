@@ -12,9 +12,9 @@ import libtmux
 import pytest
 
 from conftest import STUBS, Client, blank_disk, kill_recorded_qemus, run_invoke, stop_vde_switch, wait_for
-from kubenet.config import build_cluster
-from kubenet.layout import ssh_session
-from kubenet.tmux import Tmux, batches, session_groups
+from kubenet.model.config import build_cluster
+from kubenet.run.layout import ssh_session
+from kubenet.run.tmux import Tmux, batches, session_groups
 
 
 def write_cluster(directory: Path, roles: str, extra: str = "") -> Path:
@@ -279,7 +279,7 @@ def test_big_sessions_are_sent_in_calls_tmux_accepts():
 
 
 def test_a_pane_runs_its_program_under_a_private_umask_one_quoted_line_if_tmux_would_split_it():
-    from kubenet.tmux import pane_command
+    from kubenet.run.tmux import pane_command
 
     private = 'umask 077 && exec "$0" "$@"'
     assert pane_command(["qemu-system-x86_64", "-m", "2G"]) == ("sh", "-c", private, "qemu-system-x86_64", "-m", "2G")

@@ -23,7 +23,7 @@ import pytest
 from conftest import INVOKE, ROOT, STUBS, Server, blank_disk, kill_recorded_qemus, run_invoke, stop_vde_switch, wait_for
 from test_tmux import pane_rows, write_cluster
 
-from kubenet.process import pid_alive
+from kubenet.plumbing.process import pid_alive
 
 TWO_NODES = "  - {name: node, count: 2, memory: 256M}\n"
 
@@ -642,7 +642,7 @@ def test_a_vm_bigger_than_the_machine_is_refused_before_launch_and_a_greedy_clus
 
 def test_up_waits_on_a_vm_that_invoke_vm_runs_instead_of_calling_it_stopped(short_dir, tmux_server, project):
     """`invoke vm` leaves no pid file: readiness must see the qemu by its disk lock, as `ls` and `up` do."""
-    from kubenet.disk import disk_in_use
+    from kubenet.prepare.disk import disk_in_use
 
     config = project / "cluster.yaml"
     qcow2(project / "base.qcow2", "64M")

@@ -170,7 +170,7 @@ def test_a_cluster_reached_through_a_linked_directory_is_the_same_cluster(short_
             "kubenet: node0: powered off", "kubenet: node1: powered off",
         ]  # fmt: skip
         assert "kubenet: stopped the VDE switch" in done.stderr
-        from kubenet.process import pid_alive
+        from kubenet.plumbing.process import pid_alive
 
         assert wait_for(lambda: not any(pid_alive(pid) for pid in [*pids, vde]))
     finally:

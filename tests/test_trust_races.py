@@ -21,7 +21,7 @@ from conftest import INVOKE, ROOT, STUBS, kill_recorded_qemus, run_invoke, stop_
 from test_tmux import write_cluster
 from test_trust import processes_naming
 
-from kubenet.process import pid_alive
+from kubenet.plumbing.process import pid_alive
 
 
 def popen(config: Path, env: dict, *args: str, extra_env: dict | None = None) -> subprocess.Popen:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import time
 
 import pytest
 
@@ -53,7 +52,7 @@ def test_a_yaml_bomb_in_a_template_is_refused_in_one_line_and_no_seed_is_written
 
 
 def test_a_yaml_bomb_is_measured_without_being_built():
-    from kubenet.yamltext import TooLarge, load
+    from kubenet.plumbing.yamltext import TooLarge, load
 
     with pytest.raises(TooLarge):
         load(BOMB)

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from conftest import INVOKE, ROOT, STUBS, ls_rows, run_invoke, wait_for
-from kubenet.process import pid_alive
+from kubenet.plumbing.process import pid_alive
 from test_tmux import write_cluster
 from test_trust import processes_naming
 
@@ -39,8 +39,8 @@ def test_a_guest_qemu_stopped_on_an_internal_error_is_shown_and_not_waited_for(s
 
 
 def test_the_accelerator_a_cluster_ran_with_is_used_again_unless_another_is_asked_for(short_dir, stub_env, cleanup):
-    from kubenet.cluster import Accel
-    from kubenet.target import choose_accel
+    from kubenet.model.cluster import Accel
+    from kubenet.machine.target import choose_accel
 
     probe = lambda: Accel.KVM  # noqa: E731
     assert choose_accel(probe, None, {}, None, "tcg") == Accel.TCG  # remembered beats probing
@@ -92,8 +92,8 @@ def stop_listening(listener: socket.socket) -> None:
 
 def test_ready_is_what_the_guest_proved_and_ls_knocks_on_no_guest_and_a_clean_power_off_is_no_failure(short_dir, stub_env, cleanup):
     from tinyimage.cluster import free_port_base
-    from kubenet.config import load_cluster
-    from kubenet.vmstate import Proof, remember_answer, remember_cloud_init_done
+    from kubenet.model.config import load_cluster
+    from kubenet.run.vmstate import Proof, remember_answer, remember_cloud_init_done
 
     base = free_port_base(2)
     config = write_cluster(short_dir, "  - {name: node, count: 2, memory: 128M}\n")

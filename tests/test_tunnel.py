@@ -14,10 +14,10 @@ import pytest
 import yaml
 
 from conftest import kill_recorded_qemus, ls_rows, make_up, run_invoke, stop_vde_switch
-from kubenet import errors
-from kubenet.cluster import Cluster, Forward
-from kubenet.config import build_cluster
-from kubenet.tunnel import forward_options, master_argv, socket_path, ssh_path_value
+from kubenet.plumbing import errors
+from kubenet.model.cluster import Cluster, Forward
+from kubenet.model.config import build_cluster
+from kubenet.run.tunnel import forward_options, master_argv, socket_path, ssh_path_value
 from tinyimage.cluster import free_port_base, write_cluster
 
 # ---- pure -------------------------------------------------------------------------------

@@ -32,7 +32,7 @@ import pytest
 import yaml
 
 from conftest import INVOKE, ROOT, kill_recorded_qemus, ls_rows, make_up, run_invoke, stop_vde_switch, wait_for
-from kubenet.seed import TEMPLATE_DIR
+from kubenet.prepare.seed import TEMPLATE_DIR
 from tinyimage.cluster import free_port_base
 
 pytestmark = pytest.mark.e2e

@@ -8,7 +8,7 @@ import subprocess
 import time
 
 from conftest import INVOKE, ROOT, run_invoke, wait_for
-from kubenet.process import pid_alive
+from kubenet.plumbing.process import pid_alive
 from test_tmux import write_cluster
 
 

@@ -9,14 +9,16 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, image_bytes, run_invoke
-from kubenet import errors, seed
-from kubenet.config import load_cluster
-from kubenet.firmware import Firmware
-from kubenet.host import Arch, Host
-from kubenet.paths import known_hosts_path, ssh_config_path, vm_paths
-from kubenet.cluster import Accel, NetworkMode
-from kubenet.prepare import reset_vm, setup_ssh, setup_vm
-from kubenet.target import Target
+from kubenet.plumbing import errors
+from kubenet.prepare import seed
+from kubenet.model.config import load_cluster
+from kubenet.model.host import Firmware
+from kubenet.model.host import Arch, Host
+from kubenet.model.paths import known_hosts_path, ssh_config_path, vm_paths
+from kubenet.model.cluster import Accel, NetworkMode
+from kubenet.prepare.vmsetup import setup_ssh, setup_vm
+from kubenet.lifecycle.remove import reset_vm
+from kubenet.machine.target import Target
 
 
 @pytest.fixture
@@ -179,7 +181,7 @@ def test_reset_task_says_what_it_deletes_and_needs_yes_without_a_terminal(projec
 
 def test_reset_refuses_a_disk_that_a_qemu_has_open(project):
     """Also a qemu kubenet did not start (no pid file), such as `invoke vm` in another terminal."""
-    from kubenet.disk import disk_in_use
+    from kubenet.prepare.disk import disk_in_use
 
     config = str(project / "cluster.yaml")
     run_invoke("vmsetup", "--name", "worker1", "--disk", "--config", config, check=True)

@@ -15,8 +15,8 @@ import time
 from pathlib import Path
 
 from hostside import host_side
-from kubenet.config import load_cluster
-from kubenet.probe import bridge_side_gaps
+from kubenet.model.config import load_cluster
+from kubenet.machine.probe import bridge_side_gaps
 
 INVOKE, ROOT, CONFIG = sys.argv[1:4]
 NFS_FOLDER = Path(CONFIG).parent / "nfs-pvs"
