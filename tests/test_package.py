@@ -52,11 +52,11 @@ def test_the_wheel_installs_with_its_templates_and_makes_a_seed(tmp_path):
 
     with zipfile.ZipFile(wheel) as archive:
         entry_points = next(archive.read(name).decode() for name in archive.namelist() if name.endswith("entry_points.txt"))
-    assert "[console_scripts]\nkubenet = kubenet.program:main" in entry_points
+    assert "[console_scripts]\nkubenet = kubenet.cli.program:main" in entry_points
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     (tmp_path / "mine.yaml").write_text("name: x\nroles:\n  - {name: node, count: 2}\n")
-    command = "import sys; from kubenet.program import main; sys.argv[0] = 'kubenet'; main()"
+    command = "import sys; from kubenet.cli.program import main; sys.argv[0] = 'kubenet'; main()"
     listed = subprocess.run([str(python), "-c", command, "ls", "--names", "--config", str(tmp_path / "mine.yaml")], capture_output=True, text=True, cwd=elsewhere)
     assert (listed.returncode, listed.stdout) == (0, "node0\nnode1\n"), listed.stderr
     version = subprocess.run([str(python), "-c", command, "--version"], capture_output=True, text=True, cwd=elsewhere)
