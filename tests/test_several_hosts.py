@@ -149,7 +149,7 @@ def test_a_host_that_failed_is_named_with_why_and_an_unseen_host_key_says_what_t
     with pytest.raises(errors.RemoteError) as raised:
         refuse_failures([Answer("desk", 127, stderr="sh: 1: kubenet: not found\n")], "setup")
     assert str(raised.value) == ("setup failed on 1 host: desk: sh: 1: kubenet: not found "
-                                 "(hint: install kubenet on desk (README: Several hosts), or give its path there as hosts.desk.kubenet)")  # fmt: skip
+                                 "(hint: install kubenet on desk (docs/several-hosts.md), or give its path there as hosts.desk.kubenet)")  # fmt: skip
 
 
 # ---- what a host is sent ---------------------------------------------------------------------

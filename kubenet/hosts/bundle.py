@@ -91,18 +91,14 @@ def pack(chosen: dict[str, Path | bytes]) -> bytes:
 
 def host_directory(path: Path) -> Path:
     """The host's directory, made (0700, marked) if missing; refused if it holds what this did not put there."""
-    from ..plumbing.fsutil import write_atomic
-    from ..store.statedir import check_ancestors, check_private
+    from ..store.statedir import check_ancestors, own_directory
+
+    def refuse_if_used(found: Path) -> None:
+        if any(os.scandir(found)):
+            raise errors.SetupError(f"{found} holds files kubenet did not put there", "give this host another dir: in the controlling cluster.yaml's hosts:")
 
     check_ancestors(path)
-    if not os.path.lexists(path):
-        path.mkdir(mode=0o700, parents=True)
-    check_private(path, "kubenet's directory on this host")
-    if not (path / MARK).is_file():
-        if any(os.scandir(path)):
-            raise errors.SetupError(f"{path} holds files kubenet did not put there", "give this host another dir: in the controlling cluster.yaml's hosts:")
-        write_atomic(path / MARK, b"kubenet's directory for a cluster driven from another host\n")
-    return path
+    return own_directory(path, "kubenet's directory on this host", "kubenet's directory for a cluster driven from another host\n", refuse_if_used)
 
 
 def unpack(stream: BinaryIO, directory: Path) -> list[str]:

@@ -31,16 +31,22 @@ def relay(host: RemoteHost, say: Callable[[str], None]) -> Callable[[str], None]
 
 
 def refuse_failures(answers: list[Answer], what: str) -> None:
+    """One line for every host that failed, with the hint for the first kind of failure found."""
     failed = [answer for answer in answers if not answer.ok]
     if failed:
         said = "; ".join(f"{answer.host}: {'unreachable: ' if not answer.reachable else ''}{answer.reason()}" for answer in failed)
-        unseen = next((answer.host for answer in failed if "Host key verification failed" in answer.stderr), None)
-        missing = next((answer.host for answer in failed if answer.code == 127), None)  # the remote shell found no such program
-        hint = (f"kubenet never accepts a host key it has not seen: ssh to {unseen} once by hand to check and keep its key, "
-                "or point its known_hosts: at a file that holds it") if unseen else (
-                f"install kubenet on {missing} (README: Several hosts), or give its path there as hosts.{missing}.kubenet") if missing else (
-                f"look with `ssh -F <state_dir>/ssh_config {ALIAS_PREFIX}{failed[0].host}`, as kubenet reaches it")  # fmt: skip
-        raise errors.RemoteError(f"{what} failed on {len(failed)} host{'s' if len(failed) > 1 else ''}: {said}", hint)
+        raise errors.RemoteError(f"{what} failed on {len(failed)} host{'s' if len(failed) > 1 else ''}: {said}", failure_hint(failed))
+
+
+def failure_hint(failed: list[Answer]) -> str:
+    """What to do: pin a host key never seen, install kubenet where it is missing, else look as kubenet does."""
+    unseen = next((answer.host for answer in failed if "Host key verification failed" in answer.stderr), None)
+    if unseen:
+        return f"kubenet never accepts a host key it has not seen: ssh to {unseen} once by hand to check and keep its key, or point its known_hosts: at a file that holds it"
+    missing = next((answer.host for answer in failed if answer.code == 127), None)  # the remote shell found no such program
+    if missing:
+        return f"install kubenet on {missing} (docs/several-hosts.md), or give its path there as hosts.{missing}.kubenet"
+    return f"look with `ssh -F <state_dir>/ssh_config {ALIAS_PREFIX}{failed[0].host}`, as kubenet reaches it"
 
 
 def here_and_there(jobs: list, work: Callable, what: str, say: Callable[[str], None]) -> None:

@@ -143,10 +143,10 @@ def check_state(cluster: Cluster) -> None:
         )
 
 
-def ensure_state(cluster: Cluster) -> Path:
-    """state_dir, made (0700, marked) if missing, or checked and marked if found."""
-    path = cluster.state_dir
-    check_state(cluster)
+def own_directory(path: Path, what: str, mark: str, unmarked: Callable[[Path], None] = lambda path: None) -> Path:
+    """`path` as a directory of kubenet's own: made if missing (each missing level 0700, one
+    that a concurrent command made meanwhile taken as it is), private to the user, and marked
+    with `mark`; `unmarked` sees a directory found without the mark first, and may refuse it."""
     missing = []
     level = path
     while not os.path.lexists(level) and level != level.parent:
@@ -157,10 +157,17 @@ def ensure_state(cluster: Cluster) -> Path:
             directory.mkdir(mode=0o700)
         except FileExistsError:
             pass  # made meanwhile by a concurrent command
-    check_private(path, "state_dir")
+    check_private(path, what)
     if not (path / MARK).is_file():
-        write_atomic(path / MARK, f"kubenet state directory for {cluster.source.absolute()}\n".encode(), 0o600)
+        unmarked(path)
+        write_atomic(path / MARK, mark.encode(), 0o600)
     return path
+
+
+def ensure_state(cluster: Cluster) -> Path:
+    """state_dir, made (0700, marked) if missing, or checked and marked if found."""
+    check_state(cluster)
+    return own_directory(cluster.state_dir, "state_dir", f"kubenet state directory for {cluster.source.absolute()}\n")
 
 
 def vm_dir(cluster: Cluster, vm: VM) -> Path:
