@@ -115,10 +115,16 @@ def run_state(socket: Path, timeout: float = 0.5) -> str | None:
         return None
 
 
-def greets(socket: Path, timeout: float = 0.2) -> bool:
-    """Whether a qemu answers on its QMP socket: it does once it has set the machine up."""
+def greets(path: Path, timeout: float = 0.2) -> bool:
+    """Whether a qemu answers on its QMP socket: it does once it has set the machine up. Its
+    greeting is read off the socket alone (no client, no event loop): `up` asks this of every
+    VM it starts, many times a second, and pays neither the client's import nor its set-up."""
+    import socket
+
     try:
-        Monitor(socket, timeout=timeout).close()
-        return True
-    except QMPError:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as connection:
+            connection.settimeout(timeout)
+            connection.connect(str(path))
+            return connection.recv(64).startswith(b'{"QMP"')
+    except OSError:
         return False

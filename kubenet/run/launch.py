@@ -210,6 +210,7 @@ class LaunchResult:
 # How long a new qemu has to finish starting (to greet on its QMP socket) before
 # it counts as started anyway; one that exits meanwhile did not start.
 CONFIRM_SECONDS = 3.0
+DEAD_PANE_SECONDS = 0.25  # how often tmux is asked whether a new qemu's pane died
 
 
 def confirm_started(cluster: Cluster, vms: list[VM], tmux: Tmux, session: str) -> dict[str, str]:
@@ -217,15 +218,18 @@ def confirm_started(cluster: Cluster, vms: list[VM], tmux: Tmux, session: str) -
     deadline = time.monotonic() + CONFIRM_SECONDS
     pending = {vm.name: vm for vm in vms}
     failed: dict[str, str] = {}
+    asked = 0.0  # when tmux was last asked for dead panes: a process each time, so seldom
     while pending and time.monotonic() < deadline:
         for name in [name for name, vm in pending.items() if greets(vm_paths(cluster, vm).qmp)]:
             del pending[name]
-        if pending:
+        if pending and time.monotonic() - asked >= DEAD_PANE_SECONDS:
+            asked = time.monotonic()
             for name, words in tmux.last_words(session).items():
                 if name in pending:
                     failed[name] = words
                     del pending[name]
-            time.sleep(0.05)
+        if pending:
+            time.sleep(0.01)
     return {vm.name: failed[vm.name] for vm in vms if vm.name in failed}  # in the cluster's order
 
 

@@ -137,11 +137,10 @@ def remove_sessions(cluster: Cluster, target: Target, say: Callable[[str], None]
             if not tmux.server_has(session):
                 continue
             authorize(target, f"removing tmux session {session}, which root runs,", say)
-        owner = tmux.session_owner(session)
-        if owner is not None and is_ours(cluster, owner):
-            tmux.kill_session(session)
+        removed = tmux.remove_own_session(session, lambda owner: is_ours(cluster, owner))
+        if removed == "removed":
             say(f"kubenet: removed tmux session {session}")
-        elif owner is not None:
+        elif removed == "foreign":
             say(f"kubenet: left tmux session {session} alone: it is not this cluster's")
     if stop_switch(cluster):
         say("kubenet: stopped the VDE switch")
