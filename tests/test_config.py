@@ -35,7 +35,7 @@ def test_an_empty_file_gives_the_defaults(cluster_file):
         (
             "roles:\n  - {name: worker, count: 3, memory: 4G, vcpu: 4}\n",
             errors.UnknownKeyError,
-            "cluster.yaml: roles[0].vcpu: unknown key; allowed: name, count, vcpus, memory, qemu_args, host (hint: did you mean 'vcpus'?)",
+            "cluster.yaml: roles[0].vcpu: unknown key; allowed: name, count, vcpus, memory, qemu_args, host, cpu (hint: did you mean 'vcpus'?)",
         ),
         (
             "colour: blue\n",

@@ -274,3 +274,18 @@ def port_taken(address: str, port: int) -> bool:
         except OSError:
             return True
     return False
+
+
+def sme_breaks_host_cpu(host: Host, cache: Path | None = None, capture: Callable[[list[str]], str] | None = None) -> bool:
+    """macOS on Apple Silicon: whether `-cpu host` would fail at start (the CPU's SME, macOS
+    15.2 on, a qemu before 10.0), from sysctl, sw_vers and qemu (see macos.py)."""
+    from .macos import sme_breaks_host_cpu as breaks
+
+    capture = capture or _run_probe
+    if host.system != "darwin" or host.arch is not Arch.aarch64:
+        return False
+    sysctl = _capture_or_empty(capture, ["sysctl", "hw.optional.arm.FEAT_SME"])
+    if "FEAT_SME: 1" not in sysctl:
+        return False
+    return breaks(sysctl, _capture_or_empty(capture, ["sw_vers", "-productVersion"]), _ask_qemu(host.qemu, ["--version"], capture, cache))
+

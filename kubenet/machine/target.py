@@ -87,6 +87,10 @@ def resolve_target(
 
         host = replace(host, qemu_version=qemu_version(host.qemu, cache=answers))
     accel = choose_accel(offered, cluster.accel, environ, accel_option, None if host_kind else remembered_accel(cluster))
+    if accel == Accel.HVF and not host_kind:
+        from .probe import sme_breaks_host_cpu
+
+        host = replace(host, sme_breaks_host_cpu=sme_breaks_host_cpu(host, answers))
     return Target(host, accel, mode, root, current_user() if root else None)
 
 

@@ -63,6 +63,7 @@ class Role:
     memory: str = "2G"  # as qemu's -m takes it
     qemu_args: tuple[str, ...] = ()  # appended to its VMs' qemu command lines, after the cluster's
     host: tuple[str, ...] = (LOCAL,)  # where its VMs run: one host, or a list its VMs take in turn
+    cpu: str | None = None  # qemu's -cpu for its VMs; None: the host's under KVM/HVF (see machine.macos), max under TCG
 
     def vm_names(self) -> list[str]:
         if self.count is None:

@@ -424,11 +424,16 @@ def _role(check: _Checker, item: Any, key: str) -> Role:
         "memory": check.size,
         "qemu_args": lambda v, k: _qemu_args(check, v, k),
         "host": lambda v, k: _role_hosts(check, v, k),
+        "cpu": lambda v, k: check.matching(v, k, CPU_PATTERN, "a qemu CPU model, e.g. cortex-a76, host or max (options after commas)"),
     }
     fields_ = check.each(entry, parsers, lambda field: f"{key}.{field}")
     if not check.good(before):
         raise _Bad()
     return Role(name=name, **fields_)
+
+
+# qemu's -cpu value: a model, then its properties (`host,sme=off`); never an option of its own.
+CPU_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*(,[A-Za-z0-9._-]+=[A-Za-z0-9._-]+)*")
 
 
 def _qemu_args(check: _Checker, value: Any, key: str) -> tuple[str, ...]:

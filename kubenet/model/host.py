@@ -132,6 +132,8 @@ class Host:
     vmnet_shared: tuple[IPv4Address, IPv4Address] | None = None  # (address, mask)
     # qemu's (major, minor); probed only when it matters (how qemu is told to drop root), None when unknown.
     qemu_version: tuple[int, int] | None = None
+    # macOS: the CPU has SME and this qemu cannot hide it, so `-cpu host` fails at start (machine.macos).
+    sme_breaks_host_cpu: bool = False
 
 
 def needs_efivars(cluster: Cluster, host: Host) -> bool:

@@ -177,6 +177,18 @@ def memory_warning(cluster: Cluster, target: Target) -> str | None:
     return f"the cluster's VMs are likely to hold {likely / 2**30:.1f}G of this machine's memory ({what}); it has {target.host.memory / 2**30:.1f}G"
 
 
+def reserved_range(cluster: Cluster, target: Target) -> str | None:
+    """On macOS, what of the system's own holds addresses of the cluster's subnet (machine.macos)."""
+    if target.host.system != "darwin":
+        return None
+    import platform
+
+    from ..machine.macos import macos_version, reserved_clash
+
+    version = macos_version(platform.mac_ver()[0])
+    return reserved_clash(cluster.network.subnet, version[0] if version else None)
+
+
 def exec_vm(cluster: Cluster, vm: VM, target: Target, managed: bool, say: Callable[[str], None]) -> None:
     if is_running(cluster, vm):
         raise errors.LaunchError(f"{vm.name} is already running", f"see `invoke ls`; stop it with `invoke stop --id {vm.id}`")
@@ -339,6 +351,9 @@ def up_and_wait(
     warning = memory_warning(cluster, target)
     if warning and result.started:
         say(f"kubenet: warning: {warning}")
+    clash = reserved_range(cluster, target)
+    if clash and result.started:
+        say(f"kubenet: warning: network.subnet {cluster.network.subnet} overlaps what macOS keeps for itself: {clash} (hint: move the cluster to another subnet, e.g. 192.168.100.0/24)")
     if result.started:
         say(f"kubenet: started {' '.join(result.started)} in tmux session {result.session} (watch: {result.attach})")
     if result.already_running:

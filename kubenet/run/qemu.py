@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..model.cluster import VM, Accel, Cluster, ImageKind, NetworkMode
+from ..machine.macos import cpu_model
 from ..model.host import Host
 from ..model.network import nic_options
 from ..model.paths import vde_socket_path, vm_paths
@@ -46,7 +47,7 @@ def qemu_argv(
         host.qemu,
         "-nographic",
         *accel_options(arch.machine_type(), arch.machine_options(), accel, cluster.tcg_tb_size),
-        "-cpu", "host" if accel in ("kvm", "hvf") else "max",
+        "-cpu", cpu_model(role_of(cluster, vm).cpu if role_of(cluster, vm) else None, accel, host.sme_breaks_host_cpu),
         "-smp", str(vm.vcpus),
         "-m", vm.memory,
     ]  # fmt: skip
@@ -58,8 +59,12 @@ def qemu_argv(
     argv += ["-drive", f"file={paths.seed},driver=raw,if=virtio" + (",readonly=on" if management else "")]
     if management:
         argv += management_options(management)
-    role = next((role for role in cluster.roles if role.name == vm.role), None)
+    role = role_of(cluster, vm)
     return argv + [*cluster.qemu_args, *(role.qemu_args if role else ())]
+
+
+def role_of(cluster: Cluster, vm: VM):
+    return next((role for role in cluster.roles if role.name == vm.role), None)
 
 
 # TCG's translation cache, in MiB. QEMU's default for system emulation is 1 GiB per VM,
