@@ -41,7 +41,7 @@ CLUSTER_MK := $(dir $(CONFIG)).$(basename $(notdir $(CONFIG))).mk
 CLUSTER_GOALS := setup up
 
 .DEFAULT_GOAL := help
-.PHONY: help deps test-deps venv test bench bench-boot bench-setup bench-snapshot bench-memory bench-hosts down destroy hostnet clean-venv $(CLUSTER_GOALS)
+.PHONY: help deps test-deps venv test doctor bench bench-boot bench-setup bench-snapshot bench-memory bench-hosts down destroy hostnet clean-venv $(CLUSTER_GOALS)
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-15s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -95,6 +95,9 @@ bench-memory: test-deps venv $(BIN)/.test-installed ## qemu's memory and boot ti
 
 bench-hosts: test-deps venv $(BIN)/.test-installed ## as root: VMs on two hosts (a namespace with its own sshd) against one: ping RTT, TCP throughput, make up
 	$(BIN)/python bench/hosts.py
+
+doctor: venv ## check the host and every VM (network, names, clocks, memory, ...): each fault with its fix
+	@$(INVOKE) doctor --config $(CONFIG) $(QUIETLY)
 
 down: venv ## power every VM off (ACPI, then quit, then kill) and remove the cluster's tmux sessions
 	@$(INVOKE) down --config $(CONFIG) $(QUIETLY)

@@ -14,6 +14,7 @@ modules). A package imports only the packages above it in this list, never one b
   reach       the VMs reached: ssh, exec, ssh-all, cp
   snapshots   whole-cluster snapshots, live or stopped, all or none
   hosts       several hosts: remote commands, bundles, cables, each host's part
+  doctor      the host and every VM checked, each fault with its fix (`invoke doctor`)
   lifecycle   the cluster's life across its hosts: up, down, restart, ls, reset, destroy
   cli         the invoke tasks and the `kubenet` command
 

@@ -10,7 +10,7 @@ import kubenet
 
 PACKAGE = Path(kubenet.__file__).parent
 # The map's order: a package may import those before it, never one after.
-ORDER = ["plumbing", "model", "store", "machine", "hostside", "prepare", "run", "reach", "snapshots", "hosts", "lifecycle", "cli"]
+ORDER = ["plumbing", "model", "store", "machine", "hostside", "prepare", "run", "reach", "snapshots", "hosts", "doctor", "lifecycle", "cli"]
 
 
 def modules() -> dict[str, Path]:

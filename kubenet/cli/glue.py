@@ -237,3 +237,14 @@ def paths_task(*args, **kwargs):
 def say_all(lines: Iterable[str]) -> None:
     for line in lines:
         say(line)
+
+
+def symbols() -> dict[str, str]:
+    """✓ ✗ – where stdout can show them, else plain words."""
+    from ..doctor.report import PLAIN, SYMBOLS
+
+    try:
+        "✓✗–".encode(sys.stdout.encoding or "ascii")
+        return SYMBOLS
+    except (UnicodeError, LookupError):
+        return PLAIN

@@ -354,6 +354,24 @@ def snapshots(c, config=None, json=False):
         cli.say(f"kubenet: cluster {cluster.name} has no snapshots; `invoke snapshot save NAME` takes one")
 
 
+@task(iterable=["id", "name", "role"], help={"config": CONFIG_HELP, "json": "print the checks as a JSON array", "id": "check this VM (repeatable; default: every VM)",
+                                              "name": "VM name (repeatable)", "role": "the VMs of this role (repeatable)",
+                                              "outside": "a name outside the cluster each VM must resolve ('' not to ask)"})  # fmt: skip
+@user_errors
+def doctor(c, id=None, name=None, role=None, config=None, json=False, outside="deb.debian.org"):
+    """Check the host and every VM (accelerator, memory, network, names, clocks, ...): a table of ✓ ✗ –, each failure with its fix; exit 1 if any failed."""
+    from invoke import Exit
+
+    from kubenet.doctor import diagnose, report
+
+    cluster = cli.open_cluster(config)
+    checks, seconds = diagnose.diagnose(cluster, pick_vms(cluster, id, name, role), outside)
+    print(cli.format_json(report.as_data(checks)) if json else cli.format_table(report.table_rows(checks, cli.symbols())))
+    cli.say(report.summary(checks, seconds))
+    if report.any_failed(checks):
+        raise Exit(code=1)
+
+
 # ---- several hosts: what the controlling checkout runs, and what it runs on the others ----
 
 
