@@ -43,6 +43,9 @@ def test_the_marks_of_the_latest_boot_are_read_and_a_new_boot_starts_afresh():
     assert parse(f"kubenet-mark {BOOT1} cloud-init error\n", listening).cloud_init == "error"
     # a reboot inside the same qemu: the earlier boot's marks no longer count
     assert parse(f"kubenet-mark {BOOT2} boot\n", Marks(BOOT1, True, "done")) == Marks(BOOT2)
+    # a guest that rebooted: its kernel's banner ends what the last boot's marks said, before any new mark
+    assert parse("[    0.000000] Linux version 6.1.0-28-amd64 (debian-kernel@lists.debian.org)\r\n", Marks(BOOT1, True, "done")) == Marks()
+    assert parse(f"kubenet-mark {BOOT1} ssh\r\n[ 0.0] Linux version 6.1\r\nkubenet-mark {BOOT2} boot\r\n") == Marks(BOOT2)
     # a boot mark lost on the console: the later marks still tell the boot
     assert parse(f"kubenet-mark {BOOT2} ssh\n") == Marks(BOOT2, ssh=True)
     # what is not a mark of ours is not one

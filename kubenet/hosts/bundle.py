@@ -98,7 +98,7 @@ def host_directory(path: Path) -> Path:
             raise errors.SetupError(f"{found} holds files kubenet did not put there", "give this host another dir: in the controlling cluster.yaml's hosts:")
 
     check_ancestors(path)
-    return own_directory(path, "kubenet's directory on this host", "kubenet's directory for a cluster driven from another host\n", refuse_if_used)
+    return own_directory(path, "kubenet's directory on this host", "kubenet's directory for a cluster driven from another host\n", refuse_if_used, MARK)
 
 
 def unpack(stream: BinaryIO, directory: Path) -> list[str]:

@@ -49,7 +49,7 @@ until grep -qE '{LISTENING_22}' /proc/net/tcp /proc/net/tcp6 2>/dev/null; do sle
 mark ssh
 if command -v cloud-init >/dev/null 2>&1; then
   until [ -e {RESULT} ]; do sleep 1; done
-  if grep -q '"errors": \[\]' {RESULT}; then mark cloud-init done; else mark cloud-init error; fi
+  if grep -q '"errors": \\[\\]' {RESULT}; then mark cloud-init done; else mark cloud-init error; fi
 else
   mark cloud-init absent
 fi
@@ -57,6 +57,8 @@ fi
 """
 
 LINE = re.compile(rf"{MARK} ([0-9a-f-]{{8,64}}) (boot|ssh|cloud-init)(?: ([a-z-]+))?[ \r]*$", re.MULTILINE)
+# The first line a Linux kernel prints at each boot: what came before it is another boot's.
+NEW_KERNEL = re.compile(r"Linux version [0-9]")
 
 
 @dataclass(frozen=True)
@@ -74,9 +76,13 @@ class Marks:
 
 def parse(text: str, marks: Marks = Marks()) -> Marks:
     """The marks after reading `text` (the console's next lines), given those read before.
-    A mark of another boot id starts a new boot: the guest rebooted."""
-    for found in LINE.finditer(text):
+    A kernel's banner, or a mark of another boot id, starts a new boot: the guest rebooted,
+    and until its own marks come nothing is known of it."""
+    for found in re.finditer(f"{LINE.pattern}|{NEW_KERNEL.pattern}", text, re.MULTILINE):
         boot, what, detail = found.groups()
+        if boot is None:
+            marks = Marks()
+            continue
         if boot != marks.boot:
             marks = Marks(boot=boot)
         if what == "ssh":
@@ -117,9 +123,6 @@ class ConsoleMarks:
         return self.marks
 
 
-# The first line a Linux kernel prints at each boot.
-KERNEL_BANNER = b"Linux version "
-
 
 def rebooted_since(log: Path, offset: int, boot: str) -> bool:
     """Whether the console log shows another boot after `offset` bytes: the kernel's banner
@@ -132,8 +135,8 @@ def rebooted_since(log: Path, offset: int, boot: str) -> bool:
         return False
     with os.fdopen(descriptor, "rb") as stream:
         stream.seek(offset)
-        later = stream.read()
-    if KERNEL_BANNER in later:
+        later = stream.read().decode("ascii", errors="replace")
+    if NEW_KERNEL.search(later):
         return True
-    marks = parse(later.decode("ascii", errors="replace"))
+    marks = parse(later)
     return bool(boot) and marks.boot is not None and marks.boot != boot

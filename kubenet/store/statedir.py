@@ -143,10 +143,11 @@ def check_state(cluster: Cluster) -> None:
         )
 
 
-def own_directory(path: Path, what: str, mark: str, unmarked: Callable[[Path], None] = lambda path: None) -> Path:
+def own_directory(path: Path, what: str, mark: str, unmarked: Callable[[Path], None] = lambda path: None, mark_file: str = MARK) -> Path:
     """`path` as a directory of kubenet's own: made if missing (each missing level 0700, one
     that a concurrent command made meanwhile taken as it is), private to the user, and marked
-    with `mark`; `unmarked` sees a directory found without the mark first, and may refuse it."""
+    with `mark` in `mark_file`; `unmarked` sees a directory found without the mark first, and
+    may refuse it."""
     missing = []
     level = path
     while not os.path.lexists(level) and level != level.parent:
@@ -158,9 +159,9 @@ def own_directory(path: Path, what: str, mark: str, unmarked: Callable[[Path], N
         except FileExistsError:
             pass  # made meanwhile by a concurrent command
     check_private(path, what)
-    if not (path / MARK).is_file():
+    if not (path / mark_file).is_file():
         unmarked(path)
-        write_atomic(path / MARK, mark.encode(), 0o600)
+        write_atomic(path / mark_file, mark.encode(), 0o600)
     return path
 
 
