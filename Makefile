@@ -41,7 +41,7 @@ CLUSTER_MK := $(dir $(CONFIG)).$(basename $(notdir $(CONFIG))).mk
 CLUSTER_GOALS := setup up
 
 .DEFAULT_GOAL := help
-.PHONY: help deps test-deps venv test doctor bench bench-boot bench-setup bench-snapshot bench-memory bench-hosts down destroy hostnet clean-venv $(CLUSTER_GOALS)
+.PHONY: help deps test-deps venv test doctor bench bench-boot bench-doctor bench-setup bench-snapshot bench-memory bench-hosts down destroy hostnet clean-venv $(CLUSTER_GOALS)
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-15s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -90,6 +90,9 @@ bench-boot: test-deps venv $(BIN)/.test-installed ## 7 real tiny VMs under TCG: 
 bench-snapshot: test-deps venv $(BIN)/.test-installed ## time live and stopped snapshots of 7 real tiny VMs under TCG: save, restore, pauses, SSH again
 	$(BIN)/python bench/snapshot.py
 
+bench-doctor: test-deps venv $(BIN)/.test-installed ## time `invoke doctor` on a healthy cluster of 7 real tiny VMs under TCG
+	$(BIN)/python bench/doctor.py
+
 bench-memory: test-deps venv $(BIN)/.test-installed ## qemu's memory and boot time per TCG translation cache size; page cache given back by the balloon
 	$(BIN)/python bench/memory.py
 
@@ -105,9 +108,9 @@ down: venv ## power every VM off (ACPI, then quit, then kill) and remove the clu
 destroy: venv ## power every VM off and delete state_dir with every VM's disk (asks first; the image cache stays)
 	@$(INVOKE) destroy --config $(CONFIG) $(QUIETLY)
 
-hostnet: venv ## Linux, bridge mode: make the host side (bridge, forwarding, NAT, DNS/DHCP, /etc/hosts, pod routes, NFS); asks sudo once
+hostnet: venv ## Linux, bridge mode: make the host side (bridge, forwarding, NAT, DNS/DHCP, /etc/hosts, pod routes, NFS) and a unit that makes it again at boot; asks sudo once
 	@scripts/install-deps --hostnet
-	@if [ "$$(id -u)" = 0 ]; then $(INVOKE) hostnet --config $(CONFIG); else sudo $(INVOKE) hostnet --config $(CONFIG); fi
+	@if [ "$$(id -u)" = 0 ]; then $(INVOKE) hostnet --persist --config $(CONFIG); else sudo $(INVOKE) hostnet --persist --config $(CONFIG); fi
 
 clean-venv: ## remove .venv (your VMs under state_dir are kept)
 	rm -rf $(VENV)

@@ -48,7 +48,9 @@ def test_the_hosts_block_is_added_once_and_taken_out_exactly(tmp_path):
 @needs_namespaces
 def test_hostnet_sets_up_the_bridge_side_idempotently_and_removes_exactly_what_it_added(tmp_path):
     config = tmp_path / "cluster.yaml"
-    config.write_text(CLUSTER)
+    # doctor runs as root here: its state in a folder of root's, as a learner's is in one of theirs
+    state_dir = Path(tempfile.mkdtemp(prefix="knd"))
+    config.write_text(CLUSTER + f"state_dir: {state_dir}\n")
     os.chown(tmp_path, 4242, 4343)  # the learner's checkout: the NFS folder is made as theirs
     for name in ("upper", "work", "qemu-upper", "qemu-work"):
         (tmp_path / name).mkdir()
@@ -77,6 +79,7 @@ def test_hostnet_sets_up_the_bridge_side_idempotently_and_removes_exactly_what_i
         check(facts, state)
     finally:
         shutil.rmtree(state, ignore_errors=True)
+        shutil.rmtree(state_dir, ignore_errors=True)
 
 
 def check(facts: dict, state: Path) -> None:
@@ -113,6 +116,20 @@ def check(facts: dict, state: Path) -> None:
 
     assert facts["gaps"] == []  # bridge-mode `up` finds what it needs
     assert facts["second"] == {"code": 0, "stderr": "kubenet: hostnet: nothing to change; the host side is in place\n"}
+
+    # the host side back after a reboot: the unit runs what makes it, and doctor says so
+    assert facts["persist"]["code"] == 0 and "added the systemd unit /etc/systemd/system/kubenet-hostnet-kh.service" in facts["persist"]["stderr"]
+    assert facts["enabled"] and "ExecStart=" in facts["unit"] and '"hostnet" "--config"' in facts["unit"]
+    assert facts["doctor_set_up"]["code"] == 0, facts["doctor_set_up"]
+    for piece in ("bridge kubr0", "host address", "IPv4 forwarding", "NAT", "DNS and DHCP", "names in /etc/hosts", "pod routes", "NFS export"):
+        assert piece in facts["doctor_set_up"]["ok"], (piece, facts["doctor_set_up"])
+    rebooted = facts["doctor_rebooted"]
+    assert rebooted["code"] == 1
+    assert {name: fix for name, fix in rebooted["failed"].items()} == {
+        name: "`make hostnet` (it asks sudo once)" for name in ("bridge kubr0", "host address", "NAT", "DNS and DHCP", "pod routes", "NFS export")
+    }, rebooted
+    assert facts["boot"]["code"] == 0, facts["boot"]["stderr"]
+    assert facts["doctor_after_boot"]["code"] == 0 and facts["doctor_after_boot"]["failed"] == {}, facts["doctor_after_boot"]
     assert facts["remove"]["code"] == 0, facts["remove"]["stderr"]
     removed = facts["removed"]
     assert (removed["addresses"], removed["forwarding"], removed["nat"], removed["bridge_conf"]) == ([], "0", "", None)  # as before
@@ -121,6 +138,7 @@ def check(facts: dict, state: Path) -> None:
     assert removed["hosts"] == before["hosts"]  # exactly as it was
     assert removed["nfs_listeners"] == "" and facts["nfs_folder_after"] == {"is_dir": False}  # made empty by hostnet, so taken away
     assert list(state.iterdir()) == []  # the record and dnsmasq's files are gone with what they described
+    assert "removed the systemd unit /etc/systemd/system/kubenet-hostnet-kh.service" in facts["remove"]["stderr"]
 
 
 def sys_python() -> str:

@@ -309,16 +309,17 @@ def copy(c, paths, role=None, all=False, force=False, config=None):
         "config": CONFIG_HELP,
         "dry_run": "say what would change, and change nothing",
         "remove": "take out exactly what hostnet added, and nothing else",
+        "persist": "Linux: also install a systemd unit that makes it again at boot (`make hostnet` asks for it)",
     }
 )
 @user_errors
-def hostnet(c, config=None, dry_run=False, remove=False):
+def hostnet(c, config=None, dry_run=False, remove=False, persist=False):
     """Linux, bridge mode: the host side (bridge, forwarding, NAT, bridge.conf, DNS and DHCP, /etc/hosts, pod routes, NFS). Needs root."""
     from kubenet.hostside.hostnet import set_up, take_down
     from kubenet.hostside.hostpiece import places
 
     cluster = cli.open_cluster(config, state=False)  # root's command: it never touches state_dir
-    (take_down if remove else set_up)(cluster, places(), dry_run, cli.say)
+    take_down(cluster, places(), dry_run, cli.say) if remove else set_up(cluster, places(), dry_run, cli.say, persist)
 
 
 @task(

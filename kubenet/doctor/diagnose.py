@@ -19,7 +19,7 @@ def diagnose(cluster: Cluster, vms: list[VM], outside_name: str = "deb.debian.or
     from .hostchecks import host_checks, outside_names
 
     started = time.monotonic()
-    target = resolve_target(cluster)
+    target = resolve_target(cluster, bridge_needed=False)  # a missing bridge is one of the checks
     here = [vm for vm in vms if vm.host == cluster.here]
     running = {vm.name: is_running(cluster, vm) for vm in here}
     outside = outside_name if outside_name and outside_names(outside_name) else None

@@ -27,6 +27,7 @@ from ..plumbing import errors
 from ..plumbing.fsutil import write_atomic
 from ..plumbing.process import kill, own_pid, run
 from .hostpiece import Piece, Places, with_block, without_block, write_in_place
+from .bootunit import BootUnit
 from .nfsexport import NfsExports, NfsServer
 from .podroutes import PodRoutes
 
@@ -311,7 +312,7 @@ class HostsBlock(Piece):
 
 
 # In the order they are added (and removed in reverse).
-PIECES = (Bridge, Address, LinkUp, PodRoutes, Forwarding, Nat, BridgeConf, BridgeHelper, Dns, NfsServer, HostsBlock, NfsExports)
+PIECES = (Bridge, Address, LinkUp, PodRoutes, Forwarding, Nat, BridgeConf, BridgeHelper, Dns, NfsServer, HostsBlock, NfsExports, BootUnit)
 
 
 def pieces(cluster: Cluster, where: Places, record: dict) -> list[Piece]:
@@ -329,6 +330,7 @@ KEYS = {
 # Pieces that only a key of cluster.yaml asks for.
 OPTIONAL = {"pod-routes": lambda cluster: cluster.pod_routes, "nfs": lambda cluster: cluster.nfs is not None,
             "nfs-exports": lambda cluster: cluster.nfs is not None}  # fmt: skip
+PERSIST = "boot-unit"  # Linux, asked with --persist: the unit that makes it all again at boot
 
 
 def wanted_keys(cluster: Cluster, system: str) -> tuple[str, ...]:
@@ -345,13 +347,14 @@ def record_path(cluster: Cluster, where: Places) -> Path:
     return where.state / f"hostnet-{cluster.name}.json"
 
 
-def set_up(cluster: Cluster, where: Places, dry_run: bool, say: Callable[[str], None]) -> None:
+def set_up(cluster: Cluster, where: Places, dry_run: bool, say: Callable[[str], None], persist: bool = False) -> None:
+    """Add what is missing of the host side; `persist` (Linux): and the unit that adds it again at boot."""
     from ..model.network import check_bridge_subnet
     from ..machine.probe import probe_host
 
     check_root()
     host = probe_host(firmware_needed=False)
-    wanted = wanted_keys(cluster, host.system)
+    wanted = wanted_keys(cluster, host.system) + ((PERSIST,) if persist and host.system == "linux" else ())
     if not dry_run and "bridge" in wanted:
         check_bridge_subnet(cluster.network, host)
     where.state.mkdir(parents=True, exist_ok=True)

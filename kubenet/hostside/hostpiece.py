@@ -23,6 +23,7 @@ class Places:
     forwarding: Path = Path("/proc/sys/net/ipv4/ip_forward")
     exports: Path = Path("/etc/exports")  # macOS's nfsd
     state: Path = Path("/var/lib/kubenet")
+    systemd: Path = Path("/etc/systemd/system")  # the boot unit (`--persist`)
 
 
 def places(environ: Mapping[str, str] = os.environ) -> Places:

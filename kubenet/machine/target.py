@@ -67,9 +67,11 @@ def remember_accel(cluster: Cluster, accel: Accel) -> None:
 
 
 def resolve_target(
-    cluster: Cluster, host_kind: str | None = None, accel_option: str | None = None, environ: Mapping[str, str] = os.environ
+    cluster: Cluster, host_kind: str | None = None, accel_option: str | None = None, environ: Mapping[str, str] = os.environ,
+    bridge_needed: bool = True,
 ) -> Target:
-    """This machine (probed), or the kind of machine `host_kind` names, as the cluster will use it."""
+    """This machine (probed), or the kind of machine `host_kind` names, as the cluster will use it
+    (`bridge_needed`: see resolve_mode)."""
     if host_kind:
         host, accel = host_profile(host_kind)
         offered: Callable[[], Accel] = lambda: accel  # noqa: E731
@@ -80,7 +82,7 @@ def resolve_target(
         answers = cache_dir(environ) / "probe"  # what qemu said of itself, per binary
         host = probe_host(environ=environ, firmware_needed=cluster.image.kind == ImageKind.CLOUD)
         offered = lambda: probe_accel(host, cache=answers)  # noqa: E731
-    mode = resolve_mode(cluster.network, host)
+    mode = resolve_mode(cluster.network, host, bridge_needed)
     root = needs_root(mode, host)
     if root and not host_kind:
         from .probe import qemu_version

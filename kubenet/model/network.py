@@ -35,8 +35,9 @@ class SshEndpoint:
         return f"{self.host}:{self.port}"
 
 
-def resolve_mode(network: Network, host: Host) -> NetworkMode:
-    """The concrete mode for `auto`, and a clear error for a mode this host cannot run."""
+def resolve_mode(network: Network, host: Host, bridge_needed: bool = True) -> NetworkMode:
+    """The concrete mode for `auto`, and a clear error for a mode this host cannot run
+    (bridge mode without its bridge too, unless `bridge_needed` is False: `doctor` says so)."""
     mode = network.mode
     if mode == NetworkMode.AUTO:
         if host.system == "darwin":
@@ -54,7 +55,7 @@ def resolve_mode(network: Network, host: Host) -> NetworkMode:
     if mode == NetworkMode.BRIDGE:
         if host.system != "linux":
             raise errors.HostError("network mode bridge needs Linux", "set network.mode to vmnet-shared or user")
-        if host.bridges is not None and network.bridge not in host.bridges:
+        if bridge_needed and host.bridges is not None and network.bridge not in host.bridges:
             raise errors.HostError(
                 f"bridge {network.bridge} does not exist",
                 "run `make hostnet` (it makes the bridge with its address, NAT, DNS and DHCP, as cluster.yaml says), "

@@ -7,6 +7,7 @@ argv: invoke search-root config
 import json
 import os
 import random
+import shlex
 import socket
 import struct
 import subprocess
@@ -57,6 +58,15 @@ def resolve(name: str, server: str = "192.168.1.1") -> str | None:
     return socket.inet_ntoa(reply[-4:]) if answers else None
 
 
+def doctor() -> dict:
+    """`invoke doctor` of the cluster (no VM runs: the host's checks), as root: NAT is read too."""
+    done = subprocess.run([INVOKE, "--search-root", ROOT, "doctor", "--json", "--outside", "", "--config", CONFIG],
+                          capture_output=True, text=True, env={**os.environ, "KUBENET_ACCEL": "tcg"})  # fmt: skip
+    checks = json.loads(done.stdout) if done.stdout.strip() else []
+    return {"code": done.returncode, "stderr": done.stderr, "failed": {c["name"]: c["fix"] for c in checks if c["status"] == "failed"},
+            "ok": sorted(c["name"] for c in checks if c["status"] == "ok")}  # fmt: skip
+
+
 def state() -> dict:
     side = host_side("kubenet-kh")
     names = ("control0.kubenet", "worker0", "vmhost", "kubernetes.kubenet")
@@ -94,6 +104,27 @@ try:
     facts["nfs_folder"] = folder(NFS_FOLDER)
     facts["gaps"] = bridge_side_gaps(load_cluster(Path(CONFIG)).network)  # what bridge-mode `up` checks before launching
     facts["second"] = invoke()
+    # the unit that makes the host side again at boot; doctor sees it all in place
+    facts["persist"] = invoke("--persist")
+    unit = Path("/etc/systemd/system/kubenet-hostnet-kh.service")
+    facts["unit"] = unit.read_text() if unit.is_file() else None
+    facts["enabled"] = os.path.realpath("/etc/systemd/system/multi-user.target.wants/kubenet-hostnet-kh.service") == str(unit)
+    facts["doctor_set_up"] = doctor()
+    # a reboot, as the host side sees it: the bridge gone (its address and routes with it), the
+    # firewall empty, dnsmasq and the NFS server killed
+    subprocess.run(["ip", "link", "delete", "kubr0"], check=True)
+    subprocess.run(["nft", "flush", "ruleset"], check=True)
+    for server in ("dnsmasq-kh.pid", "ganesha-kh.pid"):
+        pid_file = STATE / server
+        if pid_file.is_file():
+            os.kill(int(pid_file.read_text().split()[0]), 9)
+    time.sleep(0.5)
+    facts["doctor_rebooted"] = doctor()
+    # what the unit runs at boot, word for word
+    command = next(line for line in (facts["unit"] or "").splitlines() if line.startswith("ExecStart="))
+    boot = subprocess.run(shlex.split(command.removeprefix("ExecStart=")), capture_output=True, text=True)
+    facts["boot"] = {"code": boot.returncode, "stderr": boot.stderr}
+    facts["doctor_after_boot"] = doctor()
     # the user takes worker0's pod network over after hostnet: --remove leaves their route
     ip("route", "replace", "10.1.0.0/16", "via", "10.250.0.2")
 finally:
