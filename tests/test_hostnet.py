@@ -123,6 +123,13 @@ def check(facts: dict, state: Path) -> None:
     assert facts["doctor_set_up"]["code"] == 0, facts["doctor_set_up"]
     for piece in ("bridge kubr0", "host address", "IPv4 forwarding", "NAT", "DNS and DHCP", "names in /etc/hosts", "pod routes", "NFS export"):
         assert piece in facts["doctor_set_up"]["ok"], (piece, facts["doctor_set_up"])
+    broken = {what: (found["broken"]["code"], found["broken"]["failed"], found["repaired"]["code"], found["repaired"]["failed"])
+              for what, found in facts["broken"].items()}  # fmt: skip
+    hostnet = "`make hostnet` (it asks sudo once)"
+    assert broken["dnsmasq"] == (1, {"DNS and DHCP": hostnet}, 0, {}), facts["broken"]["dnsmasq"]
+    assert broken["nat"] == (1, {"NAT": hostnet}, 0, {}), facts["broken"]["nat"]
+    assert broken["route"][0] == 1 and list(broken["route"][1]) == ["subnet 192.168.1.0/24"], facts["broken"]["route"]
+    assert broken["route"][1]["subnet 192.168.1.0/24"].startswith("move the cluster to a subnet of its own") and broken["route"][2:] == (0, {})
     rebooted = facts["doctor_rebooted"]
     assert rebooted["code"] == 1
     assert {name: fix for name, fix in rebooted["failed"].items()} == {

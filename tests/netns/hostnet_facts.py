@@ -110,6 +110,24 @@ try:
     facts["unit"] = unit.read_text() if unit.is_file() else None
     facts["enabled"] = os.path.realpath("/etc/systemd/system/multi-user.target.wants/kubenet-hostnet-kh.service") == str(unit)
     facts["doctor_set_up"] = doctor()
+
+    # one thing broken at a time: doctor names it, and passes again once `hostnet` repaired it
+    def broken(breaking, repairing=lambda: invoke()) -> dict:
+        breaking()
+        time.sleep(0.2)
+        found = doctor()
+        repairing()
+        return {"broken": found, "repaired": doctor()}
+
+    def stop_dnsmasq() -> None:
+        os.kill(int((STATE / "dnsmasq-kh.pid").read_text().split()[0]), 9)
+
+    facts["broken"] = {
+        "dnsmasq": broken(stop_dnsmasq),
+        "nat": broken(lambda: subprocess.run(["nft", "delete", "table", "ip", "kubenet-kh"], check=True)),
+        # the home LAN's route into the cluster's subnet, on another interface
+        "route": broken(lambda: ip("route", "add", "192.168.1.128/25", "dev", "u0"), lambda: ip("route", "del", "192.168.1.128/25", "dev", "u0")),
+    }
     # a reboot, as the host side sees it: the bridge gone (its address and routes with it), the
     # firewall empty, dnsmasq and the NFS server killed
     subprocess.run(["ip", "link", "delete", "kubr0"], check=True)
