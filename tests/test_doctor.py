@@ -1,7 +1,10 @@
 """`invoke doctor`: what a guest's answers mean (pure), and a real cluster of tiny VMs under
 TCG broken one thing at a time (a name gone from a VM's /etc/hosts, a guest clock an hour
-off, the VDE switch killed), each named with its fix and exit 1, then all ✓ once repaired;
-and an accelerator that opens but cannot run a guest (a stub qemu saying what KVM says)."""
+off, the VDE switch killed, the VMs' cables cut off from its successor), each named with
+its fix and exit 1, then all ✓ once repaired; an accelerator that opens but cannot run a
+guest (a stub qemu saying what KVM says); and the host's shortages (an old qemu, no
+firmware, too little memory and disk, a tunnel not running). Bridge mode's pieces are
+broken one at a time in tests/test_hostnet.py's namespace."""
 
 from __future__ import annotations
 
@@ -12,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import STUBS, kill_recorded_qemus, make_up, run_invoke, stop_vde_switch
+from conftest import INVOKE, STUBS, kill_recorded_qemus, make_up, run_invoke, stop_vde_switch
 from kubenet.doctor import guestchecks
 from kubenet.doctor.report import FAILED, NOT_APPLICABLE, OK
 from kubenet.model.cluster import VM
@@ -63,6 +66,8 @@ def test_a_healthy_guests_answers_are_all_ok():
         (("cloud-init done", "cloud-init error"), "cloud-init", "finished with an error", "`invoke ssh --name node1 -- cloud-init status --long` says which"),
         (("outside 151.101.2.132", "outside"), "outside names", "an outside name does not resolve in the guest",
          "`make doctor` on the host: its DNS and NAT (bridge mode), or its own name service (user mode)"),
+        (("memory 262144 1048576", "memory 10240 1048576"), "memory", "10M available of 1.0G",
+         "give the role more memory in cluster.yaml, then `invoke restart --name node1`; or stop what takes it in the guest"),
         (("disk 1048576 4194304", "disk 10240 4194304"), "disk", "10M free of 4.0G",
          "free space in the guest (`invoke ssh --name node1 -- df -h`), or give the VM a larger disk (disk_size:, then `invoke reset`)"),
     ],
@@ -137,6 +142,8 @@ def test_doctor_names_each_fault_with_its_fix_and_passes_once_it_is_repaired(tin
         as_root("node0", "echo '192.168.1.12 node2.kubenet node2' >> /etc/hosts")
         as_root("node2", f"date -s @{int(__import__('time').time())} >/dev/null")
         assert "are cut off from the cluster network" in run_invoke("up", "--config", str(config), env=env).stderr  # the switch again
+        cut = {key: fault for key, fault in failures(doctor(config, env)[1]).items() if key[0] == "host"}
+        assert cut == {("host", f"node{n}'s cable"): f"cut off: the switch restarted after the VM started; fix: `invoke restart --name node{n}`" for n in range(3)}
         run_invoke("restart", "--config", str(config), "--role", "node", env=env, check=True)
         code, checks = doctor(config, env)
         assert (code, failures(checks)) == (0, {}), checks
@@ -157,3 +164,42 @@ def test_an_accelerator_that_opens_but_cannot_run_a_guest_is_named_with_the_fix(
         "qemu-system-x86_64: ../../target/i386/kvm/kvm.c:2893: kvm_buf_set_msrs: Assertion `ret == cpu->kvm_msr_buf->nmsrs' failed.; "
         "fix: the accelerator (kvm) cannot run guests on this host: set `accel: tcg` in cluster.yaml, or run `invoke up --accel tcg` (slower: software emulation)"
     )
+
+
+# Each of the host's shortages at once, in a private view of the host: an old qemu, no UEFI
+# firmware (the descriptors' and the firmware's folders hidden under empty ones), state_dir on a 1 MiB file
+# system, VMs asking more memory than the host has, and a tunnel asked for but not running.
+SHORT_HOST = """\
+mount -t tmpfs -o size=1m tmpfs "$1" &&
+for folder in /usr/share/qemu/firmware /usr/share/OVMF /usr/share/edk2; do
+  [ ! -d "$folder" ] || mount -t tmpfs tmpfs "$folder" || exit
+done &&
+exec "$2" doctor --json --outside '' --config "$3"
+"""
+
+
+def test_each_of_the_hosts_shortages_is_named_with_its_fix(tmp_path):
+    small = tmp_path / "small"
+    small.mkdir()
+    config = tmp_path / "cluster.yaml"
+    config.write_text(
+        f"name: kd\nstate_dir: {small / 'state'}\nnetwork: {{mode: user, api_address: 192.168.1.250}}\n"
+        "image: {kind: cloud, url: 'http://127.0.0.1:9/base.img', sha256: '" + "0" * 64 + "'}\n"
+        "roles:\n  - {name: node, count: 2, vcpus: 1, memory: 64G}\n"
+        "forward: [{port: 16443, to: 'kubernetes:6443'}]\n"
+    )
+    env = {**os.environ, "KUBENET_QEMU": str(STUBS / "qemu-old"), "KUBENET_ACCEL": "tcg", "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    done = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", SHORT_HOST, "sh", str(small), str(INVOKE), str(config)],
+                          capture_output=True, text=True, env=env, timeout=120)  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    checks = {(row["where"], row["name"]): row for row in json.loads(done.stdout)}
+    assert failures(checks) == {
+        ("host", "qemu"): "qemu 5.2 is older than 6.0, which snapshots and readiness need; fix: update qemu",
+        ("host", "UEFI firmware"): f"{checks[('host', 'UEFI firmware')]['detail']}; fix: `make deps` installs it (ovmf, qemu-efi-aarch64 or Homebrew's qemu)",
+        ("host", "memory"): f"{checks[('host', 'memory')]['detail']}; fix: give the roles less memory in cluster.yaml (examples/cluster-8g.yaml fits 8 GiB), or stop other programs",
+        ("host", "disk"): f"{checks[('host', 'disk')]['detail']}; fix: free some space, or put state_dir on a larger file system (state_dir: in cluster.yaml)",
+        ("host", "tunnel"): f"{checks[('host', 'tunnel')]['detail']}; fix: `invoke tunnel`",
+    }, checks
+    assert checks[("host", "memory")]["detail"].startswith("the stopped VMs would take about 128")
+    assert checks[("host", "disk")]["detail"].startswith("1M free where state_dir is") and "about 4.0G" in checks[("host", "disk")]["detail"]
+    assert checks[("host", "tunnel")]["detail"].startswith("not running: ") and "16443" in checks[("host", "tunnel")]["detail"]

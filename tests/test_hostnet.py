@@ -126,6 +126,10 @@ def check(facts: dict, state: Path) -> None:
     broken = {what: (found["broken"]["code"], found["broken"]["failed"], found["repaired"]["code"], found["repaired"]["failed"])
               for what, found in facts["broken"].items()}  # fmt: skip
     hostnet = "`make hostnet` (it asks sudo once)"
+    assert broken["forwarding"] == (1, {"IPv4 forwarding": hostnet}, 0, {}), facts["broken"]["forwarding"]
+    assert broken["hosts"] == (1, {"names in /etc/hosts": hostnet}, 0, {}), facts["broken"]["hosts"]
+    assert broken["pod_route"] == (1, {"pod routes": hostnet}, 0, {}), facts["broken"]["pod_route"]
+    assert broken["nfs"] == (1, {"NFS export": hostnet}, 0, {}), facts["broken"]["nfs"]
     assert broken["dnsmasq"] == (1, {"DNS and DHCP": hostnet}, 0, {}), facts["broken"]["dnsmasq"]
     assert broken["nat"] == (1, {"NAT": hostnet}, 0, {}), facts["broken"]["nat"]
     assert broken["route"][0] == 1 and list(broken["route"][1]) == ["subnet 192.168.1.0/24"], facts["broken"]["route"]

@@ -138,7 +138,7 @@ def room(name: str, seen: Facts) -> list[Check]:
     if seen.memory:
         available, total = seen.memory
         checks.append(ok(name, "memory", f"{memory_text(available)} available of {memory_text(total)}") if available >= min(MIN_FREE_MEMORY, total // 20)
-                      else failed(name, "memory", f"{memory_text(available)} available of {memory_text(total)}", "give the role more memory in cluster.yaml, then `invoke restart`"))  # fmt: skip
+                      else failed(name, "memory", f"{memory_text(available)} available of {memory_text(total)}", f"give the role more memory in cluster.yaml, then `invoke restart --name {name}`; or stop what takes it in the guest"))  # fmt: skip
     return checks
 
 

@@ -122,7 +122,18 @@ try:
     def stop_dnsmasq() -> None:
         os.kill(int((STATE / "dnsmasq-kh.pid").read_text().split()[0]), 9)
 
+    def stop_ganesha() -> None:
+        os.kill(int((STATE / "ganesha-kh.pid").read_text().split()[0]), 9)
+
+    def hosts_block_gone() -> None:
+        text = Path("/etc/hosts").read_text()  # the overlay's copy
+        Path("/etc/hosts").write_text(text[: text.index("# BEGIN kubenet kh")] + text[text.index("# END kubenet kh\n") + 17 :])
+
     facts["broken"] = {
+        "forwarding": broken(lambda: Path("/proc/sys/net/ipv4/ip_forward").write_text("0\n")),  # this namespace's own
+        "hosts": broken(hosts_block_gone),
+        "pod_route": broken(lambda: ip("route", "del", "10.1.0.0/16")),
+        "nfs": broken(stop_ganesha),
         "dnsmasq": broken(stop_dnsmasq),
         "nat": broken(lambda: subprocess.run(["nft", "delete", "table", "ip", "kubenet-kh"], check=True)),
         # the home LAN's route into the cluster's subnet, on another interface
