@@ -83,11 +83,47 @@ def test_a_console_log_is_read_as_it_grows_and_afresh_when_a_new_qemu_writes_it(
 
 
 def test_logins_back_off_seconds_apart():
-    from kubenet.run.readiness import MARKED_TRIES, RETRY_TRIES, UNMARKED_TRIES, backoff
+    from kubenet.run.readiness import BOOTING_TRIES, MARKED_TRIES, RETRY_TRIES, UNMARKED_TRIES, backoff
 
     assert [backoff(tries, UNMARKED_TRIES) for tries in range(5)] == [10, 20, 30, 30, 30]
+    assert [backoff(tries, BOOTING_TRIES) for tries in range(3)] == [30, 60, 60]
     assert [backoff(tries, RETRY_TRIES) for tries in range(6)] == [2, 4, 8, 16, 30, 30]
     assert [backoff(tries, MARKED_TRIES) for tries in range(4)] == [60, 120, 240, 300]
+
+
+def test_no_login_goes_before_the_marks_where_the_console_shows_a_kernel_or_another_vm_printed_marks(tmp_path):
+    """A login sent before the guest's network is up waits out TCP's back-off and comes late."""
+    import threading
+    import time
+
+    from kubenet.model.cluster import ReadyWhen
+    from kubenet.model.config import load_cluster
+    from kubenet.model.paths import vm_paths
+    from kubenet.run.readiness import BOOTING_TRIES, MARKED_TRIES, UNMARKED_TRIES, VMWait
+
+    for name in ("vmlinuz", "initrd.img"):
+        (tmp_path / name).write_bytes(b"")
+    config = tmp_path / "cluster.yaml"
+    config.write_text("name: kr\nnetwork: {mode: user}\nimage: {kind: kernel, kernel: vmlinuz, initrd: initrd.img}\nroles:\n  - {name: node, count: 2}\n")
+    cluster = load_cluster(config)
+    node0, node1 = cluster.vms
+    logs = [vm_paths(cluster, vm).serial_log for vm in (node0, node1)]
+    for log in logs:
+        log.parent.mkdir(parents=True)
+        log.write_bytes(b"SeaBIOS\n")
+    started, shared = time.monotonic(), threading.Event()
+    first, second = (VMWait(cluster, vm, ReadyWhen.SSH, started, started + 600, threading.Event(), shared) for vm in (node0, node1))
+    assert not first.due(first.console.read()) and first.next_try == started + UNMARKED_TRIES[0]  # a console that says nothing yet
+    with open(logs[0], "ab") as stream:
+        stream.write(b"[    0.000000] Linux version 6.1.0-28-cloud-amd64\n")
+    assert not first.due(first.console.read()) and first.next_try == started + BOOTING_TRIES[0]  # a kernel boots: its marks will come
+    with open(logs[1], "ab") as stream:
+        stream.write(f"kubenet-mark {BOOT2} boot\n".encode())
+    assert not second.due(second.console.read()) and shared.is_set()
+    assert not first.due(first.console.read()) and first.next_try >= time.monotonic() + MARKED_TRIES[0] - 5  # node1's marks say node0's come
+    with open(logs[0], "ab") as stream:
+        stream.write(f"kubenet-mark {BOOT1} boot\nkubenet-mark {BOOT1} ssh\n".encode())
+    assert first.due(first.console.read())  # sshd listens: the one login, at once
 
 
 @pytest.mark.parametrize(

@@ -102,6 +102,7 @@ class ConsoleMarks:
         self.offset = offset  # where reading starts: 0, or where an earlier reader stopped
         self.partial = b""  # a line not yet ended: its mark may still be coming
         self.marks = Marks()
+        self.kernel_seen = False  # whether a kernel's banner came: the guest boots, and its console is here
 
     def read(self) -> Marks:
         try:
@@ -112,14 +113,16 @@ class ConsoleMarks:
         with os.fdopen(descriptor, "rb") as stream:
             size = os.fstat(stream.fileno()).st_size
             if size < self.offset:  # written afresh (a new qemu): from its beginning
-                self.offset, self.partial, self.marks = 0, b"", Marks()
+                self.offset, self.partial, self.marks, self.kernel_seen = 0, b"", Marks(), False
             stream.seek(self.offset)
             data = stream.read(size - self.offset)
         self.offset += len(data)
         data = self.partial + data
         complete, _, self.partial = data.rpartition(b"\n")
         self.partial = self.partial[-512:]
-        self.marks = parse(complete.decode("ascii", errors="replace"), self.marks)
+        text = complete.decode("ascii", errors="replace")
+        self.kernel_seen = self.kernel_seen or NEW_KERNEL.search(text) is not None
+        self.marks = parse(text, self.marks)
         return self.marks
 
 

@@ -11,7 +11,9 @@ in, and each login waits for sshd's answer as long as it takes, so no handshake 
 ever left half-way: one login once sshd listens (running `cloud-init status --long`
 when cloud-init is waited for), one more once cloud-init has finished, if it had not.
 An image that prints no marks (no cloud-init ran kubenet's bootcmd, or its console is
-elsewhere) is tried with a login now and then, seconds apart and further apart each time.
+elsewhere) is tried with a login now and then, seconds apart and further apart each time;
+later where its console shows a kernel booting, and only as a safety net once it, or any
+VM of the same wait, printed a mark.
 
 What a running qemu's guest passed is remembered (vmstate: that qemu's pid and the
 guest's boot), so a second `up` asks nothing of a guest that has not rebooted since.
@@ -35,9 +37,14 @@ from .vmstate import Proof, answered_before, cloud_init_done_before, qemu_pid, r
 POLL_SECONDS = 0.1  # how often each console log is read: a file on the host, nothing the guest feels
 STATE_POLL_SECONDS = 1.0  # how often qemu is asked whether its guest still runs
 # Logins without a mark that asks for one: the first this long after the wait starts, then
-# further apart (doubling), up to the last figure. With marks flowing, a safety net only,
-# for a mark lost on the console (a kernel message written across it).
+# further apart (doubling), up to the last figure. A login sent before the guest's network
+# is up waits out TCP's back-off (its SYN resent 1, 2, 4, 8 s apart) and so comes late:
+# where the console shows a kernel booting, its marks are given longer before one is
+# tried; once this guest, or another VM of the same wait, printed marks, logins follow
+# the marks and the tries left are a safety net only, for a mark lost on the console (a
+# kernel message written across it).
 UNMARKED_TRIES = (10.0, 30.0)
+BOOTING_TRIES = (30.0, 60.0)
 MARKED_TRIES = (60.0, 300.0)
 RETRY_TRIES = (2.0, 30.0)  # after a login that failed although sshd listens (its network not up yet)
 # What qemu's run state says when the guest will never answer, and what usually helps.
@@ -112,9 +119,11 @@ def login_outcome(done, until: ReadyWhen) -> tuple[bool, str, list[str], str]:
 class VMWait:
     """One VM's wait: what it still waits for, when it next logs in, what it found."""
 
-    def __init__(self, cluster: Cluster, vm: VM, until: ReadyWhen, started: float, deadline: float, stop: threading.Event):
+    def __init__(self, cluster: Cluster, vm: VM, until: ReadyWhen, started: float, deadline: float, stop: threading.Event,
+                 marks_seen: threading.Event | None = None):  # fmt: skip
         self.cluster, self.vm, self.until = cluster, vm, until
         self.started, self.deadline, self.stop = started, deadline, stop
+        self.marks_seen = marks_seen or threading.Event()  # set by the first VM of the wait that prints a mark
         self.console = ConsoleMarks(vm_paths(cluster, vm).serial_log)
         self.ssh_ok = False
         self.cloud_init = ""  # how cloud-init ended, once it has
@@ -122,7 +131,8 @@ class VMWait:
         self.tries = 0  # failed or early logins since the last progress, for the back-off
         self.next_try = started + UNMARKED_TRIES[0]
         self.asked_after: Marks | None = None  # the marks the last login followed
-        self.marked = False  # whether this guest was seen printing marks
+        self.marked = False  # whether this guest, or another of the wait, was seen printing marks
+        self.booting = False  # whether its console showed a kernel booting
         self.reason = "the guest has not said that sshd listens"
 
     def now(self) -> float:
@@ -137,9 +147,14 @@ class VMWait:
         news = marks.cloud_init is not None if self.ssh_ok else marks.sshd_up
         if news and self.asked_after != marks:
             return True
-        if marks.boot and not self.marked:  # the guest prints marks: no need to try before they say so
+        if marks.boot:
+            self.marks_seen.set()
+        if self.marks_seen.is_set() and not self.marked:  # the image prints marks: no need to try before they say so
             self.marked = True
             self.next_try = max(self.next_try, time.monotonic() + MARKED_TRIES[0])
+        elif self.console.kernel_seen and not self.booting and not self.marked:
+            self.booting = True
+            self.next_try = max(self.next_try, self.started + BOOTING_TRIES[0])
         return time.monotonic() >= self.next_try
 
     def log_in(self, marks: Marks, pid: int | None) -> Readiness | None:
@@ -149,7 +164,7 @@ class VMWait:
         self.logins += 1
         self.asked_after = marks
         worked, state, why, said = login_outcome(done, self.until)
-        schedule = RETRY_TRIES if marks.sshd_up and not self.ssh_ok else MARKED_TRIES if marks.boot else UNMARKED_TRIES
+        schedule = RETRY_TRIES if marks.sshd_up and not self.ssh_ok else MARKED_TRIES if self.marked else BOOTING_TRIES if self.booting else UNMARKED_TRIES
         self.next_try = time.monotonic() + backoff(self.tries, schedule)
         self.tries += 1
         if not worked:
@@ -158,7 +173,7 @@ class VMWait:
         proof = Proof(pid, marks.boot or "", self.console.offset) if pid is not None else None
         if not self.ssh_ok:
             self.ssh_ok, self.tries = True, 0
-            self.next_try = time.monotonic() + backoff(0, MARKED_TRIES if marks.boot else UNMARKED_TRIES)
+            self.next_try = time.monotonic() + backoff(0, MARKED_TRIES if self.marked else BOOTING_TRIES if self.booting else UNMARKED_TRIES)
             if proof:
                 remember_answer(self.cluster, self.vm, proof)
         if not wants_cloud_init or state in ("done", "disabled", "absent"):
@@ -198,10 +213,11 @@ def proved_already(cluster: Cluster, vm: VM, pid: int | None, marks: Marks, unti
 
 def wait_for_vm(
     cluster: Cluster, vm: VM, until: ReadyWhen, started: float, deadline: float, stop: threading.Event,
-    report: Callable[[str, Readiness], None], why_stopped: Callable[[str], str],
+    report: Callable[[str, Readiness], None], why_stopped: Callable[[str], str], marks_seen: threading.Event | None = None,
 ) -> Readiness:  # fmt: skip
-    """Wait for one VM; `report` hears of each stage ("ssh", then "cloud-init") as it settles."""
-    wait = VMWait(cluster, vm, until, started, deadline, stop)
+    """Wait for one VM; `report` hears of each stage ("ssh", then "cloud-init") as it settles;
+    `marks_seen` is shared by the VMs of one wait (see VMWait)."""
+    wait = VMWait(cluster, vm, until, started, deadline, stop, marks_seen)
     pid = qemu_pid(cluster, vm)  # None for a qemu kubenet did not start (`invoke vm`): seen by its disk lock
     ssh, cloud_init = proved_already(cluster, vm, pid, wait.console.read(), until)
     if ssh:
@@ -244,13 +260,14 @@ def wait_ready(
     deadline = started + timeout
     lock = threading.Lock()  # one report at a time
     stop = threading.Event()
+    marks_seen = threading.Event()  # the VMs share one image and kubenet's seed: one's marks say the others' will come
 
     def told(stage: str, result: Readiness) -> None:
         with lock:
             report(stage, result)
 
     def watch(vm: VM) -> Readiness:
-        result = wait_for_vm(cluster, vm, until, started, deadline, stop, told, why_stopped)
+        result = wait_for_vm(cluster, vm, until, started, deadline, stop, told, why_stopped, marks_seen)
         if until == ReadyWhen.CLOUD_INIT and (result.ready or result.cloud_init == "error"):
             told("cloud-init", result)
         elif not result.ready:
