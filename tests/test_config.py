@@ -214,7 +214,6 @@ def test_a_huge_value_is_cut_short_in_the_message(cluster_file):
 
 def test_only_a_regular_file_of_a_sane_size_is_read(tmp_path):
     import subprocess
-    import sys
 
     from conftest import INVOKE, ROOT
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from conftest import kill_recorded_qemus, make_up, run_invoke, stop_vde_switch
-from kubenet.reach.copy import Copy, CopyError, landing, parse_side, plan, scp_argv, sftp_option
+from kubenet.reach.copy import Copy, landing, parse_side, plan, scp_argv, sftp_option
 from tinyimage.cluster import write_cluster
 
 NAMES = ["control0", "control1", "worker0"]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import INVOKE, ROOT, run_invoke
+from conftest import ROOT, run_invoke
 from test_trust import one_line_error
 
 

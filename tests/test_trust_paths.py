@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, STUBS, kill_recorded_qemus, run_invoke, stop_vde_switch, wait_for
+from conftest import STUBS, kill_recorded_qemus, run_invoke, stop_vde_switch, wait_for
 from test_trust import one_line_error
 
 as_root = pytest.mark.skipif(os.geteuid() != 0, reason="gives a directory to another user: needs root")
