@@ -94,7 +94,7 @@ BR_NETFILTER_FILES = """\
 BOOTCMD = "bootcmd:\n- |\n" + "".join(f"  {line}\n" if line else "\n" for line in WATCHER.splitlines())
 UPDATE = "package_update: true\npackage_upgrade: true\n"
 AGENT = "- qemu-guest-agent\n"
-AGENT_RUNCMD = "- - sh\n  - -c\n  - systemctl start qemu-guest-agent || true\n"
+AGENT_RUNCMD = "- - sh\n  - -c\n  - test -e /dev/virtio-ports/org.qemu.guest_agent.0 && systemctl start --no-block qemu-guest-agent || true\n"
 RUNCMD = "runcmd:\n" + AGENT_RUNCMD + "- - modprobe\n  - br_netfilter\n- - sysctl\n  - --system\n"
 
 

@@ -169,17 +169,18 @@ def test_a_uefi_cloud_image_boots_under_up_and_vm_in_any_order(uefi_image, short
 
         # `invoke vm`: qemu in the foreground, without what `up` adds; the kept UEFI variables still boot the disk,
         # and cloud-init applies the new seed to it
-        said = short_dir / "vm.stderr"
-        with said.open("w") as stderr:
+        said, console = short_dir / "vm.stderr", short_dir / "vm.console"
+        with said.open("w") as stderr, console.open("w") as stdout:
             vm = subprocess.Popen(
                 [str(INVOKE), "--search-root", str(ROOT), "vm", "--name", "control0", "--config", str(config)],
-                env={**os.environ, **env}, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=stderr,
+                env={**os.environ, **env}, stdin=subprocess.PIPE, stdout=stdout, stderr=stderr,
             )  # fmt: skip
         try:
-            ssh = ["ssh", "-F", str(ssh_config), "-o", "BatchMode=yes", "-o", "ConnectTimeout=5", "control0"]
-            reached = lambda: subprocess.run([*ssh, "true"], capture_output=True, timeout=30).returncode == 0  # noqa: E731
-            assert wait_for(reached, timeout=600, interval=2), "control0 under `invoke vm` never answered SSH"  # its host key still the pinned one
+            # its console is qemu's stdio: the guest says there when cloud-init has finished, and only then is it asked
+            finished = lambda: re.search(r"kubenet-mark \S+ cloud-init", console.read_text(errors="replace"))  # noqa: E731
+            assert wait_for(finished, timeout=900, interval=1), "control0 under `invoke vm` never finished cloud-init:\n" + console.read_text(errors="replace")[-3000:]
             assert "kubenet: control0 re-provisions at this boot" in said.read_text()
+            ssh = ["ssh", "-F", str(ssh_config), "-o", "BatchMode=yes", "-o", "ConnectTimeout=60", "control0"]  # its host key still the pinned one
             applied = subprocess.run(
                 [*ssh, "cloud-init status --wait >/dev/null; cat /etc/kubenet-stage data; ip -o -4 addr show dev lo | awk '{print $4}' | sort"],
                 capture_output=True, text=True, timeout=600,
