@@ -256,8 +256,11 @@ def test_a_vm_lost_during_a_save_leaves_it_nowhere_and_a_killed_save_is_undone_b
         assert all(snapshots_held(state / vm / "disk.img") == [] for vm in names)
         for vm in names:
             assert ssh(state, vm, "hostname") == vm
+        # what the cut save may have left taken in the images is given back once each qemu is gone
+        assert all((state / vm / "repair-leaks").is_file() for vm in names)
         run_invoke("down", "--config", str(config), env=env, check=True)
         for vm in names:
+            assert not (state / vm / "repair-leaks").exists()
             assert subprocess.run(["qemu-img", "check", str(state / vm / "disk.img")], capture_output=True).returncode == 0
     finally:
         kill_recorded_qemus(state)

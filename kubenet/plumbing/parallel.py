@@ -46,9 +46,9 @@ def for_each(
                 failures[index] = error
 
     threads = [threading.Thread(target=run, args=(index, item), daemon=True) for index, item in enumerate(items)]
-    for thread in threads:
-        thread.start()
     try:
+        for thread in threads:  # a Ctrl-C while they start stops those already started too
+            thread.start()
         for thread in threads:
             while thread.is_alive():
                 thread.join(JOIN_SECONDS)
@@ -57,7 +57,8 @@ def for_each(
             stop.set()
         deadline = time.monotonic() + grace
         for thread in threads:
-            thread.join(max(0.0, deadline - time.monotonic()))
+            if thread.ident is not None:  # started
+                thread.join(max(0.0, deadline - time.monotonic()))
         raise
     failure = next((error for error in failures if error is not None), None)
     if failure is not None:

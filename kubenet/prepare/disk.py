@@ -87,3 +87,34 @@ def convert_raw_efivars(raw: Path, efivars: Path) -> bool:
 
 def raw_to_qcow2(source: Path, target: Path) -> None:
     run(["qemu-img", "convert", "-q", "-f", "raw", "-O", "qcow2", str(source), str(target)], missing_hint=QEMU_IMG_HINT)
+
+
+# ---- clusters a cut snapshot left taken ---------------------------------------------
+
+LEAKS_MARKER = "repair-leaks"  # in the VM's directory: its images, one per line
+
+
+def repair_leaks(images: list[Path]) -> None:
+    """Give back the clusters an unfinished snapshot left allocated and unused (leaks, which
+    only `check -r leaks` frees; it touches nothing else). For images no qemu has open."""
+    for image in images:
+        if image.exists():
+            run(["qemu-img", "check", "-q", "-r", "leaks", str(image)], check=False, timeout=300, missing_hint=QEMU_IMG_HINT)
+
+
+def repair_leaks_later(vm_dir: Path, images: list[Path]) -> None:
+    """For a VM whose qemu has its images open: repair them once it has stopped."""
+    from ..plumbing.fsutil import write_atomic
+
+    write_atomic(vm_dir / LEAKS_MARKER, "".join(f"{image.absolute()}\n" for image in images).encode(), 0o600)
+
+
+def repair_leaks_left(vm_dir: Path) -> None:
+    """Once the VM's qemu is gone: the repair asked for while it ran, if any."""
+    marker = vm_dir / LEAKS_MARKER
+    try:
+        images = [Path(line) for line in marker.read_text().splitlines() if line.startswith("/")]
+    except (OSError, UnicodeError):
+        return
+    repair_leaks([image for image in images if image.parent == vm_dir.absolute()])  # only the VM's own files
+    marker.unlink(missing_ok=True)

@@ -290,13 +290,14 @@ def _launch_cluster(cluster: Cluster, vms: list[VM], target: Target, tmux: Tmux)
         for vm in to_start:
             record_identity(cluster, vm)
         prepare_network(cluster, target)
+        from ..prepare.disk import repair_leaks_left
         from ..store.provision import note_booted, will_reprovision
 
         reprovisioning = [vm.name for vm in to_start if will_reprovision(cluster, vm)]
         commands = {}
         for vm in to_start:
             note_booted(cluster, vm)
-            vm_dir(cluster, vm)
+            repair_leaks_left(vm_dir(cluster, vm))  # asked for while an earlier qemu had its images open
             forget_answers(cluster, vm)
             commands[vm.name] = pane_command(prepare_launch(cluster, vm, target))
         if panes:

@@ -80,6 +80,9 @@ def power_off(cluster: Cluster, vm: VM, timeout: float, stop: threading.Event | 
                 forget_answers(cluster, vm)
             except OSError:
                 pass  # a read-only state_dir: the markers name a qemu that is gone, so they count for nothing
+            from ..prepare.disk import repair_leaks_left
+
+            repair_leaks_left(vm_paths(cluster, vm).dir)  # its images are no qemu's now
 
 
 def shut_down(cluster: Cluster, vms: list[VM], target: Target, timeout: float, cleanup: bool, say: Callable[[str], None]) -> None:

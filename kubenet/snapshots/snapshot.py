@@ -30,7 +30,7 @@ from ..model.paths import vm_paths
 from ..plumbing.parallel import for_each
 from ..plumbing.process import run
 from ..plumbing.qmp import Monitor
-from ..prepare.disk import QEMU_IMG_HINT
+from ..prepare.disk import QEMU_IMG_HINT, repair_leaks, repair_leaks_later
 from ..store.statedir import cluster_lock
 from .snapjobs import Drives, Together, dismiss_finished, one_line, pause_figures, run_job, snapshot_drives
 from .snaprecord import COMPLETE, SAVED, Record, SnapshotError, cluster_change, find_record, read_records, remove_record, size_text, write_record
@@ -293,14 +293,6 @@ def restore_stopped(cluster: Cluster, target: Target, record: Record) -> None:
     for_each(cluster.vms, one, limit=4)
 
 
-def repair_leaks(images: list[Path]) -> None:
-    """Give back the clusters a qemu-img killed part-way left allocated and unused (leaks, which
-    only `check -r leaks` frees; it touches nothing else). For images no qemu has open."""
-    for image in images:
-        if image.exists():
-            run(["qemu-img", "check", "-q", "-r", "leaks", str(image)], check=False, timeout=300, missing_hint=QEMU_IMG_HINT)
-
-
 def remove(cluster: Cluster, target: Target, name: str, say: Say) -> None:
     """Remove the snapshot from every VM's images, running or not, then its record."""
     with cluster_lock(cluster, say):
@@ -330,6 +322,8 @@ def drop_everywhere(cluster: Cluster, target: Target, record: Record, resume: bo
                 raise SnapshotError(f"{vm.name}: cannot remove snapshot {record.name}: {why}")
             if resume and monitor.execute("query-status").get("status") == "paused":
                 monitor.execute("cont")
+        if resume:  # a save cut short may have left clusters taken, which only qemu-img gives back, once qemu is gone
+            repair_leaks_later(paths.dir, images_of(cluster, vm, target))
 
     for_each([vm for vm in cluster.vms if vm.name in record.vms], one)
 

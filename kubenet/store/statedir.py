@@ -41,7 +41,7 @@ OWN_VM_FILES = frozenset({
     "disk.img", "efivars.qcow2", "efivars.fd", "cidata.iso", "cidata.iso.sha256", "user-data", "meta-data", "network-config",
     "ssh_host_ed25519_key", "ssh_host_ed25519_key.pub", "qmp.sock", "serial.log", "qemu.pid", "ready",
     "cloud-init-done", ".lock", "identity.json", "efivars.fd.damaged", "efivars.qcow2.damaged", "qga.sock",
-    "booted-instance",
+    "booted-instance", "repair-leaks",
 })  # fmt: skip
 
 
