@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import STUBS, run_invoke
+from conftest import STUBS, run_invoke, stop_vde_switch
 from test_tmux import write_cluster
 
 
@@ -42,7 +42,10 @@ def test_an_accelerator_failure_is_recognised_in_what_qemu_said(words, accel, na
 def test_a_qemu_killed_by_its_accelerator_is_shown_line_by_line_with_the_fix(short_dir, tmux_server):
     config = write_cluster(short_dir, "  - {name: node, count: 1, memory: 128M}\n")
     env = {"KUBENET_TMUX_SOCKET": tmux_server, "KUBENET_QEMU": str(STUBS / "qemu-kvm-broken"), "KUBENET_ACCEL": "kvm"}
-    done = run_invoke("up", "--config", str(config), env=env)
+    try:
+        done = run_invoke("up", "--config", str(config), env=env)
+    finally:
+        stop_vde_switch(short_dir / ".kubenet")  # up started it for the VM that died
     assert done.returncode == 1
     lines = done.stderr.splitlines()
     said = lines.index("kubenet: node0: qemu exited as it started; it said:")
