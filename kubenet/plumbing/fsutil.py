@@ -16,17 +16,18 @@ def private_dir(path: Path, enforce: bool = False) -> Path:
     """A directory only its owner can read: it holds private keys.
 
     Every level it creates is 0700 whatever the umask (mkdir -p would make the
-    parents by the umask); with `enforce`, an existing one of ours is made 0700 too.
+    parents by the umask); with `enforce`, an existing one of ours is made 0700 too. A
+    link in its place, even a dangling one, counts as there: nothing is made beyond it.
     """
     missing = []
-    while not path.exists() and path != path.parent:
+    while not os.path.lexists(path) and path != path.parent:
         missing.append(path)
         path = path.parent
     for level in reversed(missing):
         try:
             level.mkdir(mode=0o700)
         except FileExistsError:
-            pass  # made meanwhile by a concurrent setup
+            pass  # made meanwhile by a concurrent command
     path = missing[0] if missing else path
     if enforce:
         info = path.stat()

@@ -26,7 +26,7 @@ from typing import Callable, Iterator
 
 from ..model.cluster import VM, Cluster
 from ..plumbing import errors
-from ..plumbing.fsutil import open_lock_file, write_atomic
+from ..plumbing.fsutil import open_lock_file, private_dir, write_atomic
 
 MARK = ".kubenet-state"
 SNAPSHOTS = "snapshots"  # the records of whole-cluster snapshots
@@ -148,16 +148,7 @@ def own_directory(path: Path, what: str, mark: str, unmarked: Callable[[Path], N
     that a concurrent command made meanwhile taken as it is), private to the user, and marked
     with `mark` in `mark_file`; `unmarked` sees a directory found without the mark first, and
     may refuse it."""
-    missing = []
-    level = path
-    while not os.path.lexists(level) and level != level.parent:
-        missing.append(level)
-        level = level.parent
-    for directory in reversed(missing):
-        try:
-            directory.mkdir(mode=0o700)
-        except FileExistsError:
-            pass  # made meanwhile by a concurrent command
+    private_dir(path)
     check_private(path, what)
     if not (path / mark_file).is_file():
         unmarked(path)
