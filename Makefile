@@ -77,9 +77,10 @@ venv: $(BIN)/.installed $(BIN)/.compiled ## create .venv with kubenet and invoke
 test: test-deps venv $(BIN)/.test-installed ## run the whole test suite, the real-VM tests included
 	$(BIN)/pytest
 
-bench: venv $(BIN)/.test-installed ## measure start-up of `invoke ls`/`argv` and how fast `invoke up` launches 7, 30, 60 stub VMs
+bench: venv $(BIN)/.test-installed ## measure start-up of `invoke ls`/`argv`, how fast `invoke up` launches 7, 30, 60 stub VMs, how fast Ctrl-C ends its wait
 	$(BIN)/python bench/cli_latency.py
 	$(BIN)/python bench/launch.py
+	$(BIN)/python bench/ctrl_c.py
 
 bench-setup: test-deps venv $(BIN)/.test-installed ## time `make setup` of 7 fresh VMs, with nothing to do, and `make up` when all run
 	$(BIN)/python bench/setup.py
