@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from ..machine.target import Target
-from ..model.cluster import Cluster, ImageKind, NetworkMode, memory_bytes
+from ..model.cluster import Cluster, ImageKind, NetworkMode
 from .report import Check, failed, not_applicable, ok
 
 HOST = "host"
@@ -121,11 +121,12 @@ def available_memory() -> int | None:
 def disk(cluster: Cluster) -> Check:
     from ..run.hostmemory import memory_text
 
+    from ..plumbing.fsutil import free_bytes
+
     place = cluster.state_dir
-    while not place.exists() and place != place.parent:
+    while not place.exists() and place != place.parent:  # not made yet: where it will be
         place = place.parent
-    info = os.statvfs(place)
-    free = info.f_bavail * info.f_frsize
+    free = free_bytes(place)
     wanted = DISK_PER_VM * len(cluster.local_vms)
     if free < wanted:
         return failed(HOST, "disk", f"{memory_text(free)} free where state_dir is ({place}); the VMs' disks grow to about {memory_text(wanted)}",
@@ -276,7 +277,6 @@ def outside_names(name: str) -> bool:
     return bool(answer and answer[0])
 
 
-
 def host_checks(cluster: Cluster, target: Target) -> list[Check]:
     checks = [accelerator(target), qemu(target), firmware(cluster, target), memory(cluster, target), disk(cluster), subnet(cluster, target)]
     if target.mode == NetworkMode.BRIDGE and target.host.system == "linux":
@@ -284,7 +284,3 @@ def host_checks(cluster: Cluster, target: Target) -> list[Check]:
     if target.mode == NetworkMode.USER:
         checks += user_mode(cluster)
     return checks + tunnel(cluster)
-
-
-def needed_memory(cluster: Cluster) -> int:
-    return sum(memory_bytes(vm.memory) for vm in cluster.local_vms)

@@ -77,6 +77,12 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
         raise OSError(error.errno, error.strerror, str(path)) from error  # a full disk names the file it could not write
 
 
+def free_bytes(path: Path) -> int:
+    """The space a user (not root's reserve) may still write on the file system holding `path`."""
+    info = os.statvfs(path)
+    return info.f_bavail * info.f_frsize
+
+
 def sha256_of(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as stream:

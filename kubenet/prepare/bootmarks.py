@@ -59,6 +59,7 @@ fi
 LINE = re.compile(rf"{MARK} ([0-9a-f-]{{8,64}}) (boot|ssh|cloud-init)(?: ([a-z-]+))?[ \r]*$", re.MULTILINE)
 # The first line a Linux kernel prints at each boot: what came before it is another boot's.
 NEW_KERNEL = re.compile(r"Linux version [0-9]")
+MARK_OR_KERNEL = re.compile(f"{LINE.pattern}|{NEW_KERNEL.pattern}", re.MULTILINE)  # in the order they came
 
 
 @dataclass(frozen=True)
@@ -78,7 +79,7 @@ def parse(text: str, marks: Marks = Marks()) -> Marks:
     """The marks after reading `text` (the console's next lines), given those read before.
     A kernel's banner, or a mark of another boot id, starts a new boot: the guest rebooted,
     and until its own marks come nothing is known of it."""
-    for found in re.finditer(f"{LINE.pattern}|{NEW_KERNEL.pattern}", text, re.MULTILINE):
+    for found in MARK_OR_KERNEL.finditer(text):
         boot, what, detail = found.groups()
         if boot is None:
             marks = Marks()

@@ -157,6 +157,11 @@ class VMWait:
             self.next_try = max(self.next_try, self.started + BOOTING_TRIES[0])
         return time.monotonic() >= self.next_try
 
+    def unasked_tries(self) -> tuple[float, float]:
+        """The back-off of logins that no mark asked for: a safety net once marks flow, later
+        while a kernel boots, else the plain schedule of an image without marks."""
+        return MARKED_TRIES if self.marked else BOOTING_TRIES if self.booting else UNMARKED_TRIES
+
     def log_in(self, marks: Marks, pid: int | None) -> Readiness | None:
         """One login: a result when it settles the wait, None to wait on."""
         wants_cloud_init = self.until == ReadyWhen.CLOUD_INIT
@@ -164,7 +169,7 @@ class VMWait:
         self.logins += 1
         self.asked_after = marks
         worked, state, why, said = login_outcome(done, self.until)
-        schedule = RETRY_TRIES if marks.sshd_up and not self.ssh_ok else MARKED_TRIES if self.marked else BOOTING_TRIES if self.booting else UNMARKED_TRIES
+        schedule = RETRY_TRIES if marks.sshd_up and not self.ssh_ok else self.unasked_tries()
         self.next_try = time.monotonic() + backoff(self.tries, schedule)
         self.tries += 1
         if not worked:
@@ -173,7 +178,7 @@ class VMWait:
         proof = Proof(pid, marks.boot or "", self.console.offset) if pid is not None else None
         if not self.ssh_ok:
             self.ssh_ok, self.tries = True, 0
-            self.next_try = time.monotonic() + backoff(0, MARKED_TRIES if self.marked else BOOTING_TRIES if self.booting else UNMARKED_TRIES)
+            self.next_try = time.monotonic() + backoff(0, self.unasked_tries())
             if proof:
                 remember_answer(self.cluster, self.vm, proof)
         if not wants_cloud_init or state in ("done", "disabled", "absent"):

@@ -79,10 +79,9 @@ MIN_FREE_BYTES = 64 << 10
 
 
 def check_room(directory: Path) -> None:
-    import os
+    from ..plumbing.fsutil import free_bytes
 
-    info = os.statvfs(directory)
-    if info.f_bavail * info.f_frsize < MIN_FREE_BYTES:
+    if free_bytes(directory) < MIN_FREE_BYTES:
         raise errors.HostError(f"no space left on {directory}", "free some space on that file system, or move state_dir elsewhere")
 
 

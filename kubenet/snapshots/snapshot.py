@@ -27,6 +27,7 @@ from ..machine.target import Target
 from ..model.cluster import VM, Cluster, memory_bytes
 from ..model.host import needs_efivars
 from ..model.paths import vm_paths
+from ..plumbing.fsutil import free_bytes
 from ..plumbing.parallel import for_each
 from ..plumbing.process import run
 from ..plumbing.qmp import Monitor
@@ -100,8 +101,7 @@ def check_space(cluster: Cluster) -> None:
         memory_on.setdefault(os.stat(directory).st_dev, [directory, 0])[1] += memory_bytes(vm.memory)
     for directory, memory in memory_on.values():
         needed = memory + max(int(memory * MARGIN_SHARE), MARGIN_BYTES)
-        info = os.statvfs(directory)
-        free = info.f_bavail * info.f_frsize
+        free = free_bytes(directory)
         if free < needed:
             raise SnapshotError(
                 f"not enough space for a live snapshot: it needs about {size_text(needed)} (the VMs' {size_text(memory)} of memory and a margin), "
