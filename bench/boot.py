@@ -23,7 +23,6 @@ from __future__ import annotations
 import os
 import re
 import shlex
-import shutil
 import signal
 import statistics
 import subprocess
@@ -38,7 +37,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT))
 
 from tinyimage.build import build  # noqa: E402
-from tinyimage.cluster import TUTORIAL_ROLES, write_cluster  # noqa: E402
+from tinyimage.cluster import TUTORIAL_ROLES, tear_down, write_cluster  # noqa: E402
 
 INVOKE = str(Path(sys.executable).parent / "invoke")
 READY = re.compile(r"^kubenet: (\S+) ready after", re.MULTILINE)
@@ -156,14 +155,7 @@ def main() -> int:
             f"ratio {statistics.median(ratios):.3f}x median, {min(ratios):.3f}-{max(ratios):.3f}x (goal: within 1.05x)"
         )
     finally:
-        subprocess.run([INVOKE, "--search-root", str(ROOT), "down", "--timeout", "30", "--config", str(config)], env=env, capture_output=True)
-        subprocess.run(["tmux", "-S", str(directory / "tmux.sock"), "kill-server"], capture_output=True)
-        for pid_file in [*directory.glob(".kubenet/*/qemu.pid"), directory / ".kubenet/vde.pid"]:
-            try:
-                os.kill(int(pid_file.read_text()), signal.SIGKILL)  # only if `down` could not stop it
-            except (OSError, ValueError):
-                pass
-        shutil.rmtree(directory, ignore_errors=True)
+        tear_down(directory, config, env, [INVOKE, "--search-root", str(ROOT)])
     return 0
 
 

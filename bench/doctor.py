@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -19,7 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
 from tinyimage.build import build  # noqa: E402
-from tinyimage.cluster import TUTORIAL_ROLES, write_cluster  # noqa: E402
+from tinyimage.cluster import TUTORIAL_ROLES, tear_down, write_cluster  # noqa: E402
 
 INVOKE = str(Path(sys.executable).parent / "invoke")
 TARGET = 10.0
@@ -51,14 +49,7 @@ def main() -> int:
         print(f"target, under {TARGET:g} s: {'met' if median < TARGET else 'NOT met'}")
         return 0 if median < TARGET else 1
     finally:
-        subprocess.run([*invoke, "down", "--timeout", "30", "--config", str(config)], env=env, capture_output=True)
-        subprocess.run(["tmux", "-S", str(directory / "tmux.sock"), "kill-server"], capture_output=True)
-        for pid_file in [*directory.glob(".kubenet/*/qemu.pid"), directory / ".kubenet/vde.pid"]:
-            try:
-                os.kill(int(pid_file.read_text()), signal.SIGKILL)  # only if `down` could not stop it
-            except (OSError, ValueError):
-                pass
-        shutil.rmtree(directory, ignore_errors=True)
+        tear_down(directory, config, env, invoke)
 
 
 if __name__ == "__main__":

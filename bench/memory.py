@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import os
 import shlex
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -34,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 
 from kubenet.run.qemu import TCG_TB_SIZE_MIB  # noqa: E402
 from tinyimage.build import build  # noqa: E402
-from tinyimage.cluster import TUTORIAL_ROLES, free_port_base, write_cluster  # noqa: E402
+from tinyimage.cluster import TUTORIAL_ROLES, free_port_base, tear_down, write_cluster  # noqa: E402
 
 INVOKE = str(Path(sys.executable).parent / "invoke")
 SIZES = [64, 128, 256, 512, 1024]
@@ -72,14 +71,7 @@ class Bench:
         return done.stdout
 
     def close(self) -> None:
-        self.invoke("down", "--timeout", "60")
-        subprocess.run(["tmux", "-S", str(self.directory / "tmux.sock"), "kill-server"], capture_output=True)
-        for pid_file in [*self.directory.glob(".kubenet/*/qemu.pid"), self.directory / ".kubenet/vde.pid"]:
-            try:
-                os.kill(int(pid_file.read_text()), 9)  # only if `down` could not stop it
-            except (OSError, ValueError):
-                pass
-        shutil.rmtree(self.directory, ignore_errors=True)
+        tear_down(self.directory, self.config, self.env, [INVOKE, "--search-root", str(ROOT)], seconds=60)
 
 
 def tiny_config(kernel: Path, initrd: Path, roles: str, count: int, tb_size: int) -> Callable[[Path], Path]:

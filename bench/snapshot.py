@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import statistics
 import subprocess
 import sys
@@ -26,7 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
 from tinyimage.build import build  # noqa: E402
-from tinyimage.cluster import write_cluster  # noqa: E402
+from tinyimage.cluster import tear_down, write_cluster  # noqa: E402
 
 INVOKE = str(Path(sys.executable).parent / "invoke")
 PAUSED = re.compile(r"kubenet: paused ([0-9.]+) s at most, ([0-9]+) ms apart")
@@ -107,14 +106,7 @@ def main() -> int:
         live_rounds(cluster, rounds)
         stopped_round(cluster)
     finally:
-        subprocess.run([INVOKE, "--search-root", str(ROOT), "down", "--timeout", "30", "--config", str(cluster.config)], env=cluster.env, capture_output=True)
-        subprocess.run(["tmux", "-S", str(directory / "tmux.sock"), "kill-server"], capture_output=True)
-        for pid_file in [*directory.glob(".kubenet/*/qemu.pid"), directory / ".kubenet/vde.pid"]:
-            try:
-                os.kill(int(pid_file.read_text()), 9)  # only if `down` could not stop it
-            except (OSError, ValueError):
-                pass
-        shutil.rmtree(directory, ignore_errors=True)
+        tear_down(directory, cluster.config, cluster.env, [INVOKE, "--search-root", str(ROOT)])
     return 0
 
 

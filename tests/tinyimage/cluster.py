@@ -1,11 +1,15 @@
-"""A cluster file that boots the tiny test image: user-mode networking with VDE, TCG.
+"""A cluster file that boots the tiny test image: user-mode networking with VDE, TCG; and
+such a cluster gone again.
 
-Shared by the end-to-end test and the boot benchmark.
+Shared by the end-to-end tests and the benchmarks of real VMs.
 """
 
 from __future__ import annotations
 
+import os
 import random
+import shutil
+import signal
 import socket
 import subprocess
 from pathlib import Path
@@ -52,3 +56,17 @@ def write_cluster(directory: Path, kernel: Path, initrd: Path, roles: str = TUTO
         "disk_size: 64M\n"
     )
     return path
+
+
+def tear_down(directory: Path, config: Path, env: dict, invoke: list[str], seconds: int = 30) -> None:
+    """A throwaway cluster gone: `invoke down` (`invoke` its command, with --search-root), its
+    tmux server, any qemu or VDE switch that `down` could not stop (by their pid files), and
+    its directory."""
+    subprocess.run([*invoke, "down", "--timeout", str(seconds), "--config", str(config)], env=env, capture_output=True)
+    subprocess.run(["tmux", "-S", str(directory / "tmux.sock"), "kill-server"], capture_output=True)
+    for pid_file in [*directory.glob(".kubenet/*/qemu.pid"), directory / ".kubenet/vde.pid"]:
+        try:
+            os.kill(int(pid_file.read_text()), signal.SIGKILL)  # only if `down` could not stop it
+        except (OSError, ValueError):
+            pass
+    shutil.rmtree(directory, ignore_errors=True)
