@@ -152,6 +152,21 @@ def test_doctor_names_each_fault_with_its_fix_and_passes_once_it_is_repaired(tin
         stop_vde_switch(state)
 
 
+@pytest.mark.parametrize(
+    "program, seen",
+    [  # qemu's first complaint comes a moment before its abort: not a guest that runs
+        ("echo 'error: failed to set MSR' >&2; sleep 0.5; echo 'Assertion failed.' >&2; exit 134",
+         ("", "error: failed to set MSR\nAssertion failed.\n", False)),
+        ("echo 'SeaBIOS (version 1.16)'; exec sleep 30", ("SeaBIOS (version 1.16)\n", "", True)),  # a guest's firmware on its console
+        ("exec sleep 30", ("", "", True)),  # a guest that hangs: nothing within the probe's seconds
+    ],
+)
+def test_the_accelerator_probe_tells_a_guests_console_from_qemus_complaints(program, seen):
+    from kubenet.doctor.hostchecks import probe_guest
+
+    assert probe_guest(["sh", "-c", program]) == seen
+
+
 def test_an_accelerator_that_opens_but_cannot_run_a_guest_is_named_with_the_fix(short_dir, tmux_server):
     from test_tmux import write_cluster as stub_cluster
 

@@ -37,39 +37,44 @@ def accelerator(target: Target) -> Check:
             "-no-user-config", "-serial", "stdio", "-monitor", "none", "-no-reboot"]  # fmt: skip
     if target.host.firmware and arch.value == "aarch64":
         argv += ["-bios", str(target.host.firmware.code)]
-    said, alive = probe_guest(argv)
-    if not alive and said.strip():
+    console, complaints, alive = probe_guest(argv)
+    if not alive:
         from ..run.launch import accelerator_failure
 
-        fix = accelerator_failure(said, target.accel) or "see what qemu said; `accel: tcg` in cluster.yaml runs without it"
-        return failed(HOST, name, f"qemu could not run a guest: {' | '.join(said.strip().splitlines()[-2:])}", fix)
-    if not said.strip() and arch.value == "x86_64":
+        words = complaints.strip() or console.strip() or "it ended without a word"
+        fix = accelerator_failure(words, target.accel) or "see what qemu said; `accel: tcg` in cluster.yaml runs without it"
+        return failed(HOST, name, f"qemu could not run a guest: {' | '.join(words.splitlines()[-2:])}", fix)
+    if not console.strip() and arch.value == "x86_64":
         return failed(HOST, name, f"a guest under {target.accel} showed nothing in {PROBE_SECONDS:g} s: it does not run (KVM inside a VM without nested virtualisation does this)",
                       "set `accel: tcg` in cluster.yaml, or run with --accel tcg")  # fmt: skip
     return ok(HOST, name, "a guest runs under it")
 
 
-def probe_guest(argv: list[str]) -> tuple[str, bool]:
-    """What a guest printed in PROBE_SECONDS (its stdout and qemu's stderr), and whether qemu still ran then."""
+def probe_guest(argv: list[str]) -> tuple[str, str, bool]:
+    """What the guest printed on its console within PROBE_SECONDS, what qemu said on stderr,
+    and whether qemu still ran then. Only the console ends the wait early: qemu's first
+    complaint may come a moment before it aborts, and must not pass for a guest running."""
     try:
-        guest = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        guest = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     except OSError as error:
-        return f"{argv[0]}: {error.strerror}", False
-    os.set_blocking(guest.stdout.fileno(), False)
-    said, deadline = b"", time.monotonic() + PROBE_SECONDS
+        return "", f"{argv[0]}: {error.strerror}", False
+    for stream in (guest.stdout, guest.stderr):
+        os.set_blocking(stream.fileno(), False)
+    console, complaints, deadline = b"", b"", time.monotonic() + PROBE_SECONDS
     try:
-        while time.monotonic() < deadline and guest.poll() is None and len(said) < 4096:
-            said += guest.stdout.read() or b""
-            if said.strip():
-                break
+        while time.monotonic() < deadline and guest.poll() is None and not console.strip():
+            console += guest.stdout.read() or b""
+            complaints += guest.stderr.read() or b""
             time.sleep(0.05)
         alive = guest.poll() is None
-        said += (guest.stdout.read() or b"") if not alive else b""
+        console += guest.stdout.read() or b""  # what came while it ended
+        complaints += guest.stderr.read() or b""
     finally:
         guest.kill()
         guest.wait()
         guest.stdout.close()
-    return said.decode(errors="replace"), alive
+        guest.stderr.close()
+    return console.decode(errors="replace"), complaints.decode(errors="replace"), alive
 
 
 def qemu(target: Target) -> Check:
