@@ -144,6 +144,17 @@ def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05) -> bool:
     return predicate()
 
 
+def on_vm(state: Path, vm: str, command: str, root: bool = False, timeout: float = 60) -> str:
+    """What `command` printed in the tiny guest, through the cluster's ssh_config; it must
+    succeed. `root`: as root, whom the test image lets in with the same key."""
+    import subprocess
+
+    done = subprocess.run(["ssh", "-F", str(state / "ssh_config"), "-o", "BatchMode=yes", *(["-l", "root"] if root else []), vm, command],
+                          capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
 def stop_vde_switch(state_dir: Path) -> None:
     import signal
 

@@ -3,12 +3,9 @@ tiny image under TCG, real scp over SFTP through the pinned host keys)."""
 
 from __future__ import annotations
 
-import subprocess
-from pathlib import Path
-
 import pytest
 
-from conftest import kill_recorded_qemus, make_up, run_invoke, stop_vde_switch
+from conftest import kill_recorded_qemus, make_up, on_vm, run_invoke, stop_vde_switch
 from kubenet.reach.copy import Copy, landing, parse_side, plan, scp_argv, sftp_option
 from tinyimage.cluster import write_cluster
 
@@ -113,13 +110,6 @@ def test_scp_gets_paths_as_single_arguments_after_its_options(tmp_path):
 
 
 # ---- real VMs ------------------------------------------------------------------------------
-
-
-def on_vm(state: Path, vm: str, command: str) -> str:
-    done = subprocess.run(["ssh", "-F", str(state / "ssh_config"), "-o", "BatchMode=yes", vm, command],
-                          capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    return done.stdout
 
 
 @pytest.mark.e2e

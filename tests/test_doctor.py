@@ -11,11 +11,12 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
 
-from conftest import INVOKE, STUBS, kill_recorded_qemus, make_up, run_invoke, stop_vde_switch
+from conftest import INVOKE, STUBS, kill_recorded_qemus, make_up, on_vm, run_invoke, stop_vde_switch
 from kubenet.doctor import guestchecks
 from kubenet.doctor.report import FAILED, NOT_APPLICABLE, OK
 from kubenet.model.cluster import VM
@@ -105,10 +106,6 @@ def test_doctor_names_each_fault_with_its_fix_and_passes_once_it_is_repaired(tin
     state = short_dir / ".kubenet"
     env = {"KUBENET_TMUX_SOCKET": tmux_server, "KUBENET_ACCEL": "tcg"}
 
-    def as_root(vm: str, command: str) -> None:  # the test image lets root in with the same key
-        subprocess.run(["ssh", "-F", str(state / "ssh_config"), "-o", "BatchMode=yes", "-l", "root", vm, command],
-                       capture_output=True, timeout=60, stdin=subprocess.DEVNULL, check=True)  # fmt: skip
-
     try:
         make_up(config, env)
         code, checks = doctor(config, env)
@@ -117,8 +114,8 @@ def test_doctor_names_each_fault_with_its_fix_and_passes_once_it_is_repaired(tin
         assert checks[("host", "node1's cable")]["status"] == OK
 
         # a line gone from node0's /etc/hosts, node2's clock an hour off
-        as_root("node0", "sed -i '/ node2$/d' /etc/hosts")
-        as_root("node2", "date -s @$(( $(date +%s) + 3600 )) >/dev/null")
+        on_vm(state, "node0", "sed -i '/ node2$/d' /etc/hosts", root=True)
+        on_vm(state, "node2", "date -s @$(( $(date +%s) + 3600 )) >/dev/null", root=True)
         code, checks = doctor(config, env)
         assert code == 1
         found = failures(checks)
@@ -139,8 +136,8 @@ def test_doctor_names_each_fault_with_its_fix_and_passes_once_it_is_repaired(tin
         assert code == 1 and failures(checks)[("host", "VDE switch")].startswith("not running: the VMs reach no other VM; fix: `make up` starts it again")
 
         # repaired: the hosts line back, the clock set, the switch restarted and the VMs cut off from it restarted
-        as_root("node0", "echo '192.168.1.12 node2.kubenet node2' >> /etc/hosts")
-        as_root("node2", f"date -s @{int(__import__('time').time())} >/dev/null")
+        on_vm(state, "node0", "echo '192.168.1.12 node2.kubenet node2' >> /etc/hosts", root=True)
+        on_vm(state, "node2", f"date -s @{int(time.time())} >/dev/null", root=True)
         assert "are cut off from the cluster network" in run_invoke("up", "--config", str(config), env=env).stderr  # the switch again
         cut = {key: fault for key, fault in failures(doctor(config, env)[1]).items() if key[0] == "host"}
         assert cut == {("host", f"node{n}'s cable"): f"cut off: the switch restarted after the VM started; fix: `invoke restart --name node{n}`" for n in range(3)}

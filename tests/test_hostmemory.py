@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import kill_recorded_qemus, ls_rows, make_up, run_invoke, stop_vde_switch, wait_for
+from conftest import kill_recorded_qemus, ls_rows, make_up, on_vm, run_invoke, stop_vde_switch, wait_for
 from kubenet.plumbing import errors
 from kubenet.model.cluster import Cluster
 from kubenet.model.config import build_cluster
@@ -89,16 +89,6 @@ def test_sizes_read_as_qemu_writes_them_and_the_note_sums_running_vms():
 # ---- real qemu ---------------------------------------------------------------------
 
 
-def root_on(state: Path, vm: str, command: str) -> str:
-    """A command as root in the tiny guest (it takes the login key for root too)."""
-    done = subprocess.run(
-        ["ssh", "-F", str(state / "ssh_config"), "-o", "BatchMode=yes", "-l", "root", vm, command],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    return done.stdout
-
-
 @pytest.mark.e2e
 def test_dropped_page_cache_goes_back_to_the_host_and_ls_shows_what_each_qemu_holds(tiny_image, short_dir, tmux_server):
     config = write_cluster(short_dir, *tiny_image, roles="  - {name: node, count: 1, vcpus: 1, memory: 1G}\n", count=1)
@@ -121,16 +111,16 @@ def test_dropped_page_cache_goes_back_to_the_host_and_ls_shows_what_each_qemu_ho
 
         idle = held()
         # 700 MiB of the disk into the guest's page cache, kept there while a reader holds the device open
-        root_on(state, "node0", "setsid sh -c 'exec 3</dev/vda; sleep 600' </dev/null >/dev/null 2>&1 & "
-                                "dd if=/dev/vda of=/dev/null bs=1M count=700 2>/dev/null")  # fmt: skip
-        cached = int(root_on(state, "node0", "awk '/^Buffers:|^Cached:/ {kb += $2} END {print kb}' /proc/meminfo")) * 1024
+        on_vm(state, "node0", "setsid sh -c 'exec 3</dev/vda; sleep 600' </dev/null >/dev/null 2>&1 & "
+                                "dd if=/dev/vda of=/dev/null bs=1M count=700 2>/dev/null", root=True, timeout=300)  # fmt: skip
+        cached = int(on_vm(state, "node0", "awk '/^Buffers:|^Cached:/ {kb += $2} END {print kb}' /proc/meminfo", root=True, timeout=300)) * 1024
         assert cached > 600 * MIB, cached
         filled = held()
         assert filled > idle + 600 * MIB, (idle, filled)
         time.sleep(10)
         assert held() > idle + 600 * MIB  # cached pages are in use: nothing is given back while they are
 
-        root_on(state, "node0", "echo 3 > /proc/sys/vm/drop_caches")
+        on_vm(state, "node0", "echo 3 > /proc/sys/vm/drop_caches", root=True, timeout=300)
         assert wait_for(lambda: held() < idle + 100 * MIB, timeout=60, interval=2), (idle, filled, held())
     finally:
         kill_recorded_qemus(state)
